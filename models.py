@@ -1,0 +1,127 @@
+"""Small CIFAR-10 networks that differ only in their normalization layer.
+
+Every model follows the template
+
+    C1 C2 c3 P1  C3 C4 C5 c6 P2  C7 C8 C9 GAP c10
+
+C  = 3x3 conv -> norm -> ReLU
+c  = 1x1 conv that reduces channels (c3, c6)
+P  = 2x2 max-pool, GAP = global average pool, c10 = 1x1 conv to the 10 logits
+
+with two identity skip connections: the output of C3 is added to the output of C5,
+and the output of C7 to the output of C9. The norm is a constructor argument built by
+`make_norm`, so swapping BatchNorm for GroupNorm changes one word.
+"""
+
+import torch
+from torch import nn
+
+NORMS = {"bn": "bn", "batch": "bn", "ln": "ln", "layer": "ln", "gn": "gn", "group": "gn"}
+
+# Channels after C1, C2, c3, C3-C5, c6, C7-C9. Every width is a multiple of 4 so that
+# GroupNorm's default of 4 groups divides every layer.
+DEFAULT_WIDTHS = (16, 32, 16, 28, 16, 32)
+
+# Four groups of 4-8 channels each: enough groups to keep per-channel statistics apart
+# (one group is LayerNorm), few enough that each group still pools 4+ channels of
+# statistics (as many groups as channels is InstanceNorm, which loses contrast cues).
+DEFAULT_GROUPS = 4
+
+
+def canonical_norm(norm):
+    """Map 'bn'/'batch', 'ln'/'layer', 'gn'/'group' (any case) to 'bn', 'ln' or 'gn'."""
+    key = str(norm).strip().lower()
+    if key not in NORMS:
+        raise ValueError(
+            f"unknown norm {norm!r}; use one of 'bn' (or 'batch'), 'ln' (or 'layer'), 'gn' (or 'group')"
+        )
+    return NORMS[key]
+
+
+def make_norm(norm, channels, groups=DEFAULT_GROUPS):
+    """Build the normalization layer for `channels` feature maps.
+
+    - 'bn': BatchNorm2d, statistics over (N, H, W) per channel; running averages at eval.
+    - 'ln': layer norm over (C, H, W) of each sample, written as GroupNorm with one group
+            (nn.LayerNorm would need the spatial size fixed in advance).
+    - 'gn': GroupNorm with `groups` groups of channels, statistics over (C/groups, H, W).
+    """
+    norm = canonical_norm(norm)
+    if norm == "bn":
+        return nn.BatchNorm2d(channels)
+    if norm == "ln":
+        return nn.GroupNorm(1, channels)
+    if groups < 1 or channels % groups:
+        raise ValueError(
+            f"GroupNorm groups={groups} does not divide a layer of {channels} channels; "
+            f"choose groups that divide every width (here a divisor of {channels})"
+        )
+    return nn.GroupNorm(groups, channels)
+
+
+class ConvBlock(nn.Sequential):
+    """C: 3x3 conv (no bias: the norm's shift replaces it) -> norm -> ReLU -> optional dropout."""
+
+    def __init__(self, c_in, c_out, norm, groups, dropout):
+        layers = [
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            make_norm(norm, c_out, groups),
+            nn.ReLU(inplace=True),
+        ]
+        if dropout:
+            layers.append(nn.Dropout2d(dropout))
+        super().__init__(*layers)
+
+
+class S8Net(nn.Module):
+    """The template network; see the module docstring."""
+
+    def __init__(self, norm="bn", groups=DEFAULT_GROUPS, widths=DEFAULT_WIDTHS, dropout=0.0, num_classes=10):
+        super().__init__()
+        self.norm = canonical_norm(norm)
+        a, b, c, d, e, f = widths
+
+        def conv(c_in, c_out):
+            return ConvBlock(c_in, c_out, self.norm, groups, dropout)
+
+        self.c1, self.c2 = conv(3, a), conv(a, b)
+        self.c3 = nn.Conv2d(b, c, 1, bias=False)
+        self.C3, self.C4, self.C5 = conv(c, d), conv(d, d), conv(d, d)
+        self.c6 = nn.Conv2d(d, e, 1, bias=False)
+        self.C7, self.C8, self.C9 = conv(e, f), conv(f, f), conv(f, f)
+        self.c10 = nn.Conv2d(f, num_classes, 1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):
+        x = self.pool(self.c3(self.c2(self.c1(x))))  # 32x32 -> 16x16
+        x = self.C3(x)
+        x = x + self.C5(self.C4(x))  # skip: C3's output joins C5's
+        x = self.pool(self.c6(x))  # 16x16 -> 8x8
+        x = self.C7(x)
+        x = x + self.C9(self.C8(x))  # skip: C7's output joins C9's
+        x = x.mean((2, 3), keepdim=True)  # GAP
+        return self.c10(x).flatten(1)
+
+
+class Model_Batch_Normalization(S8Net):
+    def __init__(self, **kwargs):
+        super().__init__(norm="bn", **kwargs)
+
+
+class Model_Layer_Normalization(S8Net):
+    def __init__(self, **kwargs):
+        super().__init__(norm="ln", **kwargs)
+
+
+class Model_Group_Normalization(S8Net):
+    def __init__(self, **kwargs):
+        super().__init__(norm="gn", **kwargs)
+
+
+def S8_model(norm="bn", **kwargs):
+    """The model for `norm` ('bn'/'batch', 'ln'/'layer', 'gn'/'group'); kwargs go to S8Net."""
+    return S8Net(norm=norm, **kwargs)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,140 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import utils
+from data import CIFAR10
+from models import S8_model
+from conftest import CLASSES, class_image
+
+
+def toy_data(n_train=200, n_test=50, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        labels = torch.arange(n) % 10
+        images = torch.stack([torch.from_numpy(class_image(int(y), k, rng)).permute(2, 0, 1) for k, y in enumerate(labels)])
+        return images, labels
+
+    return CIFAR10(*split(n_train), *split(n_test), CLASSES, "toy")
+
+
+FAST = dict(batch_size=32, pad=2, amp=False, channels_last=False)
+
+
+def test_training_lowers_the_loss():
+    data = toy_data()
+    torch.manual_seed(0)
+    model = S8_model("bn")
+    cfg = utils.TrainConfig(epochs=1, lr=0.05, **FAST)
+    before, _ = utils.test(model, data, cfg)
+    history = utils.fit(model, data, utils.TrainConfig(epochs=4, lr=0.05, **FAST), "cpu", progress=False, log=lambda s: None)
+    assert len(history) == 4
+    assert history[-1]["test_loss"] < before
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert set(history[0]) >= {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
+
+
+def test_fit_is_repeatable():
+    data = toy_data(100, 20)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = S8_model("gn")
+        h = utils.fit(model, data, utils.TrainConfig(epochs=1, **FAST), "cpu", progress=False, log=lambda s: None)
+        runs.append((h[0]["train_loss"], h[0]["test_acc"]))
+    assert runs[0] == runs[1]
+
+
+def test_bf16_autocast_trains_on_cpu():
+    data = toy_data(64, 20)
+    torch.manual_seed(0)
+    cfg = utils.TrainConfig(epochs=1, batch_size=32, amp=True, channels_last=True)
+    h = utils.fit(S8_model("ln"), data, cfg, "cpu", progress=False, log=lambda s: None)
+    assert math.isfinite(h[0]["train_loss"])
+
+
+class NaNAfter(nn.Module):
+    """Finite logits for the first `good` calls, then NaN."""
+
+    def __init__(self, good):
+        super().__init__()
+        self.good, self.calls = good, 0
+        self.lin = nn.Linear(3, 10)
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.lin(x.mean((2, 3)))
+        return out * float("nan") if self.calls > self.good else out
+
+
+def test_nan_loss_stops_training_naming_epoch_and_step():
+    data = toy_data(64, 10)
+    cfg = utils.TrainConfig(epochs=2, batch_size=16, **{k: v for k, v in FAST.items() if k != "batch_size"})
+    # 4 steps in epoch 1 and one evaluation pass (1 call) before epoch 2: NaN from epoch 2, step 3.
+    with pytest.raises(FloatingPointError, match="epoch 2, step 3"):
+        utils.fit(NaNAfter(4 + 1 + 2), data, cfg, "cpu", progress=False, log=lambda s: None)
+
+
+def test_pick_device():
+    assert utils.pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            utils.pick_device("cuda")
+
+
+class FixedLogits(nn.Module):
+    """Returns preset logits for each test image, identified by its first pixel."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.logits[: len(x)] + 0 * self.dummy
+
+
+def test_mistakes_are_wrong_predictions_most_confident_first():
+    data = toy_data(10, 6)
+    labels = data.test_labels  # 0..5
+    logits = torch.full((6, 10), -10.0)
+    logits[0, 0] = 5  # right
+    logits[1, 7] = 2  # wrong, less confident
+    logits[2, 9] = 9  # wrong, most confident
+    logits[3, 3] = 5  # right
+    logits[4, 1] = 2  # wrong, ties with image 1: comes after it
+    logits[5, 5] = 1  # right
+    items = utils.get_incorrect_predictions(FixedLogits(logits), data, "cpu", utils.TrainConfig(amp=False))
+    assert [i["index"] for i in items] == [2, 1, 4]
+    assert all(i["predicted"] != i["true"] for i in items)
+    assert [i["predicted"] for i in items] == [9, 7, 1] and [i["true"] for i in items] == labels[[2, 1, 4]].tolist()
+    assert items[0]["confidence"] > items[1]["confidence"] == pytest.approx(items[2]["confidence"])
+    assert torch.equal(items[0]["image"], data.test_images[2])
+
+
+def fake_mistakes(n=12):
+    return [dict(index=k, image=torch.zeros(3, 32, 32, dtype=torch.uint8), true=k % 10, predicted=(k + 1) % 10,
+                 confidence=0.5) for k in range(n)]
+
+
+def test_misclassified_grid_has_ten_titled_panels_in_5_rows_2_columns():
+    fig = utils.plot_incorrect_predictions(fake_mistakes(), CLASSES)
+    axes = fig.get_axes()
+    assert len(axes) == 10
+    geometry = {ax.get_subplotspec().get_geometry()[:2] for ax in axes}
+    assert geometry == {(5, 2)}
+    assert axes[0].get_title() == "true: airplane | pred: automobile (0.50)"
+    assert all(ax.get_title() and ax.get_images() for ax in axes)
+
+
+def test_curves_show_train_and_test_loss_and_accuracy():
+    history = [dict(epoch=e, train_loss=2 / e, test_loss=2.1 / e, train_acc=10 * e, test_acc=9 * e) for e in (1, 2, 3)]
+    fig = utils.plot_curves(history)
+    loss_ax, acc_ax = fig.get_axes()
+    assert [l.get_label() for l in loss_ax.get_lines()] == ["train", "test"]
+    assert list(acc_ax.get_lines()[1].get_ydata()) == [9, 18, 27]

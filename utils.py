@@ -1,0 +1,260 @@
+"""Training, evaluation, mistakes and plots for the S8 models.
+
+The training data lives on the training device as uint8 tensors (see data.py); each step
+takes a batch of indices, augments the whole batch at once and runs the model. The recipe
+(SGD with Nesterov momentum, OneCycleLR, label smoothing) lives in `TrainConfig`.
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from data import augment, normalize
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.05  # peak of the one-cycle schedule
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # on conv weights only; norm scales and biases are not decayed
+    label_smoothing: float = 0.1
+    warmup: float = 0.2  # fraction of the steps spent rising to the peak learning rate
+    pad: int = 4  # random translation of up to this many pixels
+    flip: bool = True
+    cutout: int = 0  # side of the square cut out of each training image; 0 = off
+    amp: bool = True  # bfloat16 autocast (float16 on GPUs without bfloat16)
+    channels_last: bool = True
+    seed: int = 0
+
+
+def pick_device(name=None):
+    """`name` if given ('cpu', 'cuda', 'mps', 'cuda:1'), else cuda, then mps, then cpu."""
+    if name:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {name!r} asked for, but MPS is not available; use --device cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_device(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def _amp_dtype(device):
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _autocast(device, enabled):
+    return torch.autocast(device.type, dtype=_amp_dtype(device), enabled=enabled and device.type in ("cpu", "cuda"))
+
+
+def make_optimizer(model, cfg, steps_per_epoch):
+    decay = [p for p in model.parameters() if p.ndim == 4]  # conv kernels
+    no_decay = [p for p in model.parameters() if p.ndim != 4]  # norm scales/shifts, biases
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+        pct_start=cfg.warmup, anneal_strategy="linear", div_factor=10, final_div_factor=100,
+    )
+    return optimizer, scheduler
+
+
+def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=True, scaler=None):
+    """One epoch over data.train_* (already on the model's device). Returns (loss, accuracy %)."""
+    model.train()
+    device = data.train_images.device
+    n = len(data.train_labels)
+    order = torch.randperm(n, device=device, generator=generator)
+    steps = math.ceil(n / cfg.batch_size)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    first_bad_step = torch.full((), -1, device=device, dtype=torch.long)  # checked without a sync per step
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
+    for step in range(steps):
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        x = augment(data.train_images[idx], generator, cfg.pad, cfg.flip, cfg.cutout)
+        x = normalize(x, data.mean, data.std).contiguous(memory_format=memory_format)
+        y = data.train_labels[idx]
+        with _autocast(device, cfg.amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        bad = ~torch.isfinite(loss.detach())
+        first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        if step % 25 == 24 or step == steps - 1:
+            _check_finite(first_bad_step, epoch)
+            bar.set_postfix(loss=f"{loss_sum.item() / min(n, (step + 1) * cfg.batch_size):.3f}", refresh=False)
+            bar.update(step + 1 - bar.n)
+    bar.close()
+    return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+def _check_finite(first_bad_step, epoch):
+    step = int(first_bad_step)
+    if step >= 0:
+        raise FloatingPointError(
+            f"loss became NaN or infinite at epoch {epoch}, step {step + 1}; "
+            "lower the learning rate (--lr) or turn off mixed precision (--no-amp)"
+        )
+
+
+@torch.no_grad()
+def predict(model, images, data, cfg=None, batch_size=1000):
+    """Class probabilities (float32, on the images' device) for uint8 `images`."""
+    cfg = cfg or TrainConfig()
+    model.eval()
+    device = images.device
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = normalize(images[i:i + batch_size], data.mean, data.std).contiguous(memory_format=memory_format)
+        with _autocast(device, cfg.amp):
+            out.append(model(x).float().softmax(1))
+    return torch.cat(out)
+
+
+def test(model, data, cfg=None):
+    """Plain cross-entropy and accuracy % on data.test_* (no label smoothing, no augmentation)."""
+    probs = predict(model, data.test_images, data, cfg)
+    labels = data.test_labels
+    loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
+    return loss, 100.0 * (probs.argmax(1) == labels).float().mean().item()
+
+
+def fit(model, data, cfg=None, device=None, progress=True, log=print):
+    """Train `model` for cfg.epochs on `data` and return the per-epoch history (list of dicts)."""
+    cfg = cfg or TrainConfig()
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    data = data.to(device)
+    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    steps = math.ceil(len(data.train_labels) / cfg.batch_size)
+    optimizer, scheduler = make_optimizer(model, cfg, steps)
+    use_scaler = cfg.amp and device.type == "cuda" and _amp_dtype(device) == torch.float16
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    history = []
+    log(EPOCH_HEADER)
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        train_loss, train_acc = train(model, data, optimizer, scheduler, cfg, generator, epoch, progress, scaler)
+        seconds = time.perf_counter() - start  # training only; evaluation is not counted
+        test_loss, test_acc = test(model, data, cfg)
+        row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
+                   test_acc=test_acc, lr=optimizer.param_groups[0]["lr"], seconds=seconds)
+        history.append(row)
+        log(format_epoch(row))
+    return history
+
+
+EPOCH_HEADER = "epoch  train loss  train acc  test loss  test acc   seconds"
+
+
+def format_epoch(row):
+    return (f"{row['epoch']:5d}  {row['train_loss']:10.4f}  {row['train_acc']:8.2f}%  "
+            f"{row['test_loss']:9.4f}  {row['test_acc']:7.2f}%  {row['seconds']:8.1f}")
+
+
+def config_dict(cfg):
+    return asdict(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mistakes and plots
+
+
+def get_incorrect_predictions(model, data, device=None, cfg=None):
+    """The misclassified test images, most confident mistakes first (ties: lower index first).
+
+    Returns a list of dicts: index (in data.test_*), image (uint8 CHW, CPU), true, predicted,
+    confidence (the probability given to the predicted class).
+    """
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    model.to(device)
+    probs = predict(model, data.test_images.to(device), data, cfg).cpu()
+    confidence, predicted = probs.max(1)
+    wrong = (predicted != data.test_labels).nonzero().flatten()
+    # Sort by index first, then stably by confidence: equal confidences keep index order.
+    order = wrong[torch.sort(-confidence[wrong], stable=True).indices]
+    return [
+        dict(index=int(i), image=data.test_images[i].cpu(), true=int(data.test_labels[i]),
+             predicted=int(predicted[i]), confidence=float(confidence[i]))
+        for i in order
+    ]
+
+
+def plot_incorrect_predictions(items, classes, count=10, columns=2):
+    """A grid of `count` mistakes (5 rows x 2 columns by default), titled true | pred (confidence)."""
+    rows = math.ceil(count / columns)
+    fig = Figure(figsize=(2.4 * columns + 1, 2.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k < min(count, len(items)):
+            item = items[k]
+            ax.imshow(item["image"].permute(1, 2, 0).numpy())  # raw uint8 pixels: nothing to un-normalize
+            ax.set_title(f"true: {classes[item['true']]} | pred: {classes[item['predicted']]} "
+                         f"({item['confidence']:.2f})", fontsize=9)
+    return fig
+
+
+def plot_curves(history, title=None):
+    """Loss and accuracy per epoch, train and test, side by side."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in history]
+    for split in ("train", "test"):
+        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], marker=".", label=split)
+        acc_ax.plot(epochs, [r[f"{split}_acc"] for r in history], marker=".", label=split)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_comparison(histories):
+    """Test accuracy per epoch for several models: {label: history}."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for label, history in histories.items():
+        ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], marker=".", label=label)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy by normalization")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig

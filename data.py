@@ -7,7 +7,6 @@ Training never touches PIL: `augment` crops, flips and cuts out whole batches at
 
 import hashlib
 import io
-import os
 import pickle
 import re
 import tarfile
@@ -19,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from results import atomic_torch_save
 
 ACCEPTED_SOURCES = """accepted CIFAR-10 sources:
   1. a folder to download into with torchvision (needs internet; e.g. --data data)
@@ -172,14 +173,6 @@ def _cached(path, cache_dir, read, description):
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({**data.tensors(), "classes": list(data.classes), "source": data.source}, cache_file)
     return data
-
-
-def atomic_torch_save(obj, path):
-    """torch.save to a temp file beside `path`, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _decode(raw, name):

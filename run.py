@@ -8,23 +8,16 @@ and with --norm all also images/comparison.png and the results table in README.m
 """
 
 import argparse
-import copy
-import json
-import os
-import platform
 import sys
 from pathlib import Path
 
 import torch
 
 import utils
-from data import load_cifar10, atomic_torch_save
-from models import S8_model, canonical_norm, count_parameters
-
-NORMS = ("bn", "ln", "gn")
-NAMES = {"bn": "Model_Batch_Normalization", "ln": "Model_Layer_Normalization", "gn": "Model_Group_Normalization"}
-LABELS = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm"}
-TABLE_START, TABLE_END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+from data import load_cifar10
+from models import DEFAULT_GROUPS, DEFAULT_WIDTHS, S8_model, canonical_norm, count_parameters
+from results import (LABELS, NAMES, NORMS, atomic_torch_save, load_results, save_figure, update_readme,
+                     changed_settings, write_json, write_validation_record)
 
 
 def parse_args(argv=None):
@@ -39,6 +32,14 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the first available)")
     p.add_argument("--dry-run", action="store_true", help="one epoch on 512 images: checks the whole pipeline")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--validation", type=int, default=0, metavar="N",
+                   help="hold out N seeded training images and evaluate on them instead of the test set "
+                        "(for choosing settings); writes only results/validation/<tag>-<norm>.json")
+    p.add_argument("--tag", default="default", help="name of a validation run")
+    p.add_argument("--widths", type=_widths, default=DEFAULT_WIDTHS,
+                   help="channels after C1,C2,c3,C3-C5,c6,C7-C9 (default %(default)s)")
+    p.add_argument("--groups", type=int, default=DEFAULT_GROUPS, help="GroupNorm groups (default %(default)s)")
+    p.add_argument("--dropout", type=float, default=0.0)
     for name, value in vars(defaults).items():  # every training setting can be overridden
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -46,6 +47,13 @@ def parse_args(argv=None):
         else:
             p.add_argument(flag, type=type(value), default=value)
     return p.parse_args(argv)
+
+
+def _widths(text):
+    widths = tuple(int(w) for w in text.split(","))
+    if len(widths) != 6:
+        raise argparse.ArgumentTypeError(f"--widths takes 6 comma-separated channel counts, got {text!r}")
+    return widths
 
 
 def main(argv=None):
@@ -57,26 +65,37 @@ def main(argv=None):
     out = Path(args.out)
     device = utils.pick_device(args.device)
 
+    model_options = dict(widths=list(args.widths), groups=args.groups, dropout=args.dropout)
     data = load_cifar10(args.data, cache_dir=args.cache)
+    if args.validation:
+        data = data.validation_split(args.validation, seed=0)  # the same held-out images for every run
     if args.subset:
         data = data.subset(args.subset, seed=args.seed)
     print(f"data: {data.source}: {len(data.train_labels)} train, {len(data.test_labels)} test images; "
           f"device: {utils.describe_device(device)}; torch {torch.__version__}")
 
     for norm in norms:
-        result = run_one(norm, data, cfg, device, quiet=args.quiet)
-        save_outputs(out, norm, result, data.classes)
-    if len(norms) == len(NORMS):
+        run = run_one(norm, data, cfg, device, model_options, quiet=args.quiet)
+        if args.validation:
+            defaults = {**vars(utils.TrainConfig()), "widths": list(DEFAULT_WIDTHS), "groups": DEFAULT_GROUPS,
+                        "dropout": 0.0}
+            run["result"].update(tag=args.tag, changed=changed_settings({**vars(cfg), **model_options}, defaults))
+            write_json(out / "results" / "validation" / f"{args.tag}-{norm}.json", run["result"])
+            write_validation_record(out)
+            continue
+        save_outputs(out, norm, run, data.classes)
+    if len(norms) == len(NORMS) and not args.validation:
         save_comparison(out)
         update_readme(out)
     return 0
 
 
-def run_one(norm, data, cfg, device, quiet=False):
+def run_one(norm, data, cfg, device, model_options=None, quiet=False):
+    model_options = model_options or {}
     torch.manual_seed(cfg.seed)
-    model = S8_model(norm)
+    model = S8_model(norm, num_classes=len(data.classes), **model_options)
     print(f"\n=== {NAMES[norm]} ({LABELS[norm]}) ===")
-    summarize(model, device)
+    utils.summarize(model, device)
     history = utils.fit(model, data, cfg, device, progress=not quiet)
     mistakes = utils.get_incorrect_predictions(model, data, device, cfg)
     result = {
@@ -89,32 +108,24 @@ def run_one(norm, data, cfg, device, quiet=False):
         "final_test_accuracy": history[-1]["test_acc"],
         "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history),
         "device": utils.describe_device(device),
-        "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "data": data.source,
         "train_images": len(data.train_labels),
         "test_images": len(data.test_labels),
         "config": utils.config_dict(cfg),
+        "model_options": model_options,
         "history": history,
     }
-    checkpoint = {"model": model.state_dict(), "norm": norm, "config": utils.config_dict(cfg),
+    checkpoint = {"model": model.state_dict(), "norm": norm, "classes": list(data.classes), "config": utils.config_dict(cfg),
+                  "model_options": model_options,
                   "mean": data.mean.cpu(), "std": data.std.cpu()}
     return {"result": result, "checkpoint": checkpoint, "model": model, "mistakes": mistakes}
-
-
-def summarize(model, device):
-    from torchsummary import summary
-
-    # torchsummary runs a forward pass in train mode, which would move BatchNorm's running
-    # statistics: summarize a copy. It knows only 'cuda' and 'cpu'.
-    summary_device = "cuda" if device.type == "cuda" else "cpu"
-    summary(copy.deepcopy(model).to(summary_device), (3, 32, 32), device=summary_device)
 
 
 def save_outputs(out, norm, run, classes):
     result = run["result"]
     write_json(out / "results" / f"{norm}.json", result)
-    atomic_torch_save(run["checkpoint"], _mkparent(out / "checkpoints" / f"{norm}.pt"))
+    atomic_torch_save(run["checkpoint"], out / "checkpoints" / f"{norm}.pt")
     title = f"{LABELS[norm]}: final test accuracy {result['final_test_accuracy']:.2f}%"
     save_figure(utils.plot_curves(result["history"], title), out / "images" / f"{norm.upper()}_curves.png")
     save_figure(utils.plot_incorrect_predictions(run["mistakes"], classes),
@@ -126,18 +137,9 @@ def save_outputs(out, norm, run, classes):
 def load_checkpoint(path, device="cpu"):
     """A trained model from checkpoints/<norm>.pt (loaded with weights_only=True)."""
     ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = S8_model(ckpt["norm"])
+    model = S8_model(ckpt["norm"], num_classes=len(ckpt["classes"]), **ckpt.get("model_options", {}))
     model.load_state_dict(ckpt["model"])
     return model, ckpt
-
-
-def load_results(out):
-    results = {}
-    for norm in NORMS:
-        path = Path(out) / "results" / f"{norm}.json"
-        if path.is_file():
-            results[norm] = json.loads(path.read_text())
-    return results
 
 
 def save_comparison(out):
@@ -146,62 +148,8 @@ def save_comparison(out):
     save_figure(fig, Path(out) / "images" / "comparison.png")
 
 
-def results_table(results):
-    lines = [
-        "| model | norm | parameters | epochs | seed | train acc | test acc | s/epoch | data | device |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for norm, r in results.items():
-        lines.append(
-            f"| `{r['model']}` | {LABELS[norm]} | {r['parameters']:,} | {r['epochs']} | {r['seed']} | "
-            f"{r['final_train_accuracy']:.2f}% | **{r['final_test_accuracy']:.2f}%** | "
-            f"{r['seconds_per_epoch']:.1f} | {r['data']} | {r['device']} |"
-        )
-    return "\n".join(lines)
-
-
-def update_readme(out):
-    """Rewrite the table between the marker comments of <out>/README.md from results/*.json."""
-    readme = Path(out) / "README.md"
-    if not readme.is_file():
-        return
-    text = readme.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        print(f"note: {readme} has no {TABLE_START} ... {TABLE_END} markers; table not written", file=sys.stderr)
-        return
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    table = results_table(load_results(out))
-    atomic_write_text(readme, f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
-
-
-def _mkparent(path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _tmp(path):
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def atomic_write_text(path, text):
-    path = _mkparent(path)
-    tmp = _tmp(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
-
-
-def save_figure(fig, path):
-    path = _mkparent(path)
-    tmp = _tmp(path)
-    fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})  # no version stamp: same run, same bytes
-    os.replace(tmp, path)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, FloatingPointError) as err:  # bad input or a diverged run: the message says what to do
+        sys.exit(f"run.py: error: {err}")

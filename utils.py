@@ -5,7 +5,9 @@ takes a batch of indices, augments the whole batch at once and runs the model. T
 (SGD with Nesterov momentum, OneCycleLR, label smoothing) lives in `TrainConfig`.
 """
 
+import copy
 import math
+import platform
 import time
 from dataclasses import asdict, dataclass
 
@@ -51,9 +53,18 @@ def pick_device(name=None):
 
 
 def describe_device(device):
+    """'NVIDIA H100 80GB HBM3', or the CPU's model name and thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{device.type} ({torch.get_num_threads()} threads)"
+    if device.type == "mps":
+        return "Apple MPS"
+    name = platform.processor() or platform.machine()
+    try:
+        models = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
+        name = models[0] if models else name
+    except OSError:
+        pass
+    return f"CPU {name}, {torch.get_num_threads()} threads"
 
 
 def _amp_dtype(device):
@@ -187,6 +198,18 @@ def format_epoch(row):
             f"{row['test_loss']:9.4f}  {row['test_acc']:7.2f}%  {row['seconds']:8.1f}")
 
 
+def summarize(model, device):
+    """Print the torchsummary table for `model` as it would run on `device`."""
+    from torchsummary import summary
+
+    # torchsummary runs a forward pass in train mode, which would move BatchNorm's running
+    # statistics, and draws its input from the global RNG: summarize a copy, RNG untouched.
+    # It knows only 'cuda' and 'cpu'.
+    summary_device = "cuda" if device.type == "cuda" else "cpu"
+    with torch.random.fork_rng(devices=[]):
+        summary(copy.deepcopy(model).to(summary_device), (3, 32, 32), device=summary_device)
+
+
 def config_dict(cfg):
     return asdict(cfg)
 
@@ -257,4 +280,66 @@ def plot_comparison(histories):
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy by normalization")
     ax.grid(alpha=0.3)
     ax.legend()
+    return fig
+
+
+def plot_samples(data, per_class=4):
+    """The first `per_class` training images of every class, one column per class."""
+    classes = data.classes
+    fig = Figure(figsize=(1.2 * len(classes), 1.25 * per_class + 0.3), layout="constrained")
+    axes = fig.subplots(per_class, len(classes), squeeze=False)
+    for c, name in enumerate(classes):
+        picks = (data.train_labels == c).nonzero().flatten()[:per_class].tolist()
+        for r in range(per_class):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if r < len(picks):
+                ax.imshow(data.train_images[picks[r]].permute(1, 2, 0).cpu().numpy())
+        axes[0, c].set_title(name, fontsize=9)
+    return fig
+
+
+def plot_augmentation(data, index=0, cfg=None, variants=7, seed=0):
+    """One training image and `variants` augmented copies of it, as the training loop makes them."""
+    cfg = cfg or TrainConfig()
+    generator = torch.Generator().manual_seed(seed)
+    image = data.train_images[index].cpu()
+    copies = augment(image.expand(variants, -1, -1, -1), generator, cfg.pad, cfg.flip, cfg.cutout)
+    fig = Figure(figsize=(1.6 * (variants + 1), 2.0), layout="constrained")
+    axes = fig.subplots(1, variants + 1)
+    for k, (ax, img) in enumerate(zip(axes, [image, *copies])):
+        ax.imshow(img.permute(1, 2, 0).numpy())
+        ax.set_title("original" if k == 0 else f"augmented {k}", fontsize=9)
+        ax.set_axis_off()
+    return fig
+
+
+def confusion_matrix(model, data, device=None, cfg=None):
+    """counts[true, predicted] over the test set, as a (classes x classes) int64 tensor."""
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    model.to(device)
+    predicted = predict(model, data.test_images.to(device), data, cfg).argmax(1).cpu()
+    k = len(data.classes)
+    return torch.bincount(data.test_labels * k + predicted, minlength=k * k).view(k, k)
+
+
+def per_class_accuracy(counts):
+    """Accuracy % of each true class from a confusion matrix."""
+    return 100.0 * counts.diag().float() / counts.sum(1).clamp_min(1).float()
+
+
+def plot_confusion_matrix(counts, classes):
+    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(counts.numpy(), cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    accuracy = per_class_accuracy(counts)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), [f"{c} ({a:.0f}%)" for c, a in zip(classes, accuracy.tolist())])
+    ax.set(xlabel="predicted", ylabel="true (per-class accuracy)", title="Confusion matrix, test set")
+    limit = counts.max().item() / 2
+    for t in range(len(classes)):
+        for p in range(len(classes)):
+            value = counts[t, p].item()
+            ax.text(p, t, value, ha="center", va="center", fontsize=7, color="white" if value > limit else "black")
     return fig

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+import results
 import run
 from conftest import write_tree
 
@@ -13,7 +14,7 @@ ARTIFACTS = ["results/{n}.json", "checkpoints/{n}.pt", "images/{N}_curves.png", 
 def out(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "README.md").write_text(f"# title\n\n{run.TABLE_START}\nold table\n{run.TABLE_END}\n\nafter\n")
+    (out / "README.md").write_text(f"# title\n\n{results.TABLE_START}\nold table\n{results.TABLE_END}\n\nafter\n")
     return out
 
 
@@ -26,7 +27,7 @@ def run_tiny(tmp_path, out, *extra):
 
 def test_run_all_writes_every_artifact(tmp_path, out, capsys):
     run_tiny(tmp_path, out, "--norm", "all")
-    for norm in run.NORMS:
+    for norm in results.NORMS:
         for pattern in ARTIFACTS:
             assert (out / pattern.format(n=norm, N=norm.upper())).is_file(), pattern
         result = json.loads((out / "results" / f"{norm}.json").read_text())
@@ -67,7 +68,7 @@ def test_same_seed_same_results_and_figures(tmp_path, out):
 
 def test_interrupted_write_keeps_the_earlier_file(tmp_path, monkeypatch):
     target = tmp_path / "results" / "bn.json"
-    run.write_json(target, {"final_test_accuracy": 80.0})
+    results.write_json(target, {"final_test_accuracy": 80.0})
 
     write_text = type(target).write_text
 
@@ -77,7 +78,7 @@ def test_interrupted_write_keeps_the_earlier_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(type(target), "write_text", crash)
     with pytest.raises(KeyboardInterrupt):
-        run.write_json(target, {"final_test_accuracy": 1.0})
+        results.write_json(target, {"final_test_accuracy": 1.0})
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"final_test_accuracy": 80.0}
 
@@ -85,3 +86,27 @@ def test_interrupted_write_keeps_the_earlier_file(tmp_path, monkeypatch):
 def test_unknown_norm_is_refused():
     with pytest.raises(ValueError, match="unknown norm 'xn'"):
         run.main(["--norm", "xn"])
+
+
+def test_validation_run_scores_held_out_training_images_only(tmp_path, out):
+    run_tiny(tmp_path, out, "--norm", "gn", "--validation", "20", "--tag", "lr-high", "--lr", "0.1",
+             "--widths", "16,32,16,28,24,32", "--no-amp")
+    result = json.loads((out / "results" / "validation" / "lr-high-gn.json").read_text())
+    assert result["test_images"] == 20 and result["train_images"] == 40  # 60 training images, 20 held out
+    assert "validation split 20" in result["data"]
+    assert result["changed"] == "epochs=1, batch_size=16, lr=0.1, amp=False, widths=[16, 32, 16, 28, 24, 32]"
+    assert not (out / "results" / "gn.json").exists() and not (out / "checkpoints").exists()
+    record = (out / "results" / "validation.md").read_text()
+    assert "| lr-high | GroupNorm | epochs=1, batch_size=16, lr=0.1, amp=False, widths=[16, 32, 16, 28, 24, 32] |" in record
+
+
+def test_model_options_survive_the_checkpoint(tmp_path, out):
+    run_tiny(tmp_path, out, "--norm", "gn", "--groups", "2", "--widths", "8,16,8,12,8,16")
+    model, ckpt = run.load_checkpoint(out / "checkpoints" / "gn.pt")
+    assert ckpt["model_options"]["groups"] == 2 and model.C9[0].out_channels == 16
+
+
+def test_bad_widths_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        run.parse_args(["--widths", "16,32"])
+    assert "6 comma-separated" in capsys.readouterr().err

@@ -1,0 +1,136 @@
+"""Training throughput: this suite's pipeline against the one public solutions use.
+
+    python benchmark.py --data ../shared/data/cifar10-jpg.tar.gz
+
+Public pipeline: torchvision transforms on PIL images (RandomCrop with padding 4,
+RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with two workers, batch 64, fp32.
+This suite: uint8 tensors in memory, whole-batch augmentation, channels-last, bf16 autocast,
+batch 128 (utils.TrainConfig's defaults). Both train the same model with the same optimizer.
+Prints images per second, seconds per 50,000-image epoch and the ratio; on a GPU also the time
+for 20 epochs of each norm. Writes the report to --report (default results/benchmark.txt).
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import utils
+from data import load_cifar10
+from models import S8_model
+from results import LABELS, NORMS, atomic_write_text
+
+
+def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
+    """Images/s of the DataLoader + PIL transforms pipeline, fp32, after a warm-up."""
+    import torchvision.transforms as T
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+
+    mean, std = data.mean.tolist(), data.std.tolist()
+
+    class PILCIFAR(Dataset):  # what torchvision.datasets.CIFAR10 does per item
+        def __init__(self, images, labels):
+            self.images, self.labels = images.permute(0, 2, 3, 1).numpy(), labels.tolist()
+            self.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(),
+                                        T.ToTensor(), T.Normalize(mean, std)])
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+    torch.manual_seed(0)
+    model = S8_model(norm)
+    cfg = utils.TrainConfig(batch_size=batch_size, amp=False, channels_last=False)
+    optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=steps + 10)
+    loader = DataLoader(PILCIFAR(data.train_images, data.train_labels), batch_size=batch_size,
+                        shuffle=True, num_workers=workers, persistent_workers=True)
+    model.train()
+    seen, start = 0, None
+    for step, (x, y) in enumerate(loader):
+        if step == 5:  # warm-up done: workers started, first batches out
+            seen, start = 0, time.perf_counter()
+        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        seen += len(y)
+        if step == steps + 5:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def suite_ips(data, norm, images, device, cfg=None):
+    """Images/s of utils.train on `images` training images, after a warm-up epoch."""
+    cfg = cfg or utils.TrainConfig()
+    part = data.subset(images, 1, seed=0).to(device)
+    torch.manual_seed(0)
+    model = S8_model(norm).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    steps = -(-images // cfg.batch_size)
+    optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=2 * steps)
+    generator = torch.Generator(device=device).manual_seed(0)
+    utils.train(model, part, optimizer, scheduler, cfg, generator, progress=False)  # warm-up
+    start = time.perf_counter()
+    utils.train(model, part, optimizer, scheduler, cfg, generator, progress=False)
+    return images / (time.perf_counter() - start)
+
+
+def gpu_twenty_epochs(data, device):
+    """Seconds to train each norm for 20 epochs on the GPU, from data already decoded."""
+    cfg = utils.TrainConfig(batch_size=512, lr=0.1)
+    gpu_data = data.to(device)
+    times = {}
+    for norm in NORMS:
+        torch.manual_seed(0)
+        model = S8_model(norm)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        history = utils.fit(model, gpu_data, cfg, device, progress=False, log=lambda s: None)
+        torch.cuda.synchronize()
+        times[norm] = (time.perf_counter() - start, history[-1]["test_acc"])
+    return times
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data", help="CIFAR-10 source (see run.py --help)")
+    p.add_argument("--norms", default="bn,ln,gn")
+    p.add_argument("--steps", type=int, default=150, help="timed steps of the public pipeline (batch 64)")
+    p.add_argument("--images", type=int, default=12800, help="timed images of this suite's pipeline")
+    p.add_argument("--report", default=str(Path(__file__).resolve().parent / "results" / "benchmark.txt"))
+    args = p.parse_args(argv)
+
+    data = load_cifar10(args.data)
+    cpu = torch.device("cpu")
+    lines = [f"benchmark.py on {utils.describe_device(cpu)}, torch {torch.__version__}, data {data.source}",
+             "pipeline                                   norm       images/s  s/epoch(50k)  ratio"]
+    print(lines[0] + "\n" + lines[1])
+    for norm in args.norms.split(","):
+        public = public_pipeline_ips(data, norm, args.steps)
+        ours = suite_ips(data, norm, args.images, cpu)
+        for name, ips, ratio in (("public: PIL transforms, DataLoader(2), bs64, fp32", public, ""),
+                                 ("suite: uint8 in memory, batch aug, bs128, bf16", ours, f"{ours / public:.2f}x")):
+            lines.append(f"{name:42s} {LABELS[norm]:9s} {ips:9.0f}  {50000 / ips:12.1f}  {ratio}")
+            print(lines[-1], flush=True)
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        lines.append(f"GPU {utils.describe_device(device)}: 20 epochs each, batch 512, data decoded and on the GPU")
+        total = 0.0
+        for norm, (seconds, acc) in gpu_twenty_epochs(data, device).items():
+            total += seconds
+            lines.append(f"  {LABELS[norm]:9s} {seconds:7.1f} s  (final test accuracy {acc:.2f}%)")
+        lines.append(f"  all three {total:7.1f} s")
+        print("\n".join(lines[-4:]))
+    else:
+        lines.append("GPU: none on this machine")
+    atomic_write_text(args.report, "\n".join(lines) + "\n")
+    print(f"written to {args.report}")
+
+
+if __name__ == "__main__":
+    main()

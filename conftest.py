@@ -1,0 +1,15 @@
+"""Run the notebooks under nbval in their short configuration unless told otherwise.
+
+The kernel nbval starts inherits this process's environment, where the notebooks' config
+cells read S8_EPOCHS, S8_SUBSET and S8_DATA.
+"""
+
+import os
+from pathlib import Path
+
+OFFLINE_COPY = Path(__file__).resolve().parent.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+
+os.environ.setdefault("S8_EPOCHS", "1")
+os.environ.setdefault("S8_SUBSET", "2000")
+if OFFLINE_COPY.is_file():
+    os.environ.setdefault("S8_DATA", str(OFFLINE_COPY))

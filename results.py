@@ -1,0 +1,170 @@
+"""Results on disk: atomic writes, the per-norm JSON files, and the README's results table.
+
+Every file is written to a temp file beside its target and renamed into place, so an
+interrupted run never leaves half a file and never loses what an earlier run saved.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+NORMS = ("bn", "ln", "gn")
+NAMES = {"bn": "Model_Batch_Normalization", "ln": "Model_Layer_Normalization", "gn": "Model_Group_Normalization"}
+LABELS = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm"}
+TABLE_START, TABLE_END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+SUMMARY_START, SUMMARY_END = "<!-- comparison:start -->", "<!-- comparison:end -->"
+
+
+def _atomic(path, write):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path, text):
+    _atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_torch_save(obj, path):
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def save_figure(fig, path):
+    # No 'Software' stamp and no dates in a PNG: the same run gives the same bytes.
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None}))
+
+
+def load_results(out="."):
+    """{norm: result dict} for every results/<norm>.json under `out`."""
+    results = {}
+    for norm in NORMS:
+        path = Path(out) / "results" / f"{norm}.json"
+        if path.is_file():
+            results[norm] = json.loads(path.read_text())
+    return results
+
+
+def results_table(results):
+    lines = [
+        "| model | norm | parameters | epochs | seed | train acc | test acc | s/epoch | data | device |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for norm, r in results.items():
+        lines.append(
+            f"| `{r['model']}` | {LABELS[norm]} | {r['parameters']:,} | {r['epochs']} | {r['seed']} | "
+            f"{r['final_train_accuracy']:.2f}% | **{r['final_test_accuracy']:.2f}%** | "
+            f"{r['seconds_per_epoch']:.1f} | {r['data']} | {r['device']} |"
+        )
+    return "\n".join(lines)
+
+
+def comparison(results):
+    """The norms ranked by final test accuracy, with the gaps between them, as markdown bullets."""
+    ranked = sorted(results, key=lambda n: -results[n]["final_test_accuracy"])
+    if not ranked:
+        return "No results yet: run `python run.py --norm all`."
+    best = results[ranked[0]]
+    lines = [f"- {LABELS[ranked[0]]} finished highest, at {best['final_test_accuracy']:.2f}% test accuracy."]
+    for n in ranked[1:]:
+        r = results[n]
+        lines.append(f"- {LABELS[n]}: {r['final_test_accuracy']:.2f}%, "
+                     f"{best['final_test_accuracy'] - r['final_test_accuracy']:.2f} points lower.")
+    fastest = min(results, key=lambda n: results[n]["seconds_per_epoch"])
+    lines.append(f"- Fastest per epoch: {LABELS[fastest]} ({results[fastest]['seconds_per_epoch']:.1f} s "
+                 f"on {results[fastest]['device']}); " + ", ".join(
+                     f"{LABELS[n]} {results[n]['seconds_per_epoch']:.1f} s" for n in results if n != fastest) + ".")
+    return "\n".join(lines)
+
+
+def _replace_between(text, start, end, body, readme):
+    if start not in text or end not in text:
+        print(f"note: {readme} has no {start} ... {end} markers; left as it is", file=sys.stderr)
+        return text
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def update_readme(out="."):
+    """Rewrite the generated parts of <out>/README.md (between marker comments) from results/*.json."""
+    readme = Path(out) / "README.md"
+    if not readme.is_file():
+        return False
+    text = readme.read_text()
+    saved = load_results(out)
+    new = _replace_between(text, TABLE_START, TABLE_END, results_table(saved), readme)
+    new = _replace_between(new, SUMMARY_START, SUMMARY_END, comparison(saved), readme)
+    if new != text:
+        atomic_write_text(readme, new)
+    return new != text
+
+
+def observations(norm, results):
+    """A few sentences comparing `norm` with the other norms, from the saved results."""
+    if norm not in results:
+        return f"No saved result for {LABELS[norm]} yet: run `python run.py --norm all` first."
+    me = results[norm]
+    others = [n for n in NORMS if n != norm and n in results]
+    lines = []
+    ranking = sorted(results, key=lambda n: -results[n]["final_test_accuracy"])
+    place = ["best", "second", "third"][ranking.index(norm)]
+    lines.append(f"- {LABELS[norm]} reached {me['final_test_accuracy']:.2f}% test accuracy after "
+                 f"{me['epochs']} epochs, the {place} of the {len(results)} norms.")
+    for n in others:
+        r = results[n]
+        diff = me["final_test_accuracy"] - r["final_test_accuracy"]
+        lines.append(f"- {abs(diff):.2f} points {'above' if diff >= 0 else 'below'} {LABELS[n]} "
+                     f"({r['final_test_accuracy']:.2f}%).")
+    gap = me["final_train_accuracy"] - me["final_test_accuracy"]
+    lines.append(f"- Train accuracy on augmented images was {me['final_train_accuracy']:.2f}%, "
+                 f"{abs(gap):.2f} points {'above' if gap >= 0 else 'below'} test accuracy: "
+                 + ("the augmentation makes training harder than testing, so the net is not overfitting."
+                    if gap < 2 else "some overfitting."))
+    speeds = ", ".join(f"{LABELS[n]} {results[n]['seconds_per_epoch']:.1f} s" for n in results)
+    lines.append(f"- Seconds per training epoch on {me['device']}: {speeds}.")
+    return "\n".join(lines)
+
+
+VALIDATION_HEADER = """# Validation record
+
+Every setting of the suite was chosen here, on 5,000 training images held out (seeded) from the
+50,000, never on the test set. Each row is one run of `python run.py --validation 5000 --tag TAG ...`;
+the accuracy is the last epoch's, on the held-out images. Generated from
+`results/validation/*.json` by run.py; notes on what was concluded are in README.md.
+
+| tag | norm | differs from the defaults of the time | epochs | seed | val acc | train acc | s/epoch |
+|---|---|---|---:|---:|---:|---:|---:|
+"""
+
+
+def changed_settings(settings, defaults):
+    """'lr=0.1, cutout=8' for the settings that differ from `defaults` (seed aside), or '-'."""
+    return ", ".join(f"{k}={v}" for k, v in settings.items()
+                     if k in defaults and k != "seed" and v != defaults[k]) or "-"
+
+
+def validation_record(entries):
+    """Markdown table of validation runs, in the order of their tags."""
+    rows = []
+    for r in sorted(entries, key=lambda r: (r.get("tag", ""), NORMS.index(r["norm"]))):
+        rows.append(f"| {r.get('tag', '')} | {LABELS[r['norm']]} | {r.get('changed', '?')} | {r['epochs']} | {r['seed']} | "
+                    f"{r['final_test_accuracy']:.2f}% | {r['final_train_accuracy']:.2f}% | {r['seconds_per_epoch']:.1f} |")
+    return VALIDATION_HEADER + "\n".join(rows) + "\n"
+
+
+def write_validation_record(out):
+    folder = Path(out) / "results" / "validation"
+    entries = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    atomic_write_text(Path(out) / "results" / "validation.md", validation_record(entries))

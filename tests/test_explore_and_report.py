@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+import explorer
+import results
+import utils
+from conftest import CLASSES
+from test_utils import FixedLogits, fake_mistakes, toy_data
+
+
+def test_confusion_matrix_counts_true_against_predicted():
+    data = toy_data(10, 6)  # test labels 0..5
+    logits = torch.full((6, 10), -5.0)
+    for i, p in enumerate([0, 1, 9, 3, 9, 5]):
+        logits[i, p] = 5
+    counts = utils.confusion_matrix(FixedLogits(logits), data, "cpu", utils.TrainConfig(amp=False))
+    assert counts.shape == (10, 10) and counts.sum() == 6
+    assert counts[2, 9] == 1 and counts[4, 9] == 1 and counts.diag()[:6].tolist() == [1, 1, 0, 1, 0, 1]
+    acc = utils.per_class_accuracy(counts)
+    assert acc[:6].tolist() == [100, 100, 0, 100, 0, 100] and acc[7] == 0
+
+
+def test_explorer_selects_by_true_and_predicted_class():
+    items = fake_mistakes(12)  # true k % 10, predicted (k + 1) % 10
+    assert [i["index"] for i in explorer.select(items, CLASSES, "airplane")] == [0, 10]
+    assert [i["index"] for i in explorer.select(items, CLASSES, explorer.ANY, "automobile")] == [0, 10]
+    assert explorer.select(items, CLASSES, "cat", "cat") == []
+    assert len(explorer.select(items, CLASSES)) == 12
+
+
+def test_explorer_widget_follows_the_controls():
+    widgets = pytest.importorskip("ipywidgets")
+    box = explorer.mistake_explorer(fake_mistakes(12), CLASSES)
+    (true, predicted), (slider, count), _ = (c.children if hasattr(c, "children") else c for c in box.children)
+    assert isinstance(box, widgets.VBox) and count.value.startswith("12 mistakes")
+    true.value = "airplane"
+    assert count.value.startswith("2 mistakes") and slider.max == 1
+    predicted.value = "cat"
+    assert count.value.startswith("0 mistakes") and slider.max == 0
+
+
+def test_sample_and_augmentation_figures():
+    data = toy_data(40, 10)
+    assert len(utils.plot_samples(data, per_class=2).get_axes()) == 20
+    axes = utils.plot_augmentation(data, index=3, variants=5).get_axes()
+    assert [a.get_title() for a in axes][:2] == ["original", "augmented 1"] and len(axes) == 6
+
+
+def fake_result(norm, test_acc, train_acc=80.0):
+    return dict(model=results.NAMES[norm], parameters=47970, epochs=20, seed=0, final_train_accuracy=train_acc,
+                final_test_accuracy=test_acc, seconds_per_epoch=15.0, data="x.tar.gz", device="CPU")
+
+
+def test_results_table_and_observations():
+    saved = {"bn": fake_result("bn", 81.0), "ln": fake_result("ln", 79.5), "gn": fake_result("gn", 80.0)}
+    table = results.results_table(saved)
+    assert table.count("\n| `Model_") == 3 and "**81.00%**" in table and "47,970" in table
+    text = results.observations("gn", saved)
+    assert "80.00% test accuracy" in text and "the second of the 3 norms" in text
+    assert "1.00 points below BatchNorm (81.00%)" in text and "0.50 points above LayerNorm" in text
+    assert "run.py --norm all" in results.observations("ln", {})
+
+
+def test_readme_without_markers_is_left_alone(tmp_path):
+    (tmp_path / "README.md").write_text("no markers\n")
+    assert results.update_readme(tmp_path) is False
+    assert (tmp_path / "README.md").read_text() == "no markers\n"

@@ -1,0 +1,212 @@
+"""Write S8_BN.ipynb, S8_LN.ipynb and S8_GN.ipynb from one template.
+
+The three lessons share every cell but the norm's name and its explanation, so they are
+generated, never edited by hand:
+
+    python tools/make_notebooks.py                         # write the notebooks without outputs
+    S8_DATA=../shared/data/cifar10-jpg.tar.gz \\
+        jupyter nbconvert --to notebook --execute --inplace S8_*.ipynb   # fill in a full run's outputs
+"""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+REPO = "s8-normalization/s8-normalization"  # GitHub owner/name: the Colab badge and set-up cell use it
+
+NORMS = {
+    "bn": dict(
+        file="S8_BN.ipynb", title="Batch Normalization", cls="Model_Batch_Normalization",
+        theory=r"""**BatchNorm** normalizes each channel with statistics taken over the whole batch and every
+spatial position. For channel $c$ of a batch of $N$ feature maps of size $H \times W$:
+
+$$\mu_c = \frac{1}{NHW}\sum_{n,h,w} x_{nchw}, \qquad
+\sigma_c^2 = \frac{1}{NHW}\sum_{n,h,w} (x_{nchw}-\mu_c)^2, \qquad
+y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_c}{\sqrt{\sigma_c^2+\epsilon}} + \beta_c$$
+
+- **Axes:** mean and variance over (N, H, W), one pair per channel.
+- **Learnable parameters:** a scale $\gamma_c$ and a shift $\beta_c$ per channel (2C per layer).
+- **Train vs eval:** training uses the batch's own statistics and updates running averages
+  (momentum 0.1); evaluation uses the running averages, so a prediction does not depend on the
+  other images in the batch.
+- **Small batches:** the batch statistics get noisy and drift from the running averages, so
+  accuracy drops; with a batch of one, the per-channel variance over (H, W) of a 1x1 map is zero.""",
+    ),
+    "ln": dict(
+        file="S8_LN.ipynb", title="Layer Normalization", cls="Model_Layer_Normalization",
+        theory=r"""**LayerNorm** normalizes each image on its own, with one mean and variance over all its
+channels and positions. For image $n$ with $C$ channels of size $H \times W$:
+
+$$\mu_n = \frac{1}{CHW}\sum_{c,h,w} x_{nchw}, \qquad
+\sigma_n^2 = \frac{1}{CHW}\sum_{c,h,w} (x_{nchw}-\mu_n)^2, \qquad
+y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_n}{\sqrt{\sigma_n^2+\epsilon}} + \beta_c$$
+
+- **Axes:** mean and variance over (C, H, W), one pair per image. The suite builds it as
+  `nn.GroupNorm(1, C)`: GroupNorm with a single group is exactly this, and it keeps a per-channel
+  scale and shift (`nn.LayerNorm([C, H, W])` would learn one per pixel and fix the image size).
+- **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
+- **Train vs eval:** identical; there are no running statistics.
+- **Small batches:** no effect at all: nothing is shared across the batch.""",
+    ),
+    "gn": dict(
+        file="S8_GN.ipynb", title="Group Normalization", cls="Model_Group_Normalization",
+        theory=r"""**GroupNorm** splits the $C$ channels into $G$ groups (here $G = 4$) and normalizes each group
+of each image on its own. For image $n$ and group $g$ holding the channel set $S_g$:
+
+$$\mu_{ng} = \frac{1}{|S_g|HW}\sum_{c \in S_g,h,w} x_{nchw}, \qquad
+\sigma_{ng}^2 = \frac{1}{|S_g|HW}\sum_{c \in S_g,h,w} (x_{nchw}-\mu_{ng})^2, \qquad
+y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_{ng}}{\sqrt{\sigma_{ng}^2+\epsilon}} + \beta_c$$
+
+- **Axes:** mean and variance over (C/G, H, W), one pair per image and group. $G = 1$ is
+  LayerNorm; $G = C$ is InstanceNorm. Four groups of 4 to 8 channels keep some channels'
+  statistics apart while each group still pools enough values.
+- **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
+- **Train vs eval:** identical; there are no running statistics.
+- **Small batches:** no effect: nothing is shared across the batch.""",
+    ),
+}
+
+SETUP = f'''# Set-up, safe to run twice: on Colab, fetch this project and the packages Colab lacks.
+# Anywhere else (a clone of the project) it does nothing.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and not os.path.exists("models.py"):
+    if not os.path.isdir("s8-normalization"):
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{REPO}", "s8-normalization"], check=True)
+    os.chdir("s8-normalization")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt"], check=True)'''
+
+CONFIG = '''NORM = "{norm}"  # the only line that differs between the three notebooks
+# Environment variables override these, so CI can run a short version (S8_EPOCHS=1 S8_SUBSET=2000).
+EPOCHS = int(os.environ.get("S8_EPOCHS", 20))
+BATCH_SIZE = int(os.environ.get("S8_BATCH_SIZE", 128))
+SEED = int(os.environ.get("S8_SEED", 0))
+SUBSET = int(os.environ.get("S8_SUBSET", 0))  # 0 = all 50,000 training images
+DATA = os.environ.get("S8_DATA", "data")  # a folder to download into, or a local copy (see README)'''
+
+LOAD = '''%matplotlib inline
+import torch
+from IPython.display import Markdown
+
+import results
+import utils
+from data import load_cifar10
+from explorer import mistake_explorer, select
+from models import S8_model, count_parameters
+
+device = utils.pick_device()
+cfg = utils.TrainConfig(epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED)
+data = load_cifar10(DATA)
+if SUBSET:
+    data = data.subset(SUBSET, seed=SEED)
+print(f"{data.source}: {len(data.train_labels):,} training and {len(data.test_labels):,} test images")
+print(f"training on {utils.describe_device(device)}")'''
+
+MODEL = '''# NBVAL_CHECK_OUTPUT
+torch.manual_seed(SEED)
+model = S8_model(NORM)
+utils.summarize(model, device)
+n_params = count_parameters(model)
+print(f"{type(model).__name__} with {NORM} norm: {n_params:,} parameters "
+      f"({'within' if n_params < 50_000 else 'OVER'} the 50,000 budget)")
+assert n_params < 50_000'''
+
+
+def cells(norm, spec):
+    md, code = new_markdown_cell, new_code_cell
+    badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+             f"(https://colab.research.google.com/github/{REPO}/blob/main/{spec['file']})")
+    return [
+        md(f"# {spec['title']} in a 48k-parameter CNN on CIFAR-10\n\n{badge}\n\n"
+           "One of three lessons that train the same network with a different normalization layer "
+           "(BatchNorm, LayerNorm, GroupNorm) and compare them. Run the cells in order; on Colab, "
+           "choose a GPU runtime first.\n\n" + spec["theory"]),
+        md("## 1. Set-up and configuration"),
+        code(SETUP),
+        code(CONFIG.format(norm=norm)),
+        md("## 2. The data\n\nCIFAR-10: 50,000 training and 10,000 test images of 32x32 pixels in 10 classes. "
+           "The whole set is decoded once and kept in memory as uint8 tensors; the training loop "
+           "augments whole batches on the training device."),
+        code(LOAD),
+        code("utils.plot_samples(data)"),
+        md("Each training step shows the network a new random version of every image: shifted by up to "
+           "4 pixels (the border filled by reflection) and flipped left-right half of the time."),
+        code("utils.plot_augmentation(data, index=7, cfg=cfg)"),
+        md(f"## 3. The model\n\n`{spec['cls']}`: `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`, with C3's "
+           "output added to C5's and C7's to C9's. The summary below is checked by nbval in CI, so a "
+           "change to the architecture shows up there."),
+        code(MODEL),
+        md("## 4. Training\n\nSGD with Nesterov momentum, a one-cycle learning rate, label smoothing 0.1 "
+           "and weight decay on the conv kernels only. One row per epoch; test accuracy is measured "
+           "after every epoch, and the last row is the result."),
+        code("history = utils.fit(model, data, cfg, device)"),
+        md("## 5. Loss and accuracy curves"),
+        code(f'utils.plot_curves(history, title="{spec["title"]}")'),
+        code('final = history[-1]\n'
+             'print(f"after {final[\'epoch\']} epochs: train accuracy {final[\'train_acc\']:.2f}% '
+             '(augmented images), test accuracy {final[\'test_acc\']:.2f}%")'),
+        md("## 6. Mistakes\n\nThe ten test images the model got wrong with the most confidence, "
+           "with their true and predicted classes."),
+        code('mistakes = utils.get_incorrect_predictions(model, data, device, cfg)\n'
+             'print(f"{len(mistakes):,} of {len(data.test_labels):,} test images misclassified")\n'
+             'utils.plot_incorrect_predictions(mistakes, data.classes)'),
+        md("Per-class accuracy (in the row labels) and the confusion matrix: which classes are taken "
+           "for which."),
+        code("counts = utils.confusion_matrix(model, data, device, cfg)\n"
+             "utils.plot_confusion_matrix(counts, data.classes)"),
+        md("## 7. Explore the mistakes\n\nPick a true and a predicted class and step through those "
+           "mistakes with the slider (this needs a live kernel; on GitHub the widget does not show). "
+           "Below it, a static view of the most frequent confusion."),
+        code("mistake_explorer(mistakes, data.classes)"),
+        code('off_diagonal = counts - torch.diag(counts.diag())\n'
+             'true_class, predicted_class = divmod(int(off_diagonal.argmax()), len(data.classes))\n'
+             'pair = select(mistakes, data.classes, data.classes[true_class], data.classes[predicted_class])\n'
+             'print(f"most frequent confusion: {data.classes[true_class]} taken for '
+             '{data.classes[predicted_class]}, {len(pair)} times")\n'
+             'utils.plot_incorrect_predictions(pair, data.classes)'),
+        md("## 8. How the three norms compare\n\nThe saved results of the full runs "
+           "(`python run.py --norm all`, 20 epochs on all of CIFAR-10), read from `results/*.json`:"),
+        code("saved = results.load_results()\nMarkdown(results.results_table(saved))"),
+        md("## 9. Observations\n\n" + OBSERVATIONS[norm]),
+        code("Markdown(results.observations(NORM, saved))"),
+    ]
+
+
+OBSERVATIONS = {
+    "bn": "BatchNorm's statistics come from the batch, so every image is normalized a little "
+          "differently in every step: a noise that regularizes. The other two norms see one image "
+          "at a time. What that bought here, from the saved results:",
+    "ln": "LayerNorm pools one mean and variance over all channels of an image, so a channel that is "
+          "strongly active can shift the normalization of every other one. What that cost or bought "
+          "here, from the saved results:",
+    "gn": "GroupNorm sits between the two per-image extremes: with 4 groups, channels in different "
+          "groups no longer share statistics. What that did here, from the saved results:",
+}
+
+
+def build(norm):
+    spec = NORMS[norm]
+    nb = new_notebook(cells=cells(norm, spec))
+    for k, cell in enumerate(nb.cells):  # stable ids: regenerating gives the same file
+        cell.id = f"{norm}-{k:02d}"
+    nb.metadata.update(
+        kernelspec={"name": "python3", "display_name": "Python 3", "language": "python"},
+        language_info={"name": "python"},
+        accelerator="GPU",
+        colab={"provenance": [], "gpuType": "T4"},
+    )
+    return nb
+
+
+def main():
+    for norm, spec in NORMS.items():
+        nbformat.write(build(norm), ROOT / spec["file"])
+        print(f"wrote {spec['file']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -56,35 +56,51 @@ def load_results(out="."):
     return results
 
 
+def test_accuracy(r):
+    """The headline: mean final test accuracy over the seeds (a single run's, for older files)."""
+    return r.get("final_test_accuracy_mean", r["final_test_accuracy"])
+
+
+def train_accuracy(r):
+    return r.get("final_train_accuracy_mean", r["final_train_accuracy"])
+
+
+def seconds_per_epoch(r):
+    return r.get("seconds_per_epoch_mean", r["seconds_per_epoch"])
+
+
 def results_table(results):
     lines = [
-        "| model | norm | parameters | epochs | seed | train acc | test acc | s/epoch | data | device |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| model | norm | parameters | epochs | seeds | train acc | test acc, mean ± std | test acc per seed "
+        "| s/epoch | data | device |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
     for norm, r in results.items():
+        seeds = r.get("seeds", [r["seed"]])
+        per_seed = r.get("final_test_accuracy_per_seed", [r["final_test_accuracy"]])
         lines.append(
-            f"| `{r['model']}` | {LABELS[norm]} | {r['parameters']:,} | {r['epochs']} | {r['seed']} | "
-            f"{r['final_train_accuracy']:.2f}% | **{r['final_test_accuracy']:.2f}%** | "
-            f"{r['seconds_per_epoch']:.1f} | {r['data']} | {r['device']} |"
+            f"| `{r['model']}` | {LABELS[norm]} | {r['parameters']:,} | {r['epochs']} | "
+            f"{', '.join(map(str, seeds))} | {train_accuracy(r):.2f}% | "
+            f"**{test_accuracy(r):.2f}% ± {r.get('final_test_accuracy_std', 0.0):.2f}** | "
+            f"{', '.join(f'{a:.2f}' for a in per_seed)} | "
+            f"{seconds_per_epoch(r):.1f} | {r['data']} | {r['device']} |"
         )
     return "\n".join(lines)
 
 
 def comparison(results):
     """The norms ranked by final test accuracy, with the gaps between them, as markdown bullets."""
-    ranked = sorted(results, key=lambda n: -results[n]["final_test_accuracy"])
+    ranked = sorted(results, key=lambda n: -test_accuracy(results[n]))
     if not ranked:
         return "No results yet: run `python run.py --norm all`."
-    best = results[ranked[0]]
-    lines = [f"- {LABELS[ranked[0]]} finished highest, at {best['final_test_accuracy']:.2f}% test accuracy."]
+    best = test_accuracy(results[ranked[0]])
+    lines = [f"- {LABELS[ranked[0]]} finished highest, at {best:.2f}% mean final test accuracy."]
     for n in ranked[1:]:
-        r = results[n]
-        lines.append(f"- {LABELS[n]}: {r['final_test_accuracy']:.2f}%, "
-                     f"{best['final_test_accuracy'] - r['final_test_accuracy']:.2f} points lower.")
-    fastest = min(results, key=lambda n: results[n]["seconds_per_epoch"])
-    lines.append(f"- Fastest per epoch: {LABELS[fastest]} ({results[fastest]['seconds_per_epoch']:.1f} s "
+        lines.append(f"- {LABELS[n]}: {test_accuracy(results[n]):.2f}%, {best - test_accuracy(results[n]):.2f} points lower.")
+    fastest = min(results, key=lambda n: seconds_per_epoch(results[n]))
+    lines.append(f"- Fastest per epoch: {LABELS[fastest]} ({seconds_per_epoch(results[fastest]):.1f} s "
                  f"on {results[fastest]['device']}); " + ", ".join(
-                     f"{LABELS[n]} {results[n]['seconds_per_epoch']:.1f} s" for n in results if n != fastest) + ".")
+                     f"{LABELS[n]} {seconds_per_epoch(results[n]):.1f} s" for n in results if n != fastest) + ".")
     return "\n".join(lines)
 
 
@@ -118,21 +134,21 @@ def observations(norm, results):
     me = results[norm]
     others = [n for n in NORMS if n != norm and n in results]
     lines = []
-    ranking = sorted(results, key=lambda n: -results[n]["final_test_accuracy"])
+    ranking = sorted(results, key=lambda n: -test_accuracy(results[n]))
     place = ["best", "second", "third"][ranking.index(norm)]
-    lines.append(f"- {LABELS[norm]} reached {me['final_test_accuracy']:.2f}% test accuracy after "
-                 f"{me['epochs']} epochs, the {place} of the {len(results)} norms.")
+    n_seeds = len(me.get("seeds", [me["seed"]]))
+    lines.append(f"- {LABELS[norm]} reached {test_accuracy(me):.2f}% test accuracy after {me['epochs']} epochs "
+                 f"(mean of {n_seeds} seed{'s' if n_seeds > 1 else ''}), the {place} of the {len(results)} norms.")
     for n in others:
-        r = results[n]
-        diff = me["final_test_accuracy"] - r["final_test_accuracy"]
+        diff = test_accuracy(me) - test_accuracy(results[n])
         lines.append(f"- {abs(diff):.2f} points {'above' if diff >= 0 else 'below'} {LABELS[n]} "
-                     f"({r['final_test_accuracy']:.2f}%).")
-    gap = me["final_train_accuracy"] - me["final_test_accuracy"]
-    lines.append(f"- Train accuracy on augmented images was {me['final_train_accuracy']:.2f}%, "
+                     f"({test_accuracy(results[n]):.2f}%).")
+    gap = train_accuracy(me) - test_accuracy(me)
+    lines.append(f"- Train accuracy on augmented images was {train_accuracy(me):.2f}%, "
                  f"{abs(gap):.2f} points {'above' if gap >= 0 else 'below'} test accuracy: "
                  + ("the augmentation makes training harder than testing, so the net is not overfitting."
                     if gap < 2 else "some overfitting."))
-    speeds = ", ".join(f"{LABELS[n]} {results[n]['seconds_per_epoch']:.1f} s" for n in results)
+    speeds = ", ".join(f"{LABELS[n]} {seconds_per_epoch(results[n]):.1f} s" for n in results)
     lines.append(f"- Seconds per training epoch on {me['device']}: {speeds}.")
     return "\n".join(lines)
 

@@ -2,12 +2,16 @@
 
     python run.py --norm all --epochs 20 --data ../shared/data/cifar10-jpg.tar.gz
 
-writes, under --out (default: this folder), for each norm:
-    results/<norm>.json, checkpoints/<norm>.pt, images/<NORM>_curves.png, images/<NORM>_misclassified.png
-and with --norm all also images/comparison.png and the results table in README.md.
+trains each norm once per seed (--seeds, default 0 1 2) and writes, under --out (default:
+this folder), for each norm:
+    results/<norm>_seed<k>.json   every seed's history and final accuracies
+    results/<norm>.json           the first seed's run, plus mean and spread over the seeds
+    checkpoints/<norm>.pt, images/<NORM>_curves.png, images/<NORM>_misclassified.png  (first seed)
+and with --norm all also images/comparison.png and the generated parts of README.md.
 """
 
 import argparse
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -40,7 +44,12 @@ def parse_args(argv=None):
                    help="channels after C1,C2,c3,C3-C5,c6,C7-C9 (default %(default)s)")
     p.add_argument("--groups", type=int, default=DEFAULT_GROUPS, help="GroupNorm groups (default %(default)s)")
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="one run per seed (default 0 1 2; 0 alone for --validation and --dry-run)")
+    p.add_argument("--seed", type=lambda s: [int(s)], dest="seeds", help="a single seed: same as --seeds N")
     for name, value in vars(defaults).items():  # every training setting can be overridden
+        if name == "seed":
+            continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
@@ -59,9 +68,10 @@ def _widths(text):
 def main(argv=None):
     args = parse_args(argv)
     norms = NORMS if args.norm.lower() == "all" else (canonical_norm(args.norm),)
+    args.seeds = args.seeds or ([0] if args.validation or args.dry_run else [0, 1, 2])
     if args.dry_run:
         args.epochs, args.subset = 1, args.subset or 512
-    cfg = utils.TrainConfig(**{k: getattr(args, k) for k in vars(utils.TrainConfig())})
+    cfg = utils.TrainConfig(**{k: getattr(args, k) for k in vars(utils.TrainConfig()) if k != "seed"})
     out = Path(args.out)
     device = utils.pick_device(args.device)
 
@@ -70,20 +80,21 @@ def main(argv=None):
     if args.validation:
         data = data.validation_split(args.validation, seed=0)  # the same held-out images for every run
     if args.subset:
-        data = data.subset(args.subset, seed=args.seed)
+        data = data.subset(args.subset, seed=args.seeds[0])
     print(f"data: {data.source}: {len(data.train_labels)} train, {len(data.test_labels)} test images; "
           f"device: {utils.describe_device(device)}; torch {torch.__version__}")
 
     for norm in norms:
-        run = run_one(norm, data, cfg, device, model_options, quiet=args.quiet)
-        if args.validation:
-            defaults = {**vars(utils.TrainConfig()), "widths": list(DEFAULT_WIDTHS), "groups": DEFAULT_GROUPS,
-                        "dropout": 0.0}
-            run["result"].update(tag=args.tag, changed=changed_settings({**vars(cfg), **model_options}, defaults))
-            write_json(out / "results" / "validation" / f"{args.tag}-{norm}.json", run["result"])
-            write_validation_record(out)
-            continue
-        save_outputs(out, norm, run, data.classes)
+        runs = []
+        for seed in args.seeds:
+            run = run_one(norm, data, replace(cfg, seed=seed), device, model_options, quiet=args.quiet)
+            if args.validation:
+                save_validation(out, norm, run["result"], args.tag, model_options)
+                continue
+            save_seed(out, norm, run, data.classes, first=not runs)
+            runs.append(run["result"])
+        if runs:
+            write_json(out / "results" / f"{norm}.json", summarize_seeds(runs))
     if len(norms) == len(NORMS) and not args.validation:
         save_comparison(out)
         update_readme(out)
@@ -122,16 +133,42 @@ def run_one(norm, data, cfg, device, model_options=None, quiet=False):
     return {"result": result, "checkpoint": checkpoint, "model": model, "mistakes": mistakes}
 
 
-def save_outputs(out, norm, run, classes):
+def save_seed(out, norm, run, classes, first):
+    """One seed's JSON; the first seed also gives the checkpoint and the figures."""
     result = run["result"]
-    write_json(out / "results" / f"{norm}.json", result)
-    atomic_torch_save(run["checkpoint"], out / "checkpoints" / f"{norm}.pt")
-    title = f"{LABELS[norm]}: final test accuracy {result['final_test_accuracy']:.2f}%"
-    save_figure(utils.plot_curves(result["history"], title), out / "images" / f"{norm.upper()}_curves.png")
-    save_figure(utils.plot_incorrect_predictions(run["mistakes"], classes),
-                out / "images" / f"{norm.upper()}_misclassified.png")
-    print(f"{LABELS[norm]}: train {result['final_train_accuracy']:.2f}%, test {result['final_test_accuracy']:.2f}%, "
-          f"{result['seconds_per_epoch']:.1f} s/epoch -> {out / 'results' / (norm + '.json')}")
+    path = out / "results" / f"{norm}_seed{result['seed']}.json"
+    write_json(path, result)
+    if first:
+        atomic_torch_save(run["checkpoint"], out / "checkpoints" / f"{norm}.pt")
+        title = f"{LABELS[norm]}, seed {result['seed']}: final test accuracy {result['final_test_accuracy']:.2f}%"
+        save_figure(utils.plot_curves(result["history"], title), out / "images" / f"{norm.upper()}_curves.png")
+        save_figure(utils.plot_incorrect_predictions(run["mistakes"], classes),
+                    out / "images" / f"{norm.upper()}_misclassified.png")
+    print(f"{LABELS[norm]} seed {result['seed']}: train {result['final_train_accuracy']:.2f}%, "
+          f"test {result['final_test_accuracy']:.2f}%, {result['seconds_per_epoch']:.1f} s/epoch -> {path}")
+
+
+def summarize_seeds(runs):
+    """The first seed's result with the final accuracies of every seed, their mean and spread."""
+    test = torch.tensor([r["final_test_accuracy"] for r in runs], dtype=torch.float64)
+    train = torch.tensor([r["final_train_accuracy"] for r in runs], dtype=torch.float64)
+    return {
+        **runs[0],
+        "seeds": [r["seed"] for r in runs],
+        "final_test_accuracy_per_seed": test.tolist(),
+        "final_test_accuracy_mean": test.mean().item(),
+        "final_test_accuracy_std": test.std().item() if len(runs) > 1 else 0.0,  # sample std (n-1)
+        "final_train_accuracy_mean": train.mean().item(),
+        "seconds_per_epoch_mean": sum(r["seconds_per_epoch"] for r in runs) / len(runs),
+    }
+
+
+def save_validation(out, norm, result, tag, model_options):
+    defaults = {**vars(utils.TrainConfig()), "widths": list(DEFAULT_WIDTHS), "groups": DEFAULT_GROUPS, "dropout": 0.0}
+    result.update(tag=tag, changed=changed_settings({**result["config"], **model_options}, defaults))
+    suffix = f"-seed{result['seed']}" if result["seed"] else ""
+    write_json(out / "results" / "validation" / f"{tag}-{norm}{suffix}.json", result)
+    write_validation_record(out)
 
 
 def load_checkpoint(path, device="cpu"):

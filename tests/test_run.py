@@ -7,7 +7,7 @@ import results
 import run
 from conftest import write_tree
 
-ARTIFACTS = ["results/{n}.json", "checkpoints/{n}.pt", "images/{N}_curves.png", "images/{N}_misclassified.png"]
+ARTIFACTS = ["results/{n}.json", "results/{n}_seed0.json", "checkpoints/{n}.pt", "images/{N}_curves.png", "images/{N}_misclassified.png"]
 
 
 @pytest.fixture
@@ -20,8 +20,9 @@ def out(tmp_path):
 
 def run_tiny(tmp_path, out, *extra):
     tree = write_tree(tmp_path / "tree", n_train=6, n_test=2)
+    seeds = [] if "--seeds" in extra else ["--seeds", "0"]
     argv = ["--data", str(tree), "--out", str(out), "--cache", str(tmp_path / "cache"), "--epochs", "1",
-            "--batch-size", "16", "--quiet", *extra]
+            "--batch-size", "16", "--quiet", *seeds, *extra]
     assert run.main(argv) == 0
 
 
@@ -43,6 +44,20 @@ def test_run_all_writes_every_artifact(tmp_path, out, capsys):
     assert not list(out.rglob("*.tmp*"))
 
 
+def test_several_seeds_give_mean_and_spread(tmp_path, out):
+    run_tiny(tmp_path, out, "--norm", "all", "--seeds", "0", "1", "--no-amp")
+    for norm in results.NORMS:
+        per_seed = [json.loads((out / "results" / f"{norm}_seed{k}.json").read_text()) for k in (0, 1)]
+        assert [r["seed"] for r in per_seed] == [0, 1]
+        summary = json.loads((out / "results" / f"{norm}.json").read_text())
+        accs = [r["final_test_accuracy"] for r in per_seed]
+        assert summary["seeds"] == [0, 1] and summary["final_test_accuracy_per_seed"] == accs
+        assert summary["final_test_accuracy_mean"] == pytest.approx(sum(accs) / 2)
+        assert summary["final_test_accuracy_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+        assert summary["history"] == per_seed[0]["history"]  # the figures and checkpoint are seed 0's
+    assert "| 0, 1 |" in (out / "README.md").read_text()
+
+
 def test_single_norm_leaves_readme_alone(tmp_path, out):
     run_tiny(tmp_path, out, "--norm", "Group")
     assert (out / "results" / "gn.json").is_file() and not (out / "results" / "bn.json").exists()
@@ -58,12 +73,12 @@ def test_checkpoint_reloads_the_trained_model(tmp_path, out):
 
 def test_same_seed_same_results_and_figures(tmp_path, out):
     run_tiny(tmp_path, out, "--norm", "bn", "--no-amp")
-    first = [(out / p.format(n="bn", N="BN")).read_bytes() for p in ARTIFACTS[2:]]
+    first = [(out / p.format(n="bn", N="BN")).read_bytes() for p in ARTIFACTS[3:]]
     first_json = json.loads((out / "results" / "bn.json").read_text())
     run_tiny(tmp_path, out, "--norm", "bn", "--no-amp")
     again_json = json.loads((out / "results" / "bn.json").read_text())
     assert first_json["history"][0]["train_loss"] == again_json["history"][0]["train_loss"]
-    assert [(out / p.format(n="bn", N="BN")).read_bytes() for p in ARTIFACTS[2:]] == first
+    assert [(out / p.format(n="bn", N="BN")).read_bytes() for p in ARTIFACTS[3:]] == first
 
 
 def test_interrupted_write_keeps_the_earlier_file(tmp_path, monkeypatch):

@@ -169,7 +169,9 @@ def cells(norm, spec):
              '{data.classes[predicted_class]}, {len(pair)} times")\n'
              'utils.plot_incorrect_predictions(pair, data.classes)'),
         md("## 8. How the three norms compare\n\nThe saved results of the full runs "
-           "(`python run.py --norm all`, 20 epochs on all of CIFAR-10), read from `results/*.json`:"),
+           "(`python run.py --norm all`: 20 epochs on all of CIFAR-10, seeds 0, 1 and 2), read from "
+           "`results/*.json`. This notebook trains seed 0: on the machine named in the table it repeats that "
+           "seed's run exactly; on another device expect small differences."),
         code("saved = results.load_results()\nMarkdown(results.results_table(saved))"),
         md("## 9. Observations\n\n" + OBSERVATIONS[norm]),
         code("Markdown(results.observations(NORM, saved))"),

@@ -174,7 +174,7 @@ def save_validation(out, norm, result, tag, model_options):
 def load_checkpoint(path, device="cpu"):
     """A trained model from checkpoints/<norm>.pt (loaded with weights_only=True)."""
     ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = S8_model(ckpt["norm"], num_classes=len(ckpt.get("classes", range(10))), **ckpt.get("model_options", {}))
+    model = S8_model(ckpt["norm"], num_classes=len(ckpt["classes"]), **ckpt.get("model_options", {}))
     model.load_state_dict(ckpt["model"])
     return model, ckpt
 

@@ -37,7 +37,7 @@ class TrainConfig:
 
 
 def pick_device(name=None):
-    """`name` if given ('cpu', 'cuda', 'mps', 'cuda:1'), else cuda, then mps, then cpu."""
+    """`name` if given ('cpu', 'cuda', 'mps', 'cuda:1', or a torch.device), else cuda, then mps, then cpu."""
     if name:
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -167,7 +167,7 @@ def test(model, data, cfg=None):
 def fit(model, data, cfg=None, device=None, progress=True, log=print):
     """Train `model` for cfg.epochs on `data` and return the per-epoch history (list of dicts)."""
     cfg = cfg or TrainConfig()
-    device = pick_device(device) if not isinstance(device, torch.device) else device
+    device = pick_device(device)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     data = data.to(device)
@@ -224,7 +224,7 @@ def get_incorrect_predictions(model, data, device=None, cfg=None):
     Returns a list of dicts: index (in data.test_*), image (uint8 CHW, CPU), true, predicted,
     confidence (the probability given to the predicted class).
     """
-    device = pick_device(device) if not isinstance(device, torch.device) else device
+    device = pick_device(device)
     model.to(device)
     probs = predict(model, data.test_images.to(device), data, cfg).cpu()
     confidence, predicted = probs.max(1)
@@ -316,7 +316,7 @@ def plot_augmentation(data, index=0, cfg=None, variants=7, seed=0):
 
 def confusion_matrix(model, data, device=None, cfg=None):
     """counts[true, predicted] over the test set, as a (classes x classes) int64 tensor."""
-    device = pick_device(device) if not isinstance(device, torch.device) else device
+    device = pick_device(device)
     model.to(device)
     predicted = predict(model, data.test_images.to(device), data, cfg).argmax(1).cpu()
     k = len(data.classes)

@@ -5,7 +5,7 @@
 Public pipeline: torchvision transforms on PIL images (RandomCrop with padding 4,
 RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with two workers, batch 64, fp32.
 This suite: uint8 tensors in memory, whole-batch augmentation, channels-last, bf16 autocast,
-batch 128 (utils.TrainConfig's defaults). Both train the same model with the same optimizer.
+batch 128 (each norm's defaults, utils.recipe). Both train the same model with the same optimizer.
 Prints images per second, seconds per 50,000-image epoch and the ratio; on a GPU also the time
 for 20 epochs of each norm. Writes the report to --report (default results/benchmark.txt).
 """
@@ -67,7 +67,7 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
 
 def suite_ips(data, norm, images, device, cfg=None):
     """Images/s of utils.train on `images` training images, after a warm-up epoch."""
-    cfg = cfg or utils.TrainConfig()
+    cfg = cfg or utils.recipe(norm)
     part = data.subset(images, 1, seed=0).to(device)
     torch.manual_seed(0)
     model = S8_model(norm).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
@@ -82,10 +82,10 @@ def suite_ips(data, norm, images, device, cfg=None):
 
 def gpu_twenty_epochs(data, device):
     """Seconds to train each norm for 20 epochs on the GPU, from data already decoded."""
-    cfg = utils.TrainConfig(batch_size=512, lr=0.1)
     gpu_data = data.to(device)
     times = {}
     for norm in NORMS:
+        cfg = utils.recipe(norm, batch_size=512, lr=0.1)
         torch.manual_seed(0)
         model = S8_model(norm)
         torch.cuda.synchronize()

@@ -4,7 +4,7 @@ Every model follows the template
 
     C1 C2 c3 P1  C3 C4 C5 c6 P2  C7 C8 C9 GAP c10
 
-C  = 3x3 conv -> norm -> ReLU
+C  = 3x3 conv -> norm -> ReLU (or conv -> ReLU -> norm with order="relu-norm")
 c  = 1x1 conv that reduces channels (c3, c6)
 P  = 2x2 max-pool, GAP = global average pool, c10 = 1x1 conv to the 10 logits
 
@@ -26,6 +26,9 @@ DEFAULT_WIDTHS = (16, 32, 16, 28, 16, 32)
 # (one group is LayerNorm), few enough that each group still pools 4+ channels of
 # statistics (as many groups as channels is InstanceNorm, which loses contrast cues).
 DEFAULT_GROUPS = 4
+
+# Where the norm sits in each C block: before the ReLU (as in ResNet) or after it.
+ORDERS = ("norm-relu", "relu-norm")
 
 
 def canonical_norm(norm):
@@ -60,14 +63,16 @@ def make_norm(norm, channels, groups=DEFAULT_GROUPS):
 
 
 class ConvBlock(nn.Sequential):
-    """C: 3x3 conv (no bias: the norm's shift replaces it) -> norm -> ReLU -> optional dropout."""
+    """C: 3x3 conv -> norm -> ReLU (order 'norm-relu', the default) or 3x3 conv -> ReLU -> norm
+    ('relu-norm'), then optional dropout. Before a norm the conv needs no bias (the norm's shift
+    replaces it); before a ReLU it does, to set where the ReLU cuts off."""
 
-    def __init__(self, c_in, c_out, norm, groups, dropout):
-        layers = [
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-            make_norm(norm, c_out, groups),
-            nn.ReLU(inplace=True),
-        ]
+    def __init__(self, c_in, c_out, norm, groups, dropout, order="norm-relu"):
+        if order not in ORDERS:
+            raise ValueError(f"unknown order {order!r}; use one of {', '.join(map(repr, ORDERS))}")
+        conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=order == "relu-norm")
+        norm_layer, relu = make_norm(norm, c_out, groups), nn.ReLU(inplace=True)
+        layers = [conv, norm_layer, relu] if order == "norm-relu" else [conv, relu, norm_layer]
         if dropout:
             layers.append(nn.Dropout2d(dropout))
         super().__init__(*layers)
@@ -76,13 +81,14 @@ class ConvBlock(nn.Sequential):
 class S8Net(nn.Module):
     """The template network; see the module docstring."""
 
-    def __init__(self, norm="bn", groups=DEFAULT_GROUPS, widths=DEFAULT_WIDTHS, dropout=0.0, num_classes=10):
+    def __init__(self, norm="bn", groups=DEFAULT_GROUPS, widths=DEFAULT_WIDTHS, dropout=0.0, num_classes=10,
+                 order="norm-relu"):
         super().__init__()
         self.norm = canonical_norm(norm)
         a, b, c, d, e, f = widths
 
         def conv(c_in, c_out):
-            return ConvBlock(c_in, c_out, self.norm, groups, dropout)
+            return ConvBlock(c_in, c_out, self.norm, groups, dropout, order)
 
         self.c1, self.c2 = conv(3, a), conv(a, b)
         self.c3 = nn.Conv2d(b, c, 1, bias=False)

@@ -144,10 +144,14 @@ def observations(norm, results):
         lines.append(f"- {abs(diff):.2f} points {'above' if diff >= 0 else 'below'} {LABELS[n]} "
                      f"({test_accuracy(results[n]):.2f}%).")
     gap = train_accuracy(me) - test_accuracy(me)
+    if gap < 0:
+        verdict = "augmented training images are harder than test images, and the net is not overfitting."
+    elif gap < 2:
+        verdict = "little overfitting; the net is limited more by its size than by memorizing."
+    else:
+        verdict = "the net has begun to overfit."
     lines.append(f"- Train accuracy on augmented images was {train_accuracy(me):.2f}%, "
-                 f"{abs(gap):.2f} points {'above' if gap >= 0 else 'below'} test accuracy: "
-                 + ("the augmentation makes training harder than testing, so the net is not overfitting."
-                    if gap < 2 else "some overfitting."))
+                 f"{abs(gap):.2f} points {'above' if gap >= 0 else 'below'} test accuracy: {verdict}")
     speeds = ", ".join(f"{LABELS[n]} {seconds_per_epoch(results[n]):.1f} s" for n in results)
     lines.append(f"- Seconds per training epoch on {me['device']}: {speeds}.")
     return "\n".join(lines)

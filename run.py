@@ -11,7 +11,6 @@ and with --norm all also images/comparison.png and the generated parts of README
 """
 
 import argparse
-from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 
 import utils
 from data import load_cifar10
-from models import DEFAULT_GROUPS, DEFAULT_WIDTHS, S8_model, canonical_norm, count_parameters
+from models import DEFAULT_GROUPS, DEFAULT_WIDTHS, ORDERS, S8_model, canonical_norm, count_parameters
 from results import (LABELS, NAMES, NORMS, atomic_torch_save, load_results, save_figure, update_readme,
                      changed_settings, write_json, write_validation_record)
 
@@ -44,17 +43,21 @@ def parse_args(argv=None):
                    help="channels after C1,C2,c3,C3-C5,c6,C7-C9 (default %(default)s)")
     p.add_argument("--groups", type=int, default=DEFAULT_GROUPS, help="GroupNorm groups (default %(default)s)")
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--order", choices=ORDERS, default=ORDERS[0],
+                   help="where the norm sits in each C block: before or after the ReLU (default %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="one run per seed (default 0 1 2; 0 alone for --validation and --dry-run)")
     p.add_argument("--seed", type=lambda s: [int(s)], dest="seeds", help="a single seed: same as --seeds N")
-    for name, value in vars(defaults).items():  # every training setting can be overridden
+    # Every training setting can be overridden; one left out takes the norm's recipe
+    # (utils.recipe: TrainConfig's default unless utils.RECIPES says otherwise).
+    for name, value in vars(defaults).items():
         if name == "seed":
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {value})")
         else:
-            p.add_argument(flag, type=type(value), default=value)
+            p.add_argument(flag, type=type(value), default=None, help=f"(default {value})")
     return p.parse_args(argv)
 
 
@@ -71,11 +74,11 @@ def main(argv=None):
     args.seeds = args.seeds or ([0] if args.validation or args.dry_run else [0, 1, 2])
     if args.dry_run:
         args.epochs, args.subset = 1, args.subset or 512
-    cfg = utils.TrainConfig(**{k: getattr(args, k) for k in vars(utils.TrainConfig()) if k != "seed"})
+    given = {k: getattr(args, k) for k in vars(utils.TrainConfig()) if k != "seed" and getattr(args, k) is not None}
     out = Path(args.out)
     device = utils.pick_device(args.device)
 
-    model_options = dict(widths=list(args.widths), groups=args.groups, dropout=args.dropout)
+    model_options = dict(widths=list(args.widths), groups=args.groups, dropout=args.dropout, order=args.order)
     data = load_cifar10(args.data, cache_dir=args.cache)
     if args.validation:
         data = data.validation_split(args.validation, seed=0)  # the same held-out images for every run
@@ -87,7 +90,8 @@ def main(argv=None):
     for norm in norms:
         runs = []
         for seed in args.seeds:
-            run = run_one(norm, data, replace(cfg, seed=seed), device, model_options, quiet=args.quiet)
+            cfg = utils.recipe(norm, **given, seed=seed)
+            run = run_one(norm, data, cfg, device, model_options, quiet=args.quiet)
             if args.validation:
                 save_validation(out, norm, run["result"], args.tag, model_options)
                 continue
@@ -164,7 +168,8 @@ def summarize_seeds(runs):
 
 
 def save_validation(out, norm, result, tag, model_options):
-    defaults = {**vars(utils.TrainConfig()), "widths": list(DEFAULT_WIDTHS), "groups": DEFAULT_GROUPS, "dropout": 0.0}
+    defaults = {**vars(utils.recipe(norm)), "widths": list(DEFAULT_WIDTHS), "groups": DEFAULT_GROUPS, "dropout": 0.0,
+                "order": ORDERS[0]}
     result.update(tag=tag, changed=changed_settings({**result["config"], **model_options}, defaults))
     suffix = f"-seed{result['seed']}" if result["seed"] else ""
     write_json(out / "results" / "validation" / f"{tag}-{norm}{suffix}.json", result)

@@ -65,3 +65,9 @@ def test_readme_without_markers_is_left_alone(tmp_path):
     (tmp_path / "README.md").write_text("no markers\n")
     assert results.update_readme(tmp_path) is False
     assert (tmp_path / "README.md").read_text() == "no markers\n"
+
+
+@pytest.mark.parametrize("train_acc, verdict", [(79.0, "not overfitting"), (81.5, "little overfitting"),
+                                                (84.0, "begun to overfit")])
+def test_observations_judge_the_train_test_gap(train_acc, verdict):
+    assert verdict in results.observations("bn", {"bn": fake_result("bn", 80.0, train_acc)})

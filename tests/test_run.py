@@ -125,3 +125,12 @@ def test_bad_widths_are_refused(capsys):
     with pytest.raises(SystemExit):
         run.parse_args(["--widths", "16,32"])
     assert "6 comma-separated" in capsys.readouterr().err
+
+
+def test_each_norm_trains_with_its_recipe_unless_a_flag_overrides(tmp_path, out, monkeypatch):
+    monkeypatch.setitem(run.utils.RECIPES, "ln", {"lr": 0.2, "label_smoothing": 0.0})
+    run_tiny(tmp_path, out, "--norm", "all", "--no-amp", "--label-smoothing", "0.05")
+    configs = {n: json.loads((out / "results" / f"{n}.json").read_text())["config"] for n in results.NORMS}
+    assert configs["ln"]["lr"] == 0.2 and configs["bn"]["lr"] == run.utils.TrainConfig().lr
+    assert {c["label_smoothing"] for c in configs.values()} == {0.05}  # the flag beats the recipe
+    assert {c["epochs"] for c in configs.values()} == {1}

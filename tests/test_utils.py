@@ -138,3 +138,12 @@ def test_curves_show_train_and_test_loss_and_accuracy():
     loss_ax, acc_ax = fig.get_axes()
     assert [l.get_label() for l in loss_ax.get_lines()] == ["train", "test"]
     assert list(acc_ax.get_lines()[1].get_ydata()) == [9, 18, 27]
+
+
+def test_recipe_layers_defaults_norm_settings_and_overrides(monkeypatch):
+    monkeypatch.setitem(utils.RECIPES, "gn", {"lr": 0.2, "channels_last": False})
+    assert utils.recipe("bn") == utils.TrainConfig()
+    assert utils.recipe("group") == utils.TrainConfig(lr=0.2, channels_last=False)
+    assert utils.recipe("gn", lr=0.01, seed=3) == utils.TrainConfig(lr=0.01, channels_last=False, seed=3)
+    with pytest.raises(ValueError, match="unknown norm"):
+        utils.recipe("xn")

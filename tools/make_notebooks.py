@@ -99,7 +99,7 @@ from explorer import mistake_explorer, select
 from models import S8_model, count_parameters
 
 device = utils.pick_device()
-cfg = utils.TrainConfig(epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED)
+cfg = utils.recipe(NORM, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED)
 data = load_cifar10(DATA)
 if SUBSET:
     data = data.subset(SUBSET, seed=SEED)

@@ -18,7 +18,7 @@ import torch
 
 import utils
 from data import load_cifar10
-from models import DEFAULT_GROUPS, DEFAULT_WIDTHS, ORDERS, S8_model, canonical_norm, count_parameters
+from models import DEFAULT_GROUPS, DEFAULT_ORDERS, DEFAULT_WIDTHS, ORDERS, S8_model, canonical_norm, count_parameters
 from results import (LABELS, NAMES, NORMS, atomic_torch_save, load_results, save_figure, update_readme,
                      changed_settings, write_json, write_validation_record)
 
@@ -43,8 +43,9 @@ def parse_args(argv=None):
                    help="channels after C1,C2,c3,C3-C5,c6,C7-C9 (default %(default)s)")
     p.add_argument("--groups", type=int, default=DEFAULT_GROUPS, help="GroupNorm groups (default %(default)s)")
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--order", choices=ORDERS, default=ORDERS[0],
-                   help="where the norm sits in each C block: before or after the ReLU (default %(default)s)")
+    p.add_argument("--order", choices=ORDERS, default=None,
+                   help="where the norm sits in each C block: before or after the ReLU "
+                        "(default: the norm's own, models.DEFAULT_ORDERS)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="one run per seed (default 0 1 2; 0 alone for --validation and --dry-run)")
     p.add_argument("--seed", type=lambda s: [int(s)], dest="seeds", help="a single seed: same as --seeds N")
@@ -78,7 +79,7 @@ def main(argv=None):
     out = Path(args.out)
     device = utils.pick_device(args.device)
 
-    model_options = dict(widths=list(args.widths), groups=args.groups, dropout=args.dropout, order=args.order)
+    model_options = dict(widths=list(args.widths), groups=args.groups, dropout=args.dropout)
     data = load_cifar10(args.data, cache_dir=args.cache)
     if args.validation:
         data = data.validation_split(args.validation, seed=0)  # the same held-out images for every run
@@ -91,9 +92,10 @@ def main(argv=None):
         runs = []
         for seed in args.seeds:
             cfg = utils.recipe(norm, **given, seed=seed)
-            run = run_one(norm, data, cfg, device, model_options, quiet=args.quiet)
+            options = {**model_options, "order": args.order or DEFAULT_ORDERS[norm]}
+            run = run_one(norm, data, cfg, device, options, quiet=args.quiet)
             if args.validation:
-                save_validation(out, norm, run["result"], args.tag, model_options)
+                save_validation(out, norm, run["result"], args.tag, options)
                 continue
             save_seed(out, norm, run, data.classes, first=not runs)
             runs.append(run["result"])
@@ -169,7 +171,7 @@ def summarize_seeds(runs):
 
 def save_validation(out, norm, result, tag, model_options):
     defaults = {**vars(utils.recipe(norm)), "widths": list(DEFAULT_WIDTHS), "groups": DEFAULT_GROUPS, "dropout": 0.0,
-                "order": ORDERS[0]}
+                "order": DEFAULT_ORDERS[norm]}
     result.update(tag=tag, changed=changed_settings({**result["config"], **model_options}, defaults))
     suffix = f"-seed{result['seed']}" if result["seed"] else ""
     write_json(out / "results" / "validation" / f"{tag}-{norm}{suffix}.json", result)

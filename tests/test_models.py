@@ -90,10 +90,10 @@ def test_skip_adds_the_branch_start_to_the_branch_end(branch_end):
 
 @pytest.mark.parametrize("norm", ["bn", "ln", "gn"])
 def test_order_puts_the_norm_after_the_relu_and_gives_the_conv_a_bias(norm):
-    default, swapped = S8_model(norm), S8_model(norm, order="relu-norm")
-    assert [type(m) for m in default.C4] == [nn.Conv2d, type(norms_in(default)[0]), nn.ReLU]
-    assert [type(m) for m in swapped.C4] == [nn.Conv2d, nn.ReLU, type(norms_in(default)[0])]
-    assert default.C4[0].bias is None and swapped.C4[0].bias is not None
+    before, swapped = S8_model(norm, order="norm-relu"), S8_model(norm, order="relu-norm")
+    assert [type(m) for m in before.C4] == [nn.Conv2d, type(norms_in(before)[0]), nn.ReLU]
+    assert [type(m) for m in swapped.C4] == [nn.Conv2d, nn.ReLU, type(norms_in(before)[0])]
+    assert before.C4[0].bias is None and swapped.C4[0].bias is not None
     assert count_parameters(swapped) < 50_000
     x = torch.randn(2, 3, 32, 32)
     assert swapped(x).shape == (2, 10)
@@ -102,3 +102,10 @@ def test_order_puts_the_norm_after_the_relu_and_gives_the_conv_a_bias(norm):
 def test_unknown_order_is_refused():
     with pytest.raises(ValueError, match="unknown order 'norm-first'.*'relu-norm'"):
         S8_model("bn", order="norm-first")
+
+
+def test_each_norm_sits_where_validation_put_it():
+    bn, ln, gn = (cls() for cls in VARIANTS)
+    assert [type(m) for m in bn.c1] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert [type(m) for m in ln.c1] == [type(m) for m in gn.c1] == [nn.Conv2d, nn.ReLU, nn.GroupNorm]
+    assert count_parameters(bn) == 47_970 and count_parameters(ln) == count_parameters(gn) == 48_198

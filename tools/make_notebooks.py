@@ -16,6 +16,17 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "s8-normalization/s8-normalization"  # GitHub owner/name: the Colab badge and set-up cell use it
 
+
+def after_relu(abbr):
+    """The 'Where it sits' bullet of a per-image norm placed after the ReLU."""
+    return f"""- **Where it sits:** after each 3x3 conv's ReLU (conv → ReLU → {abbr}), unlike BatchNorm. On the
+  validation split this scored 1.7 points higher than conv → {abbr} → ReLU (`results/validation.md`).
+  A likely reason: placed before the ReLU, a per-image norm sets where the ReLU cuts off relative
+  to each image's own mean and spread, so an image's overall strength is gone before the
+  nonlinearity sees it; placed after, the cut-off is fixed by the conv's bias and the norm only
+  rescales what passed."""
+
+
 NORMS = {
     "bn": dict(
         file="S8_BN.ipynb", title="Batch Normalization", cls="Model_Batch_Normalization",
@@ -52,12 +63,7 @@ y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_n}{\sqrt{\sigma_n^2+\epsilon}} + \beta_c
 - **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
 - **Train vs eval:** identical; there are no running statistics.
 - **Small batches:** no effect at all: nothing is shared across the batch.
-- **Where it sits:** after each 3x3 conv's ReLU (conv → ReLU → LN), unlike BatchNorm. On the
-  validation split this scored 1.7 points higher than conv → LN → ReLU (`results/validation.md`).
-  A likely reason: placed before the ReLU, a per-image norm sets where the ReLU cuts off relative
-  to each image's own mean and spread, so an image's overall strength is gone before the
-  nonlinearity sees it; placed after, the cut-off is fixed by the conv's bias and the norm only
-  rescales what passed.""",
+""" + after_relu("LN"),
     ),
     "gn": dict(
         file="S8_GN.ipynb", title="Group Normalization", cls="Model_Group_Normalization",
@@ -74,12 +80,7 @@ y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_{ng}}{\sqrt{\sigma_{ng}^2+\epsilon}} + \
 - **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
 - **Train vs eval:** identical; there are no running statistics.
 - **Small batches:** no effect: nothing is shared across the batch.
-- **Where it sits:** after each 3x3 conv's ReLU (conv → ReLU → GN), unlike BatchNorm. On the
-  validation split this scored 1.7 points higher than conv → GN → ReLU (`results/validation.md`).
-  A likely reason: placed before the ReLU, a per-image norm sets where the ReLU cuts off relative
-  to each image's own mean and spread, so an image's overall strength is gone before the
-  nonlinearity sees it; placed after, the cut-off is fixed by the conv's bias and the norm only
-  rescales what passed.""",
+""" + after_relu("GN"),
     ),
 }
 

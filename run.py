@@ -11,6 +11,7 @@ and with --norm all also images/comparison.png and the generated parts of README
 """
 
 import argparse
+import tempfile
 import sys
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--norm", default="all", help="bn | ln | gn (or batch | layer | group) | all")
     p.add_argument("--data", default="data", help="CIFAR-10 source: a folder (downloaded into if empty), "
                    "a cifar-10-batches-py folder, an image-folder tree, or a .tar.gz of one")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent), help="where results/, checkpoints/, images/ go")
+    p.add_argument("--out", default=None, help="where results/, checkpoints/, images/ go (default: this folder; "
+                   "for --dry-run a new temporary folder, so the saved results stay)")
     p.add_argument("--cache", default=None, help="folder for decoded images (default: .cache/ beside this file)")
     p.add_argument("--subset", type=int, default=0, help="train on N random training images (and N/5 test) for a quick run")
     p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the first available)")
@@ -76,7 +78,13 @@ def main(argv=None):
     if args.dry_run:
         args.epochs, args.subset = 1, args.subset or 512
     given = {k: getattr(args, k) for k in vars(utils.TrainConfig()) if k != "seed" and getattr(args, k) is not None}
-    out = Path(args.out)
+    if args.out:
+        out = Path(args.out)
+    elif args.dry_run:  # a one-epoch check must not replace the results of a full run
+        out = Path(tempfile.mkdtemp(prefix="s8-dry-run-"))
+        print(f"dry run: writing to {out}")
+    else:
+        out = Path(__file__).resolve().parent
     device = utils.pick_device(args.device)
 
     model_options = dict(widths=list(args.widths), groups=args.groups, dropout=args.dropout)

@@ -134,3 +134,15 @@ def test_each_norm_trains_with_its_recipe_unless_a_flag_overrides(tmp_path, out,
     assert configs["ln"]["lr"] == 0.2 and configs["bn"]["lr"] == run.utils.TrainConfig().lr
     assert {c["label_smoothing"] for c in configs.values()} == {0.05}  # the flag beats the recipe
     assert {c["epochs"] for c in configs.values()} == {1}
+
+
+def test_dry_run_without_out_leaves_the_saved_results_alone(tmp_path, monkeypatch, capsys):
+    tree = write_tree(tmp_path / "tree", n_train=6, n_test=2)
+    monkeypatch.setattr(run.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    saved = {p: p.stat().st_mtime_ns for p in (run.Path(run.__file__).parent / "results").glob("*.json")}
+    assert run.main(["--dry-run", "--norm", "bn", "--data", str(tree), "--cache", str(tmp_path / "cache"),
+                     "--batch-size", "4", "--quiet"]) == 0
+    written = list((tmp_path / "tmp").glob("s8-dry-run-*/results/bn_seed0.json"))
+    assert len(written) == 1 and "dry run: writing to" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in saved} == saved

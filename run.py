@@ -98,9 +98,9 @@ def main(argv=None):
 
     for norm in norms:
         runs = []
+        options = {**model_options, "order": args.order or DEFAULT_ORDERS[norm]}
         for seed in args.seeds:
             cfg = utils.recipe(norm, **given, seed=seed)
-            options = {**model_options, "order": args.order or DEFAULT_ORDERS[norm]}
             run = run_one(norm, data, cfg, device, options, quiet=args.quiet)
             if args.validation:
                 save_validation(out, norm, run["result"], args.tag, options)

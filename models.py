@@ -34,6 +34,12 @@ ORDERS = ("norm-relu", "relu-norm")
 # ReLU, LayerNorm and GroupNorm scored 1.7 points higher each, BatchNorm 1.0 point lower.
 DEFAULT_ORDERS = {"bn": "norm-relu", "ln": "relu-norm", "gn": "relu-norm"}
 
+# Where the skips sit in each stage of three C blocks: 'block' adds the first block's output to
+# the third's (one skip over two blocks); 'layer' adds each of the last two blocks' input to its
+# output (two skips over one block each).
+SKIPS = ("block", "layer")
+DEFAULT_SKIPS = "block"
+
 
 def canonical_norm(norm):
     """Map 'bn'/'batch', 'ln'/'layer', 'gn'/'group' (any case) to 'bn', 'ln' or 'gn'."""
@@ -86,9 +92,11 @@ class S8Net(nn.Module):
     """The template network; see the module docstring."""
 
     def __init__(self, norm="bn", groups=DEFAULT_GROUPS, widths=DEFAULT_WIDTHS, dropout=0.0, num_classes=10,
-                 order=None):
+                 order=None, skips=DEFAULT_SKIPS):
         super().__init__()
-        self.norm = canonical_norm(norm)
+        if skips not in SKIPS:
+            raise ValueError(f"unknown skips {skips!r}; use one of {', '.join(map(repr, SKIPS))}")
+        self.norm, self.skips = canonical_norm(norm), skips
         order = order or DEFAULT_ORDERS[self.norm]
         a, b, c, d, e, f = widths
 
@@ -105,13 +113,18 @@ class S8Net(nn.Module):
 
     def forward(self, x):
         x = self.pool(self.c3(self.c2(self.c1(x))))  # 32x32 -> 16x16
-        x = self.C3(x)
-        x = x + self.C5(self.C4(x))  # skip: C3's output joins C5's
+        x = self._stage(x, self.C3, self.C4, self.C5)
         x = self.pool(self.c6(x))  # 16x16 -> 8x8
-        x = self.C7(x)
-        x = x + self.C9(self.C8(x))  # skip: C7's output joins C9's
+        x = self._stage(x, self.C7, self.C8, self.C9)
         x = x.mean((2, 3), keepdim=True)  # GAP
         return self.c10(x).flatten(1)
+
+    def _stage(self, x, first, second, third):
+        x = first(x)
+        if self.skips == "layer":
+            x = x + second(x)
+            return x + third(x)
+        return x + third(second(x))  # the first block's output joins the third's
 
 
 class Model_Batch_Normalization(S8Net):

@@ -69,11 +69,17 @@ def seconds_per_epoch(r):
     return r.get("seconds_per_epoch_mean", r["seconds_per_epoch"])
 
 
+def flip_tta_accuracy(r):
+    """Mean final test accuracy with flip test-time augmentation, or '-' for files without it."""
+    value = r.get("final_test_accuracy_flip_tta_mean", r.get("final_test_accuracy_flip_tta"))
+    return "-" if value is None else f"{value:.2f}%"
+
+
 def results_table(results):
     lines = [
         "| model | norm | parameters | epochs | seeds | train acc | test acc, mean ± std | test acc per seed "
-        "| s/epoch | data | device |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---|---|",
+        "| s/epoch | data | device | separate: with flip TTA |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---|---|---:|",
     ]
     for norm, r in results.items():
         seeds = r.get("seeds", [r["seed"]])
@@ -83,7 +89,7 @@ def results_table(results):
             f"{', '.join(map(str, seeds))} | {train_accuracy(r):.2f}% | "
             f"**{test_accuracy(r):.2f}% ± {r.get('final_test_accuracy_std', 0.0):.2f}** | "
             f"{', '.join(f'{a:.2f}' for a in per_seed)} | "
-            f"{seconds_per_epoch(r):.1f} | {r['data']} | {r['device']} |"
+            f"{seconds_per_epoch(r):.1f} | {r['data']} | {r['device']} | {flip_tta_accuracy(r)} |"
         )
     return "\n".join(lines)
 

@@ -19,7 +19,8 @@ import torch
 
 import utils
 from data import load_cifar10
-from models import DEFAULT_GROUPS, DEFAULT_ORDERS, DEFAULT_WIDTHS, ORDERS, S8_model, canonical_norm, count_parameters
+from models import (DEFAULT_GROUPS, DEFAULT_ORDERS, DEFAULT_SKIPS, DEFAULT_WIDTHS, ORDERS, SKIPS, S8_model, canonical_norm,
+                    count_parameters)
 from results import (LABELS, NAMES, NORMS, atomic_torch_save, load_results, save_figure, update_readme,
                      changed_settings, write_json, write_validation_record)
 
@@ -45,6 +46,8 @@ def parse_args(argv=None):
                    help="channels after C1,C2,c3,C3-C5,c6,C7-C9 (default %(default)s)")
     p.add_argument("--groups", type=int, default=DEFAULT_GROUPS, help="GroupNorm groups (default %(default)s)")
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--skips", choices=SKIPS, default=DEFAULT_SKIPS,
+                   help="skips over two blocks per stage, or over each of the last two (default %(default)s)")
     p.add_argument("--order", choices=ORDERS, default=None,
                    help="where the norm sits in each C block: before or after the ReLU "
                         "(default: the norm's own, models.DEFAULT_ORDERS)")
@@ -87,7 +90,7 @@ def main(argv=None):
         out = Path(__file__).resolve().parent
     device = utils.pick_device(args.device)
 
-    model_options = dict(widths=list(args.widths), groups=args.groups, dropout=args.dropout)
+    model_options = dict(widths=list(args.widths), groups=args.groups, dropout=args.dropout, skips=args.skips)
     data = load_cifar10(args.data, cache_dir=args.cache)
     if args.validation:
         data = data.validation_split(args.validation, seed=0)  # the same held-out images for every run
@@ -123,6 +126,7 @@ def run_one(norm, data, cfg, device, model_options=None, quiet=False):
     utils.summarize(model, device)
     history = utils.fit(model, data, cfg, device, progress=not quiet)
     mistakes = utils.get_incorrect_predictions(model, data, device, cfg)
+    _, flip_tta_accuracy = utils.test(model, data, cfg, flip=True)  # reported apart from the headline
     result = {
         "norm": norm,
         "model": NAMES[norm],
@@ -131,6 +135,7 @@ def run_one(norm, data, cfg, device, model_options=None, quiet=False):
         "seed": cfg.seed,
         "final_train_accuracy": history[-1]["train_acc"],
         "final_test_accuracy": history[-1]["test_acc"],
+        "final_test_accuracy_flip_tta": flip_tta_accuracy,
         "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history),
         "device": utils.describe_device(device),
         "torch": torch.__version__,
@@ -173,13 +178,14 @@ def summarize_seeds(runs):
         "final_test_accuracy_mean": test.mean().item(),
         "final_test_accuracy_std": test.std().item() if len(runs) > 1 else 0.0,  # sample std (n-1)
         "final_train_accuracy_mean": train.mean().item(),
+        "final_test_accuracy_flip_tta_mean": sum(r["final_test_accuracy_flip_tta"] for r in runs) / len(runs),
         "seconds_per_epoch_mean": sum(r["seconds_per_epoch"] for r in runs) / len(runs),
     }
 
 
 def save_validation(out, norm, result, tag, model_options):
     defaults = {**vars(utils.recipe(norm)), "widths": list(DEFAULT_WIDTHS), "groups": DEFAULT_GROUPS, "dropout": 0.0,
-                "order": DEFAULT_ORDERS[norm]}
+                "order": DEFAULT_ORDERS[norm], "skips": DEFAULT_SKIPS}
     result.update(tag=tag, changed=changed_settings({**result["config"], **model_options}, defaults))
     suffix = f"-seed{result['seed']}" if result["seed"] else ""
     write_json(out / "results" / "validation" / f"{tag}-{norm}{suffix}.json", result)

@@ -32,6 +32,7 @@ class TrainConfig:
     pad: int = 4  # random translation of up to this many pixels
     flip: bool = True
     cutout: int = 0  # side of the square cut out of each training image; 0 = off
+    whiten: bool = False  # start C1's filters on the whitened principal directions of image patches
     amp: bool = True  # bfloat16 autocast (float16 on GPUs without bfloat16)
     channels_last: bool = True
     seed: int = 0
@@ -47,6 +48,31 @@ RECIPES = {"bn": {}, "ln": {}, "gn": {"channels_last": False}}
 def recipe(norm, **overrides):
     """The TrainConfig for `norm`: TrainConfig's defaults, then RECIPES[norm], then `overrides`."""
     return TrainConfig(**{**RECIPES[canonical_norm(norm)], **overrides})
+
+
+@torch.no_grad()
+def whiten_first_conv(model, data, images=2000, eps=5e-4):
+    """Start C1's filters on the principal directions of the training images' pixel patches.
+
+    Neighbouring pixels and colour channels are strongly correlated, so random first-layer
+    filters mostly respond to the same few directions of a 3x3x3 patch (its brightness). Each
+    filter here starts on one principal direction instead, scaled to unit variance (patch
+    whitening, as in airbench), in +/- pairs so the ReLU passes both signs; with fewer filter
+    pairs than the 27 directions, the ones of largest variance are kept. The filters still train.
+    The patches come from `images` training images taken at an even stride: no randomness.
+    """
+    conv = model.c1[0]
+    k = conv.kernel_size[0]
+    x = data.train_images[:: max(len(data.train_images) // images, 1)]
+    x = normalize(x, data.mean, data.std).float()
+    patches = F.unfold(x, k).transpose(1, 2).reshape(-1, x.shape[1] * k * k).double()
+    eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(patches.T))  # ascending order
+    pairs = min(conv.out_channels // 2, len(eigenvalues))
+    filters = (eigenvectors[:, -pairs:] / (eigenvalues[-pairs:] + eps).sqrt()).T.flip(0)
+    filters = torch.cat([filters, -filters]).view(2 * pairs, *conv.weight.shape[1:])
+    conv.weight[: 2 * pairs] = filters.to(conv.weight.dtype)
+    if conv.bias is not None:
+        conv.bias.zero_()
 
 
 def pick_device(name=None):
@@ -155,8 +181,9 @@ def _check_finite(first_bad_step, epoch):
 
 
 @torch.no_grad()
-def predict(model, images, data, cfg=None, batch_size=1000):
-    """Class probabilities (float32, on the images' device) for uint8 `images`."""
+def predict(model, images, data, cfg=None, batch_size=1000, flip=False):
+    """Class probabilities (float32, on the images' device) for uint8 `images`; with `flip`, the
+    average over each image and its mirror image (test-time augmentation)."""
     cfg = cfg or TrainConfig()
     model.eval()
     device = images.device
@@ -165,13 +192,17 @@ def predict(model, images, data, cfg=None, batch_size=1000):
     for i in range(0, len(images), batch_size):
         x = normalize(images[i:i + batch_size], data.mean, data.std).contiguous(memory_format=memory_format)
         with _autocast(device, cfg.amp):
-            out.append(model(x).float().softmax(1))
+            probs = model(x).float().softmax(1)
+            if flip:
+                probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
+        out.append(probs)
     return torch.cat(out)
 
 
-def test(model, data, cfg=None):
-    """Plain cross-entropy and accuracy % on data.test_* (no label smoothing, no augmentation)."""
-    probs = predict(model, data.test_images, data, cfg)
+def test(model, data, cfg=None, flip=False):
+    """Plain cross-entropy and accuracy % on data.test_* (no label smoothing, no augmentation;
+    with `flip`, predictions averaged over each image and its mirror image)."""
+    probs = predict(model, data.test_images, data, cfg, flip=flip)
     labels = data.test_labels
     loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
     return loss, 100.0 * (probs.argmax(1) == labels).float().mean().item()
@@ -185,6 +216,8 @@ def fit(model, data, cfg=None, device=None, progress=True, log=print):
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     data = data.to(device)
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    if cfg.whiten:
+        whiten_first_conv(model, data)
     steps = math.ceil(len(data.train_labels) / cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     use_scaler = cfg.amp and device.type == "cuda" and _amp_dtype(device) == torch.float16

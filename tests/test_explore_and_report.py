@@ -61,6 +61,15 @@ def test_results_table_and_observations():
     assert "run.py --norm all" in results.observations("ln", {})
 
 
+def test_flip_tta_is_a_separate_column_and_dashed_when_missing():
+    with_tta = {**fake_result("bn", 81.0), "final_test_accuracy_flip_tta_mean": 82.25}
+    table = results.results_table({"bn": with_tta, "ln": fake_result("ln", 79.5)})
+    header, _, bn_row, ln_row = table.splitlines()
+    assert header.rstrip(" |").endswith("with flip TTA")
+    assert bn_row.endswith("| 82.25% |") and "**81.00% ± 0.00**" in bn_row
+    assert ln_row.endswith("| - |")
+
+
 def test_readme_without_markers_is_left_alone(tmp_path):
     (tmp_path / "README.md").write_text("no markers\n")
     assert results.update_readme(tmp_path) is False

@@ -109,3 +109,23 @@ def test_each_norm_sits_where_validation_put_it():
     assert [type(m) for m in bn.c1] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
     assert [type(m) for m in ln.c1] == [type(m) for m in gn.c1] == [nn.Conv2d, nn.ReLU, nn.GroupNorm]
     assert count_parameters(bn) == 47_970 and count_parameters(ln) == count_parameters(gn) == 48_198
+
+
+def test_layer_skips_add_each_blocks_input_to_its_output():
+    torch.manual_seed(0)
+    model = S8_model("bn", skips="layer").eval()
+    seen = {}
+    for name in ("C3", "C4", "C5"):
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, (i[0], o)))
+    model.c6.register_forward_hook(lambda m, i, o: seen.__setitem__("c6", (i[0], o)))
+    model(torch.randn(2, 3, 32, 32))
+    c3_out, (c4_in, c4_out), (c5_in, c5_out) = seen["C3"][1], seen["C4"], seen["C5"]
+    torch.testing.assert_close(c4_in, c3_out)
+    torch.testing.assert_close(c5_in, c3_out + c4_out)
+    torch.testing.assert_close(seen["c6"][0], c5_in + c5_out)
+    assert count_parameters(model) == count_parameters(S8_model("bn"))
+
+
+def test_unknown_skips_are_refused():
+    with pytest.raises(ValueError, match="unknown skips 'dense'.*'block', 'layer'"):
+        S8_model("bn", skips="dense")

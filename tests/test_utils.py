@@ -147,3 +147,40 @@ def test_recipe_layers_defaults_norm_settings_and_overrides(monkeypatch):
     assert utils.recipe("gn", lr=0.01, seed=3) == utils.TrainConfig(lr=0.01, channels_last=False, seed=3)
     with pytest.raises(ValueError, match="unknown norm"):
         utils.recipe("xn")
+
+
+@pytest.mark.parametrize("norm", ["bn", "ln"])
+def test_whitened_first_layer_filters_are_uncorrelated_unit_variance_pairs(norm):
+    data = toy_data(100, 10)
+    torch.manual_seed(0)
+    model = S8_model(norm)
+    utils.whiten_first_conv(model, data, images=100)
+    weight = model.c1[0].weight.detach()
+    pairs = weight.shape[0] // 2
+    torch.testing.assert_close(weight[pairs:], -weight[:pairs])  # +/- pairs: the ReLU keeps both signs
+    x = utils.normalize(data.train_images, data.mean, data.std)
+    responses = torch.nn.functional.conv2d(x, weight[:pairs]).transpose(0, 1).flatten(1)
+    torch.testing.assert_close(torch.cov(responses), torch.eye(pairs), atol=0.02, rtol=0)
+    if model.c1[0].bias is not None:
+        assert not model.c1[0].bias.any()
+
+
+def test_whiten_option_sets_the_first_layer_before_training(monkeypatch):
+    calls = []
+    monkeypatch.setattr(utils, "whiten_first_conv", lambda model, data: calls.append(model))
+    model = S8_model("bn")
+    utils.fit(model, toy_data(32, 8), utils.TrainConfig(epochs=1, whiten=True, **FAST), "cpu", progress=False,
+              log=lambda s: None)
+    utils.fit(model, toy_data(32, 8), utils.TrainConfig(epochs=1, **FAST), "cpu", progress=False, log=lambda s: None)
+    assert calls == [model]
+
+
+def test_flip_tta_averages_each_image_with_its_mirror_image():
+    data = toy_data(20, 10)
+    torch.manual_seed(0)
+    model = S8_model("bn").eval()
+    cfg = utils.TrainConfig(amp=False, channels_last=False)
+    plain = utils.predict(model, data.test_images, data, cfg)
+    mirrored = utils.predict(model, data.test_images.flip(3), data, cfg)
+    torch.testing.assert_close(utils.predict(model, data.test_images, data, cfg, flip=True), (plain + mirrored) / 2)
+    assert not torch.allclose(plain, mirrored)  # the toy images are not symmetric

@@ -4,8 +4,9 @@
 
 Public pipeline: torchvision transforms on PIL images (RandomCrop with padding 4,
 RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with two workers, batch 64, fp32.
-This suite: uint8 tensors in memory, whole-batch augmentation, channels-last, bf16 autocast,
-batch 128 (each norm's defaults, utils.recipe). Both train the same model with the same optimizer.
+This suite: uint8 tensors in memory, whole-batch augmentation, batch 128, and the precision and
+memory layout hardware.py chooses for this machine and norm (bf16 autocast only where the CPU has
+native bf16; --amp forces one). Both train the same model with the same optimizer.
 Prints images per second, seconds per 50,000-image epoch and the ratio; on a GPU also the time
 for 20 epochs of each norm. Writes the report to --report (default results/benchmark.txt).
 """
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 import utils
 from data import load_cifar10
+from hardware import AMP_CHOICES, choose_precision, native_bf16
 from models import S8_model
 from results import LABELS, NORMS, atomic_write_text
 
@@ -45,7 +47,7 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
 
     torch.manual_seed(0)
     model = S8_model(norm)
-    cfg = utils.TrainConfig(batch_size=batch_size, amp=False, channels_last=False)
+    cfg = utils.TrainConfig(batch_size=batch_size, amp="off", channels_last=False)
     optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=steps + 10)
     loader = DataLoader(PILCIFAR(data.train_images, data.train_labels), batch_size=batch_size,
                         shuffle=True, num_workers=workers, persistent_workers=True)
@@ -67,10 +69,10 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
 
 def suite_ips(data, norm, images, device, cfg=None):
     """Images/s of utils.train on `images` training images, after a warm-up epoch."""
-    cfg = cfg or utils.recipe(norm)
+    cfg, precision = utils.resolve_precision(cfg or utils.recipe(norm), device, norm)
     part = data.subset(images, 1, seed=0).to(device)
     torch.manual_seed(0)
-    model = S8_model(norm).to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    model = S8_model(norm).to(device, memory_format=precision.memory_format)
     steps = -(-images // cfg.batch_size)
     optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=2 * steps)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -80,12 +82,12 @@ def suite_ips(data, norm, images, device, cfg=None):
     return images / (time.perf_counter() - start)
 
 
-def gpu_twenty_epochs(data, device):
+def gpu_twenty_epochs(data, device, amp="auto"):
     """Seconds to train each norm for 20 epochs on the GPU, from data already decoded."""
     gpu_data = data.to(device)
     times = {}
     for norm in NORMS:
-        cfg = utils.recipe(norm, batch_size=512, lr=0.1)
+        cfg = utils.recipe(norm, batch_size=512, lr=0.1, amp=amp)
         torch.manual_seed(0)
         model = S8_model(norm)
         torch.cuda.synchronize()
@@ -96,32 +98,44 @@ def gpu_twenty_epochs(data, device):
     return times
 
 
+def _short(precision):
+    """'fp32 CL', 'bf16 NCHW': the precision and layout in a table cell."""
+    return f"{'fp32' if precision.amp == 'off' else precision.amp} {'CL' if precision.channels_last else 'NCHW'}"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data", help="CIFAR-10 source (see run.py --help)")
     p.add_argument("--norms", default="bn,ln,gn")
     p.add_argument("--steps", type=int, default=150, help="timed steps of the public pipeline (batch 64)")
     p.add_argument("--images", type=int, default=12800, help="timed images of this suite's pipeline")
+    p.add_argument("--amp", choices=AMP_CHOICES, default="auto", help="the suite's precision (default %(default)s)")
     p.add_argument("--report", default=str(Path(__file__).resolve().parent / "results" / "benchmark.txt"))
     args = p.parse_args(argv)
 
     data = load_cifar10(args.data)
     cpu = torch.device("cpu")
-    lines = [f"benchmark.py on {utils.describe_device(cpu)}, torch {torch.__version__}, data {data.source}",
-             f"{'pipeline':48s} {'norm':9s}  images/s  s/epoch(50k)  ratio"]
+    lines = [f"benchmark.py on {utils.describe_device(cpu)}, native bf16: {'yes' if native_bf16(cpu) else 'no'}, "
+             f"torch {torch.__version__}, data {data.source}",
+             f"{'pipeline':52s} {'norm':9s}  images/s  s/epoch(50k)  ratio"]
     print(lines[0] + "\n" + lines[1])
     for norm in args.norms.split(","):
         public = public_pipeline_ips(data, norm, args.steps)
-        ours = suite_ips(data, norm, args.images, cpu)
+        cfg = utils.recipe(norm, amp=args.amp)
+        precision = choose_precision(cpu, norm, cfg.amp, cfg.channels_last)
+        ours = suite_ips(data, norm, args.images, cpu, cfg)
+        suite = f"suite: uint8 tensors, batch augment, bs128, {_short(precision)}"
         for name, ips, ratio in (("public: PIL transforms, DataLoader x2, bs64, fp32", public, "1.00x"),
-                                 ("suite: uint8 tensors, batch augment, bs128, bf16", ours, f"{ours / public:.2f}x")):
-            lines.append(f"{name:48s} {LABELS[norm]:9s} {ips:9.0f}  {50000 / ips:12.1f}  {ratio}")
+                                 (suite, ours, f"{ours / public:.2f}x")):
+            lines.append(f"{name:52s} {LABELS[norm]:9s} {ips:9.0f}  {50000 / ips:12.1f}  {ratio}")
             print(lines[-1], flush=True)
     if torch.cuda.is_available():
         device = torch.device("cuda")
-        lines.append(f"GPU {utils.describe_device(device)}: 20 epochs each, batch 512, data decoded and on the GPU")
+        precision = choose_precision(device, None, args.amp)
+        lines.append(f"GPU {utils.describe_device(device)}: 20 epochs each, batch 512, data decoded and on the GPU, "
+                     f"{precision.describe()}")
         total = 0.0
-        for norm, (seconds, acc) in gpu_twenty_epochs(data, device).items():
+        for norm, (seconds, acc) in gpu_twenty_epochs(data, device, args.amp).items():
             total += seconds
             lines.append(f"  {LABELS[norm]:9s} {seconds:7.1f} s  (final test accuracy {acc:.2f}%)")
         lines.append(f"  all three {total:7.1f} s")

@@ -19,6 +19,7 @@ import torch
 
 import utils
 from data import load_cifar10
+from hardware import AMP_CHOICES
 from models import (DEFAULT_GROUPS, DEFAULT_ORDERS, DEFAULT_SKIPS, DEFAULT_WIDTHS, ORDERS, SKIPS, S8_model, canonical_norm,
                     count_parameters)
 from results import (LABELS, NAMES, NORMS, atomic_torch_save, load_results, save_figure, update_readme,
@@ -57,10 +58,19 @@ def parse_args(argv=None):
     # Every training setting can be overridden; one left out takes the norm's recipe
     # (utils.recipe: TrainConfig's default unless utils.RECIPES says otherwise).
     for name, value in vars(defaults).items():
+        flag = "--" + name.replace("_", "-")
         if name == "seed":
             continue
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
+        if name == "amp":
+            p.add_argument(flag, choices=AMP_CHOICES, default=None,
+                           help="mixed precision (default auto: bf16 where the hardware has it natively, "
+                                "fp16 with a GradScaler on older CUDA GPUs, else fp32)")
+            p.add_argument("--no-amp", dest="amp", action="store_const", const="off", help="same as --amp off")
+        elif name == "channels_last":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help="memory layout (default: channels-last where measured faster for the norm on this "
+                                "kind of device, hardware.CHANNELS_LAST)")
+        elif isinstance(value, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {value})")
         else:
             p.add_argument(flag, type=type(value), default=None, help=f"(default {value})")
@@ -106,7 +116,7 @@ def main(argv=None):
             cfg = utils.recipe(norm, **given, seed=seed)
             run = run_one(norm, data, cfg, device, options, quiet=args.quiet)
             if args.validation:
-                save_validation(out, norm, run["result"], args.tag, options)
+                save_validation(out, norm, run["result"], cfg, args.tag, options)
                 continue
             save_seed(out, norm, run, data.classes, first=not runs)
             runs.append(run["result"])
@@ -122,6 +132,7 @@ def run_one(norm, data, cfg, device, model_options=None, quiet=False):
     model_options = model_options or {}
     torch.manual_seed(cfg.seed)
     model = S8_model(norm, num_classes=len(data.classes), **model_options)
+    cfg, precision = utils.resolve_precision(cfg, device, norm)
     print(f"\n=== {NAMES[norm]} ({LABELS[norm]}) ===")
     utils.summarize(model, device)
     history = utils.fit(model, data, cfg, device, progress=not quiet)
@@ -138,6 +149,7 @@ def run_one(norm, data, cfg, device, model_options=None, quiet=False):
         "final_test_accuracy_flip_tta": flip_tta_accuracy,
         "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history),
         "device": utils.describe_device(device),
+        "precision": precision.describe(),
         "torch": torch.__version__,
         "data": data.source,
         "train_images": len(data.train_labels),
@@ -183,10 +195,11 @@ def summarize_seeds(runs):
     }
 
 
-def save_validation(out, norm, result, tag, model_options):
+def save_validation(out, norm, result, cfg, tag, model_options):
+    """`cfg` as asked for (amp 'auto' stays 'auto'), so that only settings a flag changed count as changed."""
     defaults = {**vars(utils.recipe(norm)), "widths": list(DEFAULT_WIDTHS), "groups": DEFAULT_GROUPS, "dropout": 0.0,
                 "order": DEFAULT_ORDERS[norm], "skips": DEFAULT_SKIPS}
-    result.update(tag=tag, changed=changed_settings({**result["config"], **model_options}, defaults))
+    result.update(tag=tag, changed=changed_settings({**vars(cfg), **model_options}, defaults))
     suffix = f"-seed{result['seed']}" if result["seed"] else ""
     write_json(out / "results" / "validation" / f"{tag}-{norm}{suffix}.json", result)
     write_validation_record(out)

@@ -7,9 +7,9 @@ takes a batch of indices, augments the whole batch at once and runs the model. T
 
 import copy
 import math
-import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from data import augment, normalize
+from hardware import choose_precision, describe_device, pick_device  # noqa: F401 (utils.pick_device in notebooks)
 from models import canonical_norm
 
 
@@ -33,16 +34,15 @@ class TrainConfig:
     flip: bool = True
     cutout: int = 0  # side of the square cut out of each training image; 0 = off
     whiten: bool = False  # start C1's filters on the whitened principal directions of image patches
-    amp: bool = True  # bfloat16 autocast (float16 on GPUs without bfloat16)
-    channels_last: bool = True
+    amp: str = "auto"  # auto | bf16 | fp16 | off: auto takes what the hardware does natively (hardware.py)
+    channels_last: Optional[bool] = None  # None: where measured faster for the norm (hardware.CHANNELS_LAST)
     seed: int = 0
 
 
-# Where a norm's defaults depart from TrainConfig's. Each entry was chosen on the validation
-# split (results/validation.md), except the memory layout, which changes speed and not the
-# arithmetic: GroupNorm with several groups runs about a quarter faster in NCHW than in
-# channels-last on the CPU.
-RECIPES = {"bn": {}, "ln": {}, "gn": {"channels_last": False}}
+# Where a norm's defaults depart from TrainConfig's, each chosen on the validation split
+# (results/validation.md). None do today. (The memory layout is a speed setting of the hardware,
+# chosen in hardware.py.)
+RECIPES = {"bn": {}, "ln": {}, "gn": {}}
 
 
 def recipe(norm, **overrides):
@@ -75,45 +75,14 @@ def whiten_first_conv(model, data, images=2000, eps=5e-4):
         conv.bias.zero_()
 
 
-def pick_device(name=None):
-    """`name` if given ('cpu', 'cuda', 'mps', 'cuda:1', or a torch.device), else cuda, then mps, then cpu."""
-    if name:
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"device {name!r} asked for, but MPS is not available; use --device cpu")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def resolve_precision(cfg, device, norm=None):
+    """(cfg with amp and channels_last made concrete for `device` and `norm`, the Precision)."""
+    precision = choose_precision(device, norm, cfg.amp, cfg.channels_last)
+    return replace(cfg, amp=precision.amp, channels_last=precision.channels_last), precision
 
 
-def describe_device(device):
-    """'NVIDIA H100 80GB HBM3', or the CPU's model name and thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "mps":
-        return "Apple MPS"
-    name = platform.processor() or platform.machine()
-    try:
-        models = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
-        name = models[0] if models else name
-    except OSError:
-        pass
-    return f"CPU {name}, {torch.get_num_threads()} threads"
-
-
-def _amp_dtype(device):
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-def _autocast(device, enabled):
-    return torch.autocast(device.type, dtype=_amp_dtype(device), enabled=enabled and device.type in ("cpu", "cuda"))
+def _precision(cfg, device, model):
+    return choose_precision(device, getattr(model, "norm", None), cfg.amp, cfg.channels_last)
 
 
 def make_optimizer(model, cfg, steps_per_epoch):
@@ -140,14 +109,14 @@ def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=T
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad_step = torch.full((), -1, device=device, dtype=torch.long)  # checked without a sync per step
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    precision = _precision(cfg, device, model)
     bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
     for step in range(steps):
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         x = augment(data.train_images[idx], generator, cfg.pad, cfg.flip, cfg.cutout)
-        x = normalize(x, data.mean, data.std).contiguous(memory_format=memory_format)
+        x = normalize(x, data.mean, data.std).contiguous(memory_format=precision.memory_format)
         y = data.train_labels[idx]
-        with _autocast(device, cfg.amp):
+        with precision.autocast(device):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         bad = ~torch.isfinite(loss.detach())
@@ -176,7 +145,7 @@ def _check_finite(first_bad_step, epoch):
     if step >= 0:
         raise FloatingPointError(
             f"loss became NaN or infinite at epoch {epoch}, step {step + 1}; "
-            "lower the learning rate (--lr) or turn off mixed precision (--no-amp)"
+            "lower the learning rate (--lr) or turn off mixed precision (--amp off)"
         )
 
 
@@ -187,11 +156,11 @@ def predict(model, images, data, cfg=None, batch_size=1000, flip=False):
     cfg = cfg or TrainConfig()
     model.eval()
     device = images.device
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    precision = _precision(cfg, device, model)
     out = []
     for i in range(0, len(images), batch_size):
-        x = normalize(images[i:i + batch_size], data.mean, data.std).contiguous(memory_format=memory_format)
-        with _autocast(device, cfg.amp):
+        x = normalize(images[i:i + batch_size], data.mean, data.std).contiguous(memory_format=precision.memory_format)
+        with precision.autocast(device):
             probs = model(x).float().softmax(1)
             if flip:
                 probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
@@ -215,14 +184,15 @@ def fit(model, data, cfg=None, device=None, progress=True, log=print):
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     data = data.to(device)
-    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    cfg, precision = resolve_precision(cfg, device, getattr(model, "norm", None))
+    model.to(device, memory_format=precision.memory_format)
     if cfg.whiten:
         whiten_first_conv(model, data)
     steps = math.ceil(len(data.train_labels) / cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
-    use_scaler = cfg.amp and device.type == "cuda" and _amp_dtype(device) == torch.float16
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    scaler = precision.grad_scaler(device)
     history = []
+    log(f"precision: {precision.describe()}")
     log(EPOCH_HEADER)
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()

@@ -13,7 +13,7 @@ def test_confusion_matrix_counts_true_against_predicted():
     logits = torch.full((6, 10), -5.0)
     for i, p in enumerate([0, 1, 9, 3, 9, 5]):
         logits[i, p] = 5
-    counts = utils.confusion_matrix(FixedLogits(logits), data, "cpu", utils.TrainConfig(amp=False))
+    counts = utils.confusion_matrix(FixedLogits(logits), data, "cpu", utils.TrainConfig(amp="off"))
     assert counts.shape == (10, 10) and counts.sum() == 6
     assert counts[2, 9] == 1 and counts[4, 9] == 1 and counts.diag()[:6].tolist() == [1, 1, 0, 1, 0, 1]
     acc = utils.per_class_accuracy(counts)

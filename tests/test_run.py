@@ -109,10 +109,10 @@ def test_validation_run_scores_held_out_training_images_only(tmp_path, out):
     result = json.loads((out / "results" / "validation" / "lr-high-gn.json").read_text())
     assert result["test_images"] == 20 and result["train_images"] == 40  # 60 training images, 20 held out
     assert "validation split 20" in result["data"]
-    assert result["changed"] == "epochs=1, batch_size=16, lr=0.1, amp=False, widths=[16, 32, 16, 28, 24, 32]"
+    assert result["changed"] == "epochs=1, batch_size=16, lr=0.1, amp=off, widths=[16, 32, 16, 28, 24, 32]"
     assert not (out / "results" / "gn.json").exists() and not (out / "checkpoints").exists()
     record = (out / "results" / "validation.md").read_text()
-    assert "| lr-high | GroupNorm | epochs=1, batch_size=16, lr=0.1, amp=False, widths=[16, 32, 16, 28, 24, 32] |" in record
+    assert "| lr-high | GroupNorm | epochs=1, batch_size=16, lr=0.1, amp=off, widths=[16, 32, 16, 28, 24, 32] |" in record
 
 
 def test_model_options_survive_the_checkpoint(tmp_path, out):

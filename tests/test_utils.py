@@ -23,7 +23,7 @@ def toy_data(n_train=200, n_test=50, seed=0):
     return CIFAR10(*split(n_train), *split(n_test), CLASSES, "toy")
 
 
-FAST = dict(batch_size=32, pad=2, amp=False, channels_last=False)
+FAST = dict(batch_size=32, pad=2, amp="off", channels_last=False)
 
 
 def test_training_lowers_the_loss():
@@ -53,7 +53,7 @@ def test_fit_is_repeatable():
 def test_bf16_autocast_trains_on_cpu():
     data = toy_data(64, 20)
     torch.manual_seed(0)
-    cfg = utils.TrainConfig(epochs=1, batch_size=32, amp=True, channels_last=True)
+    cfg = utils.TrainConfig(epochs=1, batch_size=32, amp="bf16", channels_last=True)
     h = utils.fit(S8_model("ln"), data, cfg, "cpu", progress=False, log=lambda s: None)
     assert math.isfinite(h[0]["train_loss"])
 
@@ -109,7 +109,7 @@ def test_mistakes_are_wrong_predictions_most_confident_first():
     logits[3, 3] = 5  # right
     logits[4, 1] = 2  # wrong, ties with image 1: comes after it
     logits[5, 5] = 1  # right
-    items = utils.get_incorrect_predictions(FixedLogits(logits), data, "cpu", utils.TrainConfig(amp=False))
+    items = utils.get_incorrect_predictions(FixedLogits(logits), data, "cpu", utils.TrainConfig(amp="off"))
     assert [i["index"] for i in items] == [2, 1, 4]
     assert all(i["predicted"] != i["true"] for i in items)
     assert [i["predicted"] for i in items] == [9, 7, 1] and [i["true"] for i in items] == labels[[2, 1, 4]].tolist()
@@ -179,7 +179,7 @@ def test_flip_tta_averages_each_image_with_its_mirror_image():
     data = toy_data(20, 10)
     torch.manual_seed(0)
     model = S8_model("bn").eval()
-    cfg = utils.TrainConfig(amp=False, channels_last=False)
+    cfg = utils.TrainConfig(amp="off", channels_last=False)
     plain = utils.predict(model, data.test_images, data, cfg)
     mirrored = utils.predict(model, data.test_images.flip(3), data, cfg)
     torch.testing.assert_close(utils.predict(model, data.test_images, data, cfg, flip=True), (plain + mirrored) / 2)

@@ -1,0 +1,146 @@
+"""The training device, and the arithmetic and memory layout it runs this network fastest in.
+
+`choose_precision(device, norm, amp, channels_last)` is the one place that decides. It asks the
+hardware what it does natively instead of trusting what runs on the machine a default was tuned
+on, because the wrong choice costs an order of magnitude:
+
+- bfloat16 autocast only where the hardware computes in bf16: on a CPU, where oneDNN has native
+  bf16 kernels (AVX-512 BF16 or AMX; on an AVX2-only CPU bf16 is emulated and ran 6 to 24 times
+  slower than fp32); on CUDA, compute capability 8.0 or higher (`torch.cuda.is_bf16_supported()`
+  also says True on a T4, where it is only emulated and cuDNN has no bf16 convolutions).
+- float16 autocast with a GradScaler on CUDA GPUs below 8.0 (the T4 of Colab's free tier).
+- fp32 everywhere else (MPS included): nothing measured there says otherwise.
+
+`amp` = "auto" takes that choice; "bf16", "fp16" or "off" force one.
+"""
+
+import contextlib
+import platform
+from dataclasses import dataclass
+
+import torch
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+
+# Where channels-last is faster than NCHW, measured with a training step of each norm (the rest
+# runs in NCHW, PyTorch's default). Keyed by (device type, amp); values are the norms.
+#   cpu, off:  AVX2 CPU, fp32: channels-last 612/662/632 images/s against NCHW 509/574/574 (bn/ln/gn)
+#   cpu, bf16: AVX-512 BF16 CPU: channels-last about twice NCHW for BatchNorm and LayerNorm; GroupNorm
+#              with 4 groups is slow in channels-last (21.0 against 16.7 s an epoch), so NCHW
+# CUDA and MPS are not measured yet, so they keep NCHW.
+CHANNELS_LAST = {
+    ("cpu", "off"): {"bn", "ln", "gn"},
+    ("cpu", "bf16"): {"bn", "ln"},
+}
+
+
+@dataclass(frozen=True)
+class Precision:
+    amp: str  # "bf16", "fp16" or "off"
+    channels_last: bool
+    reason: str  # why this choice, for the log
+
+    @property
+    def dtype(self):
+        return DTYPES[self.amp]
+
+    @property
+    def memory_format(self):
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self, device):
+        if self.amp == "off":
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+    def grad_scaler(self, device):
+        """A GradScaler for float16 (its small range underflows small gradients), else None."""
+        return torch.amp.GradScaler(device.type) if self.amp == "fp16" else None
+
+    def describe(self):
+        arithmetic = "fp32" if self.amp == "off" else f"{self.amp} autocast"
+        if self.amp == "fp16":
+            arithmetic += " with a GradScaler"
+        layout = "channels-last" if self.channels_last else "NCHW"
+        return f"{arithmetic}, {layout} ({self.reason})"
+
+
+def native_bf16(device):
+    """True where `device` computes in bfloat16 natively rather than by emulation."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    return False
+
+
+def _hardware(device):
+    if device.type == "cpu":
+        return f"this CPU ({torch.backends.cpu.get_cpu_capability()})"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"this GPU (compute capability {major}.{minor})"
+    return f"{device.type.upper()}"
+
+
+def choose_amp(device, amp="auto"):
+    """(amp, reason): the autocast precision for `device`; see the module docstring."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"unknown amp {amp!r}; use one of {', '.join(AMP_CHOICES)}")
+    if amp != "auto":
+        return amp, "asked for"
+    hardware = _hardware(device)
+    if device.type == "cpu":
+        if native_bf16(device):
+            return "bf16", f"native bf16 on {hardware}"
+        return "off", f"no native bf16 on {hardware}"
+    if device.type == "cuda":
+        if native_bf16(device):
+            return "bf16", f"native bf16 on {hardware}"
+        return "fp16", f"no native bf16 on {hardware}"
+    return "off", f"mixed precision not measured on {hardware}"
+
+
+def choose_precision(device, norm=None, amp="auto", channels_last=None):
+    """The Precision to train `norm`'s model in on `device`. `channels_last=None` takes the
+    measured table (CHANNELS_LAST); True or False forces the layout."""
+    device = torch.device(device)
+    amp, reason = choose_amp(device, amp)
+    if channels_last is None:
+        channels_last = norm in CHANNELS_LAST.get((device.type, amp), ())
+    return Precision(amp, bool(channels_last), reason)
+
+
+def pick_device(name=None):
+    """`name` if given ('cpu', 'cuda', 'mps', 'cuda:1', or a torch.device), else cuda, then mps, then cpu."""
+    if name:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {name!r} asked for, but MPS is not available; use --device cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_device(device):
+    """'NVIDIA H100 80GB HBM3', or the CPU's model name, vector capability and thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+        name = models[0] if models else name
+    except OSError:
+        pass
+    return f"CPU {name} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"

@@ -7,6 +7,7 @@ Training never touches PIL: `augment` crops, flips and cuts out whole batches at
 
 import hashlib
 import io
+import os
 import pickle
 import re
 import tarfile
@@ -29,7 +30,8 @@ ACCEPTED_SOURCES = """accepted CIFAR-10 sources:
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
+# S8_CACHE_DIR moves it, e.g. to share one decoded copy between clones.
+DEFAULT_CACHE = Path(os.environ.get("S8_CACHE_DIR") or Path(__file__).resolve().parent / ".cache")
 
 
 class DataSourceError(ValueError):

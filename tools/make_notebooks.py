@@ -1,20 +1,29 @@
-"""Write S8_BN.ipynb, S8_LN.ipynb and S8_GN.ipynb from one template.
+"""Write S8_BN.ipynb, S8_LN.ipynb and S8_GN.ipynb from one template, and point every Colab badge
+and clone address (the notebooks' and README.md's) at one GitHub repository.
 
 The three lessons share every cell but the norm's name and its explanation, so they are
 generated, never edited by hand:
 
-    python tools/make_notebooks.py                         # write the notebooks without outputs
+    python tools/make_notebooks.py [--repo OWNER/NAME]   # a cell whose source is unchanged keeps its outputs
     S8_DATA=../shared/data/cifar10-jpg.tar.gz \\
         jupyter nbconvert --to notebook --execute --inplace S8_*.ipynb   # fill in a full run's outputs
+
+The repository is --repo, else the `origin` remote when it is on GitHub, else the one README.md's
+badges already name: README.md is where the address lives between runs.
 """
 
+import argparse
+import re
+import subprocess
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-REPO = "s8-normalization/s8-normalization"  # GitHub owner/name: the Colab badge and set-up cell use it
+FALLBACK_REPO = "s8-normalization/s8-normalization"  # only when nothing else names one
+BADGE_URL = re.compile(r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/")
+GITHUB_REMOTE = re.compile(r"github\.com[:/]([\w.-]+/[\w.-]+?)(?:\.git)?/?$")
 
 
 def after_relu(abbr):
@@ -84,17 +93,32 @@ y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_{ng}}{\sqrt{\sigma_{ng}^2+\epsilon}} + \
     ),
 }
 
-SETUP = f'''# Set-up, safe to run twice: on Colab, fetch this project and the packages Colab lacks.
-# Anywhere else (a clone of the project) it does nothing.
+SETUP = '''# Set-up, safe to run twice. On Colab: fetch this project, unless its files are here already
+# (uploaded, or a Google Drive folder you changed into), and install torchsummary, the one package
+# it needs that Colab lacks. Colab's own torch, torchvision and ipywidgets stay as they are.
+# Anywhere else this cell does nothing. Set S8_REPO_URL to fetch from a fork or another address.
+import importlib.util
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules and not os.path.exists("models.py"):
-    if not os.path.isdir("s8-normalization"):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{REPO}", "s8-normalization"], check=True)
-    os.chdir("s8-normalization")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt"], check=True)'''
+REPO_URL = os.environ.get("S8_REPO_URL", "https://github.com/{repo}")
+if "google.colab" in sys.modules:
+    if not os.path.exists("models.py"):
+        if not os.path.exists("{name}/models.py"):
+            clone = subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, "{name}"],
+                                   capture_output=True, text=True)
+            if clone.returncode:
+                raise SystemExit(
+                    f"Could not fetch the project from {{REPO_URL}}: {{clone.stderr.strip() or 'git failed'}}\\n"
+                    "To go on without it, put the project's files where this notebook runs: upload its .py "
+                    "files and results/ folder with the Files pane, or copy the project to Google Drive, "
+                    "mount the drive and os.chdir() into that folder; or set os.environ['S8_REPO_URL'] to "
+                    "the address of a copy you can reach. Then run this cell again.")
+        os.chdir("{name}")
+    if importlib.util.find_spec("torchsummary") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "torchsummary"], check=True)
+        importlib.invalidate_caches()'''
 
 CONFIG = '''NORM = "{norm}"  # the only line that differs between the three notebooks
 # Environment variables override these, so CI can run a short version (S8_EPOCHS=1 S8_SUBSET=2000).
@@ -102,7 +126,8 @@ EPOCHS = int(os.environ.get("S8_EPOCHS", 20))
 BATCH_SIZE = int(os.environ.get("S8_BATCH_SIZE", 128))
 SEED = int(os.environ.get("S8_SEED", 0))
 SUBSET = int(os.environ.get("S8_SUBSET", 0))  # 0 = all 50,000 training images
-DATA = os.environ.get("S8_DATA", "data")  # a folder to download into, or a local copy (see README)'''
+DATA = os.environ.get("S8_DATA", "data")  # a folder to download into, or a local copy (see README)
+AMP = os.environ.get("S8_AMP", "auto")  # auto | bf16 | fp16 | off; auto: what this hardware does natively'''
 
 LOAD = '''%matplotlib inline
 import torch
@@ -115,7 +140,7 @@ from explorer import mistake_explorer, select
 from models import S8_model, count_parameters
 
 device = utils.pick_device()
-cfg = utils.recipe(NORM, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED)
+cfg = utils.recipe(NORM, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED, amp=AMP)
 data = load_cifar10(DATA)
 if SUBSET:
     data = data.subset(SUBSET, seed=SEED)
@@ -132,17 +157,20 @@ print(f"{type(model).__name__} with {NORM} norm: {n_params:,} parameters "
 assert n_params < 50_000'''
 
 
-def cells(norm, spec):
+def badge(repo, notebook):
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"(https://colab.research.google.com/github/{repo}/blob/main/{notebook})")
+
+
+def cells(norm, spec, repo):
     md, code = new_markdown_cell, new_code_cell
-    badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-             f"(https://colab.research.google.com/github/{REPO}/blob/main/{spec['file']})")
     return [
-        md(f"# {spec['title']} in a 48k-parameter CNN on CIFAR-10\n\n{badge}\n\n"
+        md(f"# {spec['title']} in a 48k-parameter CNN on CIFAR-10\n\n{badge(repo, spec['file'])}\n\n"
            "One of three lessons that train the same network with a different normalization layer "
            "(BatchNorm, LayerNorm, GroupNorm) and compare them. Run the cells in order; on Colab, "
            "choose a GPU runtime first.\n\n" + spec["theory"]),
         md("## 1. Set-up and configuration"),
-        code(SETUP),
+        code(SETUP.format(repo=repo, name=repo.split("/")[1])),
         code(CONFIG.format(norm=norm)),
         md("## 2. The data\n\nCIFAR-10: 50,000 training and 10,000 test images of 32x32 pixels in 10 classes. "
            "The whole set is decoded once and kept in memory as uint8 tensors; the training loop "
@@ -206,24 +234,65 @@ OBSERVATIONS = {
 }
 
 
-def build(norm):
+def build(norm, repo, old=None):
+    """The notebook for `norm`; a cell whose source matches `old`'s cell of the same id keeps its outputs."""
     spec = NORMS[norm]
-    nb = new_notebook(cells=cells(norm, spec))
+    nb = new_notebook(cells=cells(norm, spec, repo))
+    kept = {c.id: c for c in old.cells if c.cell_type == "code"} if old else {}
     for k, cell in enumerate(nb.cells):  # stable ids: regenerating gives the same file
         cell.id = f"{norm}-{k:02d}"
+        before = kept.get(cell.id)
+        if cell.cell_type == "code" and before is not None and before.source == cell.source:
+            cell.outputs, cell.execution_count = before.outputs, before.execution_count
     nb.metadata.update(
         kernelspec={"name": "python3", "display_name": "Python 3", "language": "python"},
         language_info={"name": "python"},
         accelerator="GPU",
         colab={"provenance": [], "gpuType": "T4"},
     )
+    if old and "widgets" in old.metadata and any(c.get("outputs") for c in nb.cells):
+        nb.metadata["widgets"] = old.metadata["widgets"]
     return nb
 
 
-def main():
+def origin_repo(root=ROOT):
+    """OWNER/NAME of the `origin` remote when it is a GitHub address, else None."""
+    remote = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True, text=True)
+    match = GITHUB_REMOTE.search(remote.stdout.strip()) if remote.returncode == 0 else None
+    return match.group(1) if match else None
+
+
+def readme_repo(readme):
+    """OWNER/NAME that README.md's Colab badges name, else None."""
+    found = BADGE_URL.findall(readme.read_text()) if readme.is_file() else []
+    return found[0] if found else None
+
+
+def set_readme_badges(readme, repo):
+    """Point every Colab badge in README.md at `repo`."""
+    text = readme.read_text()
+    new = BADGE_URL.sub(f"https://colab.research.google.com/github/{repo}/blob/", text)
+    if new != text:
+        readme.write_text(new)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repo", help="GitHub OWNER/NAME the badges and the set-up cell point at (default: the origin "
+                                  "remote when it is on GitHub, else the one README.md names)")
+    p.add_argument("--clear-outputs", action="store_true", help="drop every output, not only those of changed cells")
+    args = p.parse_args(argv)
+    readme = ROOT / "README.md"
+    repo = args.repo or origin_repo() or readme_repo(readme) or FALLBACK_REPO
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        p.error(f"--repo takes OWNER/NAME as on GitHub (e.g. jane/s8-normalization), got {repo!r}")
     for norm, spec in NORMS.items():
-        nbformat.write(build(norm), ROOT / spec["file"])
+        path = ROOT / spec["file"]
+        old = None if args.clear_outputs or not path.exists() else nbformat.read(path, as_version=4)
+        nbformat.write(build(norm, repo, old), path)
         print(f"wrote {spec['file']}")
+    set_readme_badges(readme, repo)
+    print(f"Colab badges and clone address: github.com/{repo}")
 
 
 if __name__ == "__main__":

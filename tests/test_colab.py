@@ -16,7 +16,12 @@ sys.path.insert(0, str(ROOT / "tools"))
 import make_notebooks  # noqa: E402
 
 NOTEBOOKS = [spec["file"] for spec in make_notebooks.NORMS.values()]
-CLONE_URL = re.compile(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?\"")
+CLONE_URL = re.compile(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?[\"']")
+
+
+def sources(path):
+    """Every cell's source of a notebook, joined."""
+    return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
 
 
 def setup_source(notebook="S8_BN.ipynb"):
@@ -31,9 +36,11 @@ def test_every_badge_and_clone_address_names_one_repository():
     assert sorted(linked) == sorted(NOTEBOOKS)  # one badge per notebook, each to a notebook that exists
     repos = set(badges)
     for name in NOTEBOOKS:
-        text = (ROOT / name).read_text()
+        text = sources(ROOT / name)
         assert f"/blob/main/{name})" in text  # the notebook's own badge opens itself
-        repos |= set(make_notebooks.BADGE_URL.findall(text)) | set(CLONE_URL.findall(text))
+        clones = CLONE_URL.findall(text)
+        assert len(clones) == 1  # the set-up cell's
+        repos |= set(make_notebooks.BADGE_URL.findall(text)) | set(clones)
     assert len(repos) == 1, repos
 
 
@@ -45,12 +52,12 @@ def test_make_notebooks_repo_rewrites_badges_and_set_up_cell(tmp_path, monkeypat
     assert make_notebooks.readme_repo(readme) == "jane/s8-fork"
     assert set(make_notebooks.BADGE_URL.findall(readme.read_text())) == {"jane/s8-fork"}
     for name in NOTEBOOKS:
-        text = (tmp_path / name).read_text()
+        text = sources(tmp_path / name)
         assert set(CLONE_URL.findall(text)) == {"jane/s8-fork"} and "s8-normalization/" not in text
     # Without --repo and without a GitHub origin, the address README.md names stays.
     monkeypatch.setattr(make_notebooks, "origin_repo", lambda: None)
     make_notebooks.main([])
-    assert set(CLONE_URL.findall((tmp_path / "S8_GN.ipynb").read_text())) == {"jane/s8-fork"}
+    assert set(CLONE_URL.findall(sources(tmp_path / "S8_GN.ipynb"))) == {"jane/s8-fork"}
 
 
 def test_origin_remote_on_github_is_the_default(tmp_path):

@@ -64,8 +64,11 @@ def colab_like_env(work):
                           capture_output=True, text=True, check=True).stdout.strip()
     # A .pth line that starts with 'import' runs: addsitedir also reads the .pth files found there.
     Path(site, "machine_packages.pth").write_text(f"import site; site.addsitedir({str(filtered)!r})\n")
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *COLAB_PACKAGES],
-                   check=True)
+    pip = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *COLAB_PACKAGES],
+                         capture_output=True, text=True)
+    if pip.returncode:
+        sys.exit(f"colab rehearsal: could not install {' '.join(COLAB_PACKAGES)} (needs the package index):\n"
+                 f"{pip.stdout}{pip.stderr}")
     return python, Path(site)
 
 

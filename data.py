@@ -29,6 +29,21 @@ ACCEPTED_SOURCES = """accepted CIFAR-10 sources:
   4. a .tar.gz (or .tgz/.tar) archive of such a tree, e.g. ../shared/data/cifar10-jpg.tar.gz"""
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+# MD5 of the files of the CIFAR-10 python version, as published with it (torchvision checks the
+# same sums). A batch file is a pickle, and unpickling runs whatever code the file names: only
+# these exact files are ever unpickled.
+BATCH_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+# What torchvision's download leaves in its folder: a folder holding only these may be downloaded into.
+DOWNLOAD_FILES = {"cifar-10-python.tar.gz", "cifar-10-batches-py"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 # S8_CACHE_DIR moves it, e.g. to share one decoded copy between clones.
 DEFAULT_CACHE = Path(os.environ.get("S8_CACHE_DIR") or Path(__file__).resolve().parent / ".cache")
@@ -115,6 +130,11 @@ def load_cifar10(source="data", cache_dir=None, download=True):
             return _read_batches(batches)  # the pickles load in about a second: no cache needed
         if (path / "train").is_dir() or (path / "test").is_dir():
             return _cached(path, cache_dir, lambda: _read_image_folder(path), f"{path.name}/ (image folder)")
+        others = sorted(p.name for p in path.iterdir() if p.name not in DOWNLOAD_FILES)
+        if others:  # never download into, or guess at, a folder of something else
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            raise DataSourceError(f"{path} is not a CIFAR-10 folder: it holds {shown}, and none of the layouts "
+                                  f"below; point --data at the data itself, or at an empty or new folder to download into")
     if not download:
         raise DataSourceError(f"no CIFAR-10 found at {path}")
     return _download(path)
@@ -130,10 +150,14 @@ def _find_batches_folder(path):
 def _download(path):
     from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
 
+    created = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
-        TorchvisionCIFAR10(str(path), train=True, download=True)
+        TorchvisionCIFAR10(str(path), train=True, download=True)  # checks the archive's MD5 itself
     except Exception as err:  # no network, disk full, ...: say what to do instead
+        for folder in created:  # leave no empty folders behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise DataSourceError(f"no CIFAR-10 at {path}, and downloading it there failed ({err})") from err
     return _read_batches(path / "cifar-10-batches-py")
 
@@ -143,9 +167,14 @@ def _read_batches(folder):
         file = folder / name
         if not file.is_file():
             raise DataSourceError(f"missing CIFAR-10 batch file: {file}")
+        raw = file.read_bytes()
+        if hashlib.md5(raw).hexdigest() != BATCH_MD5[name]:
+            raise DataSourceError(
+                f"refusing {file}: it is not the published CIFAR-10 file (its MD5 differs), and a batch file "
+                f"is a pickle that could run code when read; replace the folder with a fresh download "
+                f"(an empty --data folder) or use an image-folder copy")
         try:
-            with open(file, "rb") as f:
-                return pickle.load(f, encoding="latin1")
+            return pickle.loads(raw, encoding="latin1")  # the published file, byte for byte
         except Exception as err:
             raise DataSourceError(f"cannot read CIFAR-10 batch file {file}: {err}") from err
 

@@ -14,10 +14,14 @@ and the output of C7 to the output of C9. The norm is a constructor argument bui
 `make_norm`, so swapping BatchNorm for GroupNorm changes one word.
 """
 
+import hashlib
+import json
+
 import torch
 from torch import nn
 
 NORMS = {"bn": "bn", "batch": "bn", "ln": "ln", "layer": "ln", "gn": "gn", "group": "gn"}
+NAMES = {"bn": "Model_Batch_Normalization", "ln": "Model_Layer_Normalization", "gn": "Model_Group_Normalization"}
 
 # Channels after C1, C2, c3, C3-C5, c6, C7-C9. Every width is a multiple of 4 so that
 # GroupNorm's default of 4 groups divides every layer.
@@ -149,3 +153,45 @@ def S8_model(norm="bn", **kwargs):
 
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: the weights with everything that defines the model they fit, bound by a fingerprint.
+
+
+def fingerprint(model_config, state_dict):
+    """sha256 over the model's description and every tensor: a checkpoint whose description was
+    changed (say, norm 'gn' on LayerNorm weights, which have the same shapes) no longer matches."""
+    h = hashlib.sha256(json.dumps(model_config, sort_keys=True).encode())
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_checkpoint(path, norm=None, device="cpu"):
+    """(model, checkpoint) from a checkpoint run.py wrote, built from the description it holds.
+
+    With `norm`, a checkpoint of another norm is refused rather than loaded into the wrong model:
+    LayerNorm and GroupNorm weights have the same shapes, so nothing else would notice.
+    """
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)  # never runs code from the file
+    except FileNotFoundError:
+        raise ValueError(f"no checkpoint at {path}; train one with `python run.py --norm NORM`") from None
+    except Exception as err:
+        raise ValueError(f"{path} is not a checkpoint this suite can read ({err})") from err
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "fingerprint" not in ckpt:
+        raise ValueError(f"{path} holds no model description and fingerprint (not written by this version of "
+                         f"run.py); retrain it with `python run.py`")
+    config = ckpt["model_config"]
+    if fingerprint(config, ckpt["model"]) != ckpt["fingerprint"]:
+        raise ValueError(f"{path}: its model description {config} does not match the weights saved with it "
+                         f"(edited or mislabelled); retrain it with `python run.py --norm {config.get('norm')}`")
+    if norm is not None and canonical_norm(norm) != config["norm"]:
+        raise ValueError(f"{path} holds a {NAMES[config['norm']]}, not the {NAMES[canonical_norm(norm)]} asked for; "
+                         f"load checkpoints/{canonical_norm(norm)}.pt, or ask for norm={config['norm']!r}")
+    model = S8_model(**config)
+    model.load_state_dict(ckpt["model"])
+    return model, ckpt

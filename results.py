@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 NORMS = ("bn", "ln", "gn")
-NAMES = {"bn": "Model_Batch_Normalization", "ln": "Model_Layer_Normalization", "gn": "Model_Group_Normalization"}
+from models import NAMES  # noqa: E402  (one table of class names)
 LABELS = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm"}
 TABLE_START, TABLE_END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- comparison:start -->", "<!-- comparison:end -->"

@@ -11,8 +11,12 @@ and with --norm all also images/comparison.png and the generated parts of README
 """
 
 import argparse
-import tempfile
+import os
+import secrets
+import shutil
 import sys
+import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -21,7 +25,7 @@ import utils
 from data import load_cifar10
 from hardware import AMP_CHOICES
 from models import (DEFAULT_GROUPS, DEFAULT_ORDERS, DEFAULT_SKIPS, DEFAULT_WIDTHS, ORDERS, SKIPS, S8_model, canonical_norm,
-                    count_parameters)
+                    count_parameters, fingerprint)
 from results import (LABELS, NAMES, NORMS, atomic_torch_save, load_results, save_figure, update_readme,
                      changed_settings, write_json, write_validation_record)
 
@@ -35,26 +39,27 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="where results/, checkpoints/, images/ go (default: this folder; "
                    "for --dry-run a new temporary folder, so the saved results stay)")
     p.add_argument("--cache", default=None, help="folder for decoded images (default: .cache/ beside this file)")
-    p.add_argument("--subset", type=int, default=0, help="train on N random training images (and N/5 test) for a quick run")
+    p.add_argument("--subset", type=_count, default=0, metavar="N",
+                   help="train on N random training images (and N/5 test) for a quick run; 0 (default): all")
     p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the first available)")
     p.add_argument("--dry-run", action="store_true", help="one epoch on 512 images: checks the whole pipeline")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--validation", type=int, default=0, metavar="N",
+    p.add_argument("--validation", type=_count, default=0, metavar="N",
                    help="hold out N seeded training images and evaluate on them instead of the test set "
                         "(for choosing settings); writes only results/validation/<tag>-<norm>.json")
     p.add_argument("--tag", default="default", help="name of a validation run")
     p.add_argument("--widths", type=_widths, default=DEFAULT_WIDTHS,
                    help="channels after C1,C2,c3,C3-C5,c6,C7-C9 (default %(default)s)")
-    p.add_argument("--groups", type=int, default=DEFAULT_GROUPS, help="GroupNorm groups (default %(default)s)")
+    p.add_argument("--groups", type=_positive, default=DEFAULT_GROUPS, help="GroupNorm groups (default %(default)s)")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--skips", choices=SKIPS, default=DEFAULT_SKIPS,
                    help="skips over two blocks per stage, or over each of the last two (default %(default)s)")
     p.add_argument("--order", choices=ORDERS, default=None,
                    help="where the norm sits in each C block: before or after the ReLU "
                         "(default: the norm's own, models.DEFAULT_ORDERS)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None,
+    p.add_argument("--seeds", type=_count, nargs="+", default=None,
                    help="one run per seed (default 0 1 2; 0 alone for --validation and --dry-run)")
-    p.add_argument("--seed", type=lambda s: [int(s)], dest="seeds", help="a single seed: same as --seeds N")
+    p.add_argument("--seed", type=lambda text: [_count(text)], dest="seeds", help="a single seed: same as --seeds N")
     # Every training setting can be overridden; one left out takes the norm's recipe
     # (utils.recipe: TrainConfig's default unless utils.RECIPES says otherwise).
     for name, value in vars(defaults).items():
@@ -77,10 +82,31 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _count(text):
+    """A whole number of 0 or more (argparse names the flag in its message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _positive(text):
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
 def _widths(text):
-    widths = tuple(int(w) for w in text.split(","))
+    try:
+        widths = tuple(_positive(w) for w in text.split(","))
+    except argparse.ArgumentTypeError:
+        widths = ()
     if len(widths) != 6:
-        raise argparse.ArgumentTypeError(f"--widths takes 6 comma-separated channel counts, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--widths takes 6 comma-separated channel counts of 1 or more, got {text!r}")
     return widths
 
 
@@ -89,8 +115,14 @@ def main(argv=None):
     norms = NORMS if args.norm.lower() == "all" else (canonical_norm(args.norm),)
     args.seeds = args.seeds or ([0] if args.validation or args.dry_run else [0, 1, 2])
     if args.dry_run:
-        args.epochs, args.subset = 1, args.subset or 512
+        args.epochs = 1
     given = {k: getattr(args, k) for k in vars(utils.TrainConfig()) if k != "seed" and getattr(args, k) is not None}
+    model_options = dict(widths=list(args.widths), groups=args.groups, dropout=args.dropout, skips=args.skips)
+    options = {norm: {**model_options, "order": args.order or DEFAULT_ORDERS[norm]} for norm in norms}
+    for norm in norms:  # every setting is checked before any data is loaded
+        for seed in args.seeds:
+            utils.recipe(norm, **given, seed=seed).check()
+        S8_model(norm, **options[norm])
     if args.out:
         out = Path(args.out)
     elif args.dry_run:  # a one-epoch check must not replace the results of a full run
@@ -98,44 +130,94 @@ def main(argv=None):
         print(f"dry run: writing to {out}")
     else:
         out = Path(__file__).resolve().parent
+    ensure_writable(out)
     device = utils.pick_device(args.device)
 
-    model_options = dict(widths=list(args.widths), groups=args.groups, dropout=args.dropout, skips=args.skips)
     data = load_cifar10(args.data, cache_dir=args.cache)
     if args.validation:
+        if args.validation >= len(data.train_labels):
+            raise ValueError(f"--validation {args.validation} would hold out every one of the {len(data.train_labels):,} "
+                             f"training images; use fewer (5000 is the record's)")
         data = data.validation_split(args.validation, seed=0)  # the same held-out images for every run
+    if args.dry_run and not args.subset:
+        args.subset = min(512, len(data.train_labels))
     if args.subset:
+        if args.subset > len(data.train_labels):
+            raise ValueError(f"--subset {args.subset} is more than the {len(data.train_labels):,} training images; "
+                             f"use 1 to {len(data.train_labels)}, or 0 for all of them")
         data = data.subset(args.subset, seed=args.seeds[0])
     print(f"data: {data.source}: {len(data.train_labels)} train, {len(data.test_labels)} test images; "
           f"device: {utils.describe_device(device)}; torch {torch.__version__}")
 
-    for norm in norms:
-        runs = []
-        options = {**model_options, "order": args.order or DEFAULT_ORDERS[norm]}
-        for seed in args.seeds:
-            cfg = utils.recipe(norm, **given, seed=seed)
-            run = run_one(norm, data, cfg, device, options, quiet=args.quiet)
+    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    published, stage = [], None
+    try:
+        for norm in norms:
             if args.validation:
-                save_validation(out, norm, run["result"], cfg, args.tag, options)
+                for seed in args.seeds:
+                    cfg = utils.recipe(norm, **given, seed=seed)
+                    run = run_one(norm, data, cfg, device, options[norm], quiet=args.quiet)
+                    save_validation(out, norm, run["result"], cfg, args.tag, options[norm])
                 continue
-            save_seed(out, norm, run, data.classes, first=not runs)
-            runs.append(run["result"])
-        if runs:
-            write_json(out / "results" / f"{norm}.json", summarize_seeds(runs))
-    if len(norms) == len(NORMS) and not args.validation:
-        save_comparison(out)
-        update_readme(out)
+            # A norm's seeds are written apart and moved into place together once all have finished,
+            # so an interrupted run never leaves its files mixed with an earlier run's.
+            stage = out / INCOMPLETE / f"{run_id}-{norm}"
+            runs = []
+            for seed in args.seeds:
+                run = run_one(norm, data, utils.recipe(norm, **given, seed=seed), device, options[norm], quiet=args.quiet)
+                run["result"]["run_id"] = run["checkpoint"]["run_id"] = run_id
+                save_seed(stage, norm, run, data.classes, first=not runs)
+                runs.append(run["result"])
+            write_json(stage / "results" / f"{norm}.json", summarize_seeds(runs))
+            publish(stage, out)
+            published.append(LABELS[norm])
+        if len(norms) == len(NORMS) and not args.validation:
+            save_comparison(out)
+            update_readme(out)
+    except KeyboardInterrupt:
+        unfinished = f"; the unfinished norm's finished seeds, if any, are in {stage}" if stage and stage.exists() else ""
+        print(f"run.py: interrupted; saved by this run: {', '.join(published) or 'nothing'} (in {out}); "
+              f"earlier results left as they were{unfinished}", file=sys.stderr)
+        return 130
     return 0
+
+
+INCOMPLETE = ".incomplete"  # under --out: the files of a norm whose seeds have not all finished
+
+
+def ensure_writable(out):
+    """Create `out` and prove a file can be written there, before any training."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"--out {out} is not a folder this run can write to ({err.strerror or err}); "
+                         f"choose another with --out") from None
+
+
+def publish(stage, out):
+    """Move every file of `stage` to the same place under `out`, the summary JSON last; then remove `stage`."""
+    files = sorted(p for p in stage.rglob("*") if p.is_file())
+    summaries = [p for p in files if p.parent.name == "results" and "_seed" not in p.name]
+    for file in [*(p for p in files if p not in summaries), *summaries]:
+        target = out / file.relative_to(stage)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(file, target)
+    shutil.rmtree(stage)
+    if not any(stage.parent.iterdir()):
+        stage.parent.rmdir()
 
 
 def run_one(norm, data, cfg, device, model_options=None, quiet=False):
     model_options = model_options or {}
     torch.manual_seed(cfg.seed)
     model = S8_model(norm, num_classes=len(data.classes), **model_options)
-    cfg, precision = utils.resolve_precision(cfg, device, norm)
     print(f"\n=== {NAMES[norm]} ({LABELS[norm]}) ===")
     utils.summarize(model, device)
-    history = utils.fit(model, data, cfg, device, progress=not quiet)
+    history = utils.fit(model, data, cfg, device, progress=not quiet)  # prints the precision it chose, and why
+    cfg, precision = utils.resolve_precision(cfg, device, norm)  # recorded as chosen, not as 'auto'
     mistakes = utils.get_incorrect_predictions(model, data, device, cfg)
     _, flip_tta_accuracy = utils.test(model, data, cfg, flip=True)  # reported apart from the headline
     result = {
@@ -158,8 +240,10 @@ def run_one(norm, data, cfg, device, model_options=None, quiet=False):
         "model_options": model_options,
         "history": history,
     }
-    checkpoint = {"model": model.state_dict(), "norm": norm, "classes": list(data.classes), "config": utils.config_dict(cfg),
-                  "model_options": model_options,
+    model_config = {"norm": norm, "num_classes": len(data.classes), **model_options}  # what S8_model builds it from
+    weights = model.state_dict()
+    checkpoint = {"model": weights, "model_config": model_config, "fingerprint": fingerprint(model_config, weights),
+                  "norm": norm, "classes": list(data.classes), "config": utils.config_dict(cfg),
                   "mean": data.mean.cpu(), "std": data.std.cpu()}
     return {"result": result, "checkpoint": checkpoint, "model": model, "mistakes": mistakes}
 
@@ -176,7 +260,8 @@ def save_seed(out, norm, run, classes, first):
         save_figure(utils.plot_incorrect_predictions(run["mistakes"], classes),
                     out / "images" / f"{norm.upper()}_misclassified.png")
     print(f"{LABELS[norm]} seed {result['seed']}: train {result['final_train_accuracy']:.2f}%, "
-          f"test {result['final_test_accuracy']:.2f}%, {result['seconds_per_epoch']:.1f} s/epoch -> {path}")
+          f"test {result['final_test_accuracy']:.2f}%, {result['seconds_per_epoch']:.1f} s/epoch "
+          f"(results/{path.name}, written when all seeds have finished)")
 
 
 def summarize_seeds(runs):
@@ -205,14 +290,6 @@ def save_validation(out, norm, result, cfg, tag, model_options):
     write_validation_record(out)
 
 
-def load_checkpoint(path, device="cpu"):
-    """A trained model from checkpoints/<norm>.pt (loaded with weights_only=True)."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = S8_model(ckpt["norm"], num_classes=len(ckpt["classes"]), **ckpt.get("model_options", {}))
-    model.load_state_dict(ckpt["model"])
-    return model, ckpt
-
-
 def save_comparison(out):
     results = load_results(out)
     fig = utils.plot_comparison({LABELS[n]: r["history"] for n, r in results.items()})
@@ -224,3 +301,5 @@ if __name__ == "__main__":
         sys.exit(main())
     except (ValueError, FloatingPointError) as err:  # bad input or a diverged run: the message says what to do
         sys.exit(f"run.py: error: {err}")
+    except KeyboardInterrupt:  # before training began (main reports one that stops training itself)
+        sys.exit("run.py: interrupted before training began; nothing was written")

@@ -38,6 +38,26 @@ class TrainConfig:
     channels_last: Optional[bool] = None  # None: where measured faster for the norm (hardware.CHANNELS_LAST)
     seed: int = 0
 
+    def check(self):
+        """Raise ValueError naming every setting out of its range (before any data is loaded)."""
+        rules = [
+            ("epochs", self.epochs >= 1, "a whole number of at least 1"),
+            ("batch_size", self.batch_size >= 1, "a whole number of at least 1"),
+            ("lr", self.lr > 0, "above 0"),
+            ("momentum", 0 <= self.momentum < 1, "from 0 up to, not including, 1"),
+            ("weight_decay", self.weight_decay >= 0, "0 or more"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "from 0 up to, not including, 1"),
+            ("warmup", 0 <= self.warmup < 1, "from 0 up to, not including, 1"),
+            ("pad", 0 <= self.pad <= 16, "from 0 to 16 pixels"),
+            ("cutout", 0 <= self.cutout <= 32, "from 0 to 32 pixels"),
+            ("seed", self.seed >= 0, "a whole number of 0 or more"),
+        ]
+        problems = [f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}"
+                    for name, ok, rule in rules if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 # Where a norm's defaults depart from TrainConfig's, each chosen on the validation split
 # (results/validation.md). None do today. (The memory layout is a speed setting of the hardware,
@@ -100,7 +120,9 @@ def make_optimizer(model, cfg, steps_per_epoch):
 
 
 def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=True, scaler=None):
-    """One epoch over data.train_* (already on the model's device). Returns (loss, accuracy %)."""
+    """One epoch over data.train_* (already on the model's device).
+
+    Returns (loss, accuracy %, the learning rate of the epoch's last step)."""
     model.train()
     device = data.train_images.device
     n = len(data.train_labels)
@@ -129,6 +151,7 @@ def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=T
         else:
             loss.backward()
             optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step used; after the last step the scheduler overshoots
         scheduler.step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -137,7 +160,7 @@ def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=T
             bar.set_postfix(loss=f"{loss_sum.item() / min(n, (step + 1) * cfg.batch_size):.3f}", refresh=False)
             bar.update(step + 1 - bar.n)
     bar.close()
-    return loss_sum.item() / n, 100.0 * correct.item() / n
+    return loss_sum.item() / n, 100.0 * correct.item() / n, lr
 
 
 def _check_finite(first_bad_step, epoch):
@@ -179,7 +202,7 @@ def test(model, data, cfg=None, flip=False):
 
 def fit(model, data, cfg=None, device=None, progress=True, log=print):
     """Train `model` for cfg.epochs on `data` and return the per-epoch history (list of dicts)."""
-    cfg = cfg or TrainConfig()
+    cfg = (cfg or TrainConfig()).check()
     device = pick_device(device)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -196,11 +219,11 @@ def fit(model, data, cfg=None, device=None, progress=True, log=print):
     log(EPOCH_HEADER)
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
-        train_loss, train_acc = train(model, data, optimizer, scheduler, cfg, generator, epoch, progress, scaler)
+        train_loss, train_acc, lr = train(model, data, optimizer, scheduler, cfg, generator, epoch, progress, scaler)
         seconds = time.perf_counter() - start  # training only; evaluation is not counted
         test_loss, test_acc = test(model, data, cfg)
         row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
-                   test_acc=test_acc, lr=optimizer.param_groups[0]["lr"], seconds=seconds)
+                   test_acc=test_acc, lr=lr, seconds=seconds)
         history.append(row)
         log(format_epoch(row))
     return history

@@ -44,13 +44,13 @@ def test_images_keep_their_pixels(tree, cache):
 
 
 @pytest.mark.parametrize("inside", [False, True])
-def test_python_batches(tmp_path, inside):
-    folder = write_batches(tmp_path / "cifar-10-batches-py")
+def test_python_batches(tmp_path, inside, trust_batches):
+    folder = trust_batches(write_batches(tmp_path / "cifar-10-batches-py"))
     d = load_cifar10(tmp_path if inside else folder)
     check(d, n_train=30, n_test=6)
 
 
-def test_torchvision_download_is_used_for_an_empty_folder(tmp_path, monkeypatch):
+def test_torchvision_download_is_used_for_an_empty_folder(tmp_path, monkeypatch, trust_batches):
     import torchvision.datasets
 
     calls = []
@@ -58,7 +58,7 @@ def test_torchvision_download_is_used_for_an_empty_folder(tmp_path, monkeypatch)
     class FakeCIFAR10:
         def __init__(self, root, train, download):
             calls.append((root, download))
-            write_batches(tmp_path / "dl" / "cifar-10-batches-py")
+            trust_batches(write_batches(tmp_path / "dl" / "cifar-10-batches-py"))
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
     check(load_cifar10(tmp_path / "dl"), n_train=30, n_test=6)
@@ -90,6 +90,58 @@ def test_decoded_images_are_cached(tree, archive, cache, monkeypatch):
 def test_missing_archive_names_it(tmp_path):
     with pytest.raises(DataSourceError, match=r"not found: .*nope\.tar\.gz(.|\n)*accepted CIFAR-10 sources"):
         load_cifar10(tmp_path / "nope.tar.gz")
+
+
+def test_published_md5_sums_are_torchvisions():
+    from torchvision.datasets import CIFAR10
+
+    published = dict(CIFAR10.train_list + CIFAR10.test_list) | {CIFAR10.meta["filename"]: CIFAR10.meta["md5"]}
+    assert data_module.BATCH_MD5 == published
+
+
+class Payload:
+    """Unpickling this creates the marker file: what a crafted batch file could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_crafted_batch_pickle_is_refused_unread(tmp_path):
+    import pickle
+
+    folder = write_batches(tmp_path / "cifar-10-batches-py")  # synthetic files: not the published sums
+    marker = tmp_path / "pwned"
+    (folder / "data_batch_1").write_bytes(pickle.dumps({"data": Payload(marker), "labels": []}))
+    with pytest.raises(DataSourceError, match=r"refusing .*data_batch_1: it is not the published CIFAR-10 file"):
+        load_cifar10(tmp_path)
+    assert not marker.exists()
+
+
+def test_failed_download_leaves_no_folder_behind(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataSourceError, match="downloading it there failed"):
+        load_cifar10(tmp_path / "new" / "data")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_folder_of_something_else_is_named_not_downloaded_into(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", lambda *a, **k: pytest.fail("tried to download"))
+    (tmp_path / "photos").mkdir()
+    for name in ("a.txt", "b.txt", "notes.md", "x.py", "y.py", "z.py"):
+        (tmp_path / "photos" / name).write_text("x")
+    with pytest.raises(DataSourceError, match=r"photos is not a CIFAR-10 folder: it holds a\.txt, b\.txt, notes\.md, "
+                                              r"x\.py, y\.py and 1 more, and none of the layouts"):
+        load_cifar10(tmp_path / "photos")
 
 
 def test_missing_folder_without_download(tmp_path):

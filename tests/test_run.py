@@ -6,6 +6,7 @@ import torch
 import results
 import run
 from conftest import write_tree
+from models import load_checkpoint
 
 ARTIFACTS = ["results/{n}.json", "results/{n}_seed0.json", "checkpoints/{n}.pt", "images/{N}_curves.png", "images/{N}_misclassified.png"]
 
@@ -66,7 +67,7 @@ def test_single_norm_leaves_readme_alone(tmp_path, out):
 
 def test_checkpoint_reloads_the_trained_model(tmp_path, out):
     run_tiny(tmp_path, out, "--norm", "ln")
-    model, ckpt = run.load_checkpoint(out / "checkpoints" / "ln.pt")
+    model, ckpt = load_checkpoint(out / "checkpoints" / "ln.pt")
     assert ckpt["norm"] == "ln" and model.norm == "ln"
     assert ckpt["mean"].shape == (3,)
 
@@ -117,8 +118,8 @@ def test_validation_run_scores_held_out_training_images_only(tmp_path, out):
 
 def test_model_options_survive_the_checkpoint(tmp_path, out):
     run_tiny(tmp_path, out, "--norm", "gn", "--groups", "2", "--widths", "8,16,8,12,8,16")
-    model, ckpt = run.load_checkpoint(out / "checkpoints" / "gn.pt")
-    assert ckpt["model_options"]["groups"] == 2 and model.C9[0].out_channels == 16
+    model, ckpt = load_checkpoint(out / "checkpoints" / "gn.pt")
+    assert ckpt["model_config"]["groups"] == 2 and model.C9[0].out_channels == 16
 
 
 def test_bad_widths_are_refused(capsys):

@@ -22,7 +22,8 @@ import utils
 from data import load_cifar10
 from hardware import AMP_CHOICES, choose_precision, native_bf16
 from models import S8_model
-from results import LABELS, NORMS, atomic_write_text
+from atomic import write_text
+from results import LABELS, NORMS
 
 
 def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
@@ -142,7 +143,7 @@ def main(argv=None):
         print("\n".join(lines[-4:]))
     else:
         lines.append("GPU: none on this machine")
-    atomic_write_text(args.report, "\n".join(lines) + "\n")
+    write_text(args.report, "\n".join(lines) + "\n")
     print(f"written to {args.report}")
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from results import atomic_torch_save
+from atomic import torch_save
 
 ACCEPTED_SOURCES = """accepted CIFAR-10 sources:
   1. a folder to download into with torchvision (needs internet; e.g. --data data)
@@ -202,7 +202,7 @@ def _cached(path, cache_dir, read, description):
             pass  # a damaged cache is rebuilt below
     data = replace(read(), source=description)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({**data.tensors(), "classes": list(data.classes), "source": data.source}, cache_file)
+    torch_save({**data.tensors(), "classes": list(data.classes), "source": data.source}, cache_file)
     return data
 
 
@@ -276,7 +276,22 @@ def _read_archive(path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Augmentation: whole batches, on whatever device the batch lives on.
+# Batches and augmentation: whole batches, on whatever device the data lives on.
+
+
+def train_batches(data, batch_size, generator, pad=4, flip=True, cutout=0, memory_format=torch.contiguous_format,
+                  normalized=True):
+    """One epoch of (images, labels) batches in a seeded random order, each batch augmented at
+    once on the data's device. Images come normalized float in `memory_format`, or, with
+    `normalized=False`, as augmented uint8 (for showing them)."""
+    order = torch.randperm(len(data.train_labels), device=data.train_images.device, generator=generator)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        x = augment(data.train_images[idx], generator, pad, flip, cutout)
+        if normalized:
+            x = normalize(x, data.mean, data.std).contiguous(memory_format=memory_format)
+        yield x, data.train_labels[idx]
+
 
 
 def augment(images, generator, pad=4, flip=True, cutout=0):

@@ -5,23 +5,66 @@ Every model follows the template
     C1 C2 c3 P1  C3 C4 C5 c6 P2  C7 C8 C9 GAP c10
 
 C  = 3x3 conv with the norm and ReLU: conv -> norm -> ReLU for BatchNorm,
-     conv -> ReLU -> norm for LayerNorm and GroupNorm (see DEFAULT_ORDERS)
+     conv -> ReLU -> norm for LayerNorm and GroupNorm (each norm's `order` in NORM_TYPES)
 c  = 1x1 conv that reduces channels (c3, c6)
 P  = 2x2 max-pool, GAP = global average pool, c10 = 1x1 conv to the 10 logits
 
 with two identity skip connections: the output of C3 is added to the output of C5,
-and the output of C7 to the output of C9. The norm is a constructor argument built by
-`make_norm`, so swapping BatchNorm for GroupNorm changes one word.
+and the output of C7 to the output of C9. The norm is a constructor argument: each block takes
+a `norm_layer(channels)` built from one table of norms (NORM_TYPES), so swapping BatchNorm for
+GroupNorm changes one word, and adding a norm is one new row.
 """
 
 import hashlib
 import json
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-NORMS = {"bn": "bn", "batch": "bn", "ln": "ln", "layer": "ln", "gn": "gn", "group": "gn"}
-NAMES = {"bn": "Model_Batch_Normalization", "ln": "Model_Layer_Normalization", "gn": "Model_Group_Normalization"}
+
+def _batch_norm(channels, groups):
+    return nn.BatchNorm2d(channels)
+
+
+def _layer_norm(channels, groups):
+    # Layer norm over (C, H, W) of each image is GroupNorm with one group; nn.LayerNorm would
+    # need the spatial size fixed in advance and learn a scale per pixel.
+    return nn.GroupNorm(1, channels)
+
+
+def _group_norm(channels, groups):
+    if groups < 1 or channels % groups:
+        raise ValueError(
+            f"GroupNorm groups={groups} does not divide a layer of {channels} channels; "
+            f"choose groups that divide every width (here a divisor of {channels})"
+        )
+    return nn.GroupNorm(groups, channels)
+
+
+@dataclass(frozen=True)
+class NormType:
+    key: str  # the canonical name: results/<key>.json, checkpoints/<key>.pt
+    aliases: tuple  # other names accepted for it (any case)
+    label: str  # for people: tables, plots
+    class_name: str  # the model class S8_model returns
+    layer: Callable  # layer(channels, groups) -> nn.Module
+    order: str  # where it sits in a C block by default, chosen on the validation split
+
+
+# Where the norm sits in each C block: before the ReLU (as in ResNet) or after it.
+ORDERS = ("norm-relu", "relu-norm")
+
+# The one table of norms. The placements were chosen on the validation split
+# (results/validation.md): after the ReLU, LayerNorm and GroupNorm scored 1.7 points higher
+# each, BatchNorm 1.0 point lower.
+NORM_TYPES = {t.key: t for t in (
+    NormType("bn", ("batch", "batchnorm"), "BatchNorm", "Model_Batch_Normalization", _batch_norm, "norm-relu"),
+    NormType("ln", ("layer", "layernorm"), "LayerNorm", "Model_Layer_Normalization", _layer_norm, "relu-norm"),
+    NormType("gn", ("group", "groupnorm"), "GroupNorm", "Model_Group_Normalization", _group_norm, "relu-norm"),
+)}
 
 # Channels after C1, C2, c3, C3-C5, c6, C7-C9. Every width is a multiple of 4 so that
 # GroupNorm's default of 4 groups divides every layer.
@@ -32,123 +75,132 @@ DEFAULT_WIDTHS = (16, 32, 16, 28, 16, 32)
 # statistics (as many groups as channels is InstanceNorm, which loses contrast cues).
 DEFAULT_GROUPS = 4
 
-# Where the norm sits in each C block: before the ReLU (as in ResNet) or after it.
-ORDERS = ("norm-relu", "relu-norm")
-# Each norm's own placement, chosen on the validation split (results/validation.md): after the
-# ReLU, LayerNorm and GroupNorm scored 1.7 points higher each, BatchNorm 1.0 point lower.
-DEFAULT_ORDERS = {"bn": "norm-relu", "ln": "relu-norm", "gn": "relu-norm"}
 
-# Where the skips sit in each stage of three C blocks: 'block' adds the first block's output to
-# the third's (one skip over two blocks); 'layer' adds each of the last two blocks' input to its
-# output (two skips over one block each).
-SKIPS = ("block", "layer")
-DEFAULT_SKIPS = "block"
+def norm_type(norm):
+    """The NormType for a key or alias, any case ('bn', 'Batch', 'GN', ...)."""
+    name = str(norm).strip().lower()
+    for t in NORM_TYPES.values():
+        if name == t.key or name in t.aliases:
+            return t
+    accepted = ", ".join(f"{t.key!r} (or {t.aliases[0]!r})" for t in NORM_TYPES.values())
+    raise ValueError(f"unknown norm {norm!r}; use one of {accepted}")
 
 
 def canonical_norm(norm):
-    """Map 'bn'/'batch', 'ln'/'layer', 'gn'/'group' (any case) to 'bn', 'ln' or 'gn'."""
-    key = str(norm).strip().lower()
-    if key not in NORMS:
-        raise ValueError(
-            f"unknown norm {norm!r}; use one of 'bn' (or 'batch'), 'ln' (or 'layer'), 'gn' (or 'group')"
-        )
-    return NORMS[key]
+    """'bn', 'ln' or 'gn' (a NORM_TYPES key) for any accepted name of a norm."""
+    return norm_type(norm).key
 
 
-def make_norm(norm, channels, groups=DEFAULT_GROUPS):
-    """Build the normalization layer for `channels` feature maps.
+def norm_layer(norm, groups=DEFAULT_GROUPS):
+    """The constructor a block calls: norm_layer(norm)(channels) -> the norm's layer."""
+    return partial(norm_type(norm).layer, groups=groups)
 
-    - 'bn': BatchNorm2d, statistics over (N, H, W) per channel; running averages at eval.
-    - 'ln': layer norm over (C, H, W) of each sample, written as GroupNorm with one group
-            (nn.LayerNorm would need the spatial size fixed in advance).
-    - 'gn': GroupNorm with `groups` groups of channels, statistics over (C/groups, H, W).
-    """
-    norm = canonical_norm(norm)
-    if norm == "bn":
-        return nn.BatchNorm2d(channels)
-    if norm == "ln":
-        return nn.GroupNorm(1, channels)
-    if groups < 1 or channels % groups:
-        raise ValueError(
-            f"GroupNorm groups={groups} does not divide a layer of {channels} channels; "
-            f"choose groups that divide every width (here a divisor of {channels})"
-        )
-    return nn.GroupNorm(groups, channels)
+
+@dataclass
+class ModelConfig:
+    """Everything that defines a model: stored in every checkpoint, one CLI flag per field but
+    `norm` and `num_classes`."""
+
+    norm: str = "bn"
+    widths: tuple = DEFAULT_WIDTHS  # channels after C1, C2, c3, C3-C5, c6, C7-C9
+    groups: int = DEFAULT_GROUPS  # GroupNorm's groups (the other norms ignore it)
+    order: Optional[str] = None  # norm-relu | relu-norm; None: the norm's own (NORM_TYPES)
+    num_classes: int = 10
+
+    def __post_init__(self):
+        self.norm = canonical_norm(self.norm)
+        self.widths = tuple(self.widths)
+        self.order = self.order or NORM_TYPES[self.norm].order
+        if self.order not in ORDERS:
+            raise ValueError(f"unknown order {self.order!r}; use one of {', '.join(map(repr, ORDERS))}")
+        if len(self.widths) != 6 or min(self.widths) < 1:
+            raise ValueError(f"widths takes 6 channel counts of 1 or more, got {self.widths}")
+
+    def to_dict(self):
+        return {**asdict(self), "widths": list(self.widths)}
 
 
 class ConvBlock(nn.Sequential):
-    """C: 3x3 conv -> norm -> ReLU (order 'norm-relu') or 3x3 conv -> ReLU -> norm
-    ('relu-norm'), then optional dropout. Before a norm the conv needs no bias (the norm's shift
-    replaces it); before a ReLU it does, to set where the ReLU cuts off."""
+    """C: 3x3 conv -> norm -> ReLU (order 'norm-relu') or 3x3 conv -> ReLU -> norm ('relu-norm').
+    Before a norm the conv needs no bias (the norm's shift replaces it); before a ReLU it does,
+    to set where the ReLU cuts off."""
 
-    def __init__(self, c_in, c_out, norm, groups, dropout, order="norm-relu"):
-        if order not in ORDERS:
-            raise ValueError(f"unknown order {order!r}; use one of {', '.join(map(repr, ORDERS))}")
+    def __init__(self, c_in, c_out, norm_layer, order="norm-relu"):
         conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=order == "relu-norm")
-        norm_layer, relu = make_norm(norm, c_out, groups), nn.ReLU(inplace=True)
-        layers = [conv, norm_layer, relu] if order == "norm-relu" else [conv, relu, norm_layer]
-        if dropout:
-            layers.append(nn.Dropout2d(dropout))
-        super().__init__(*layers)
+        norm, relu = norm_layer(c_out), nn.ReLU(inplace=True)
+        super().__init__(*([conv, norm, relu] if order == "norm-relu" else [conv, relu, norm]))
 
 
 class S8Net(nn.Module):
-    """The template network; see the module docstring."""
+    """The template network; see the module docstring. Build it with S8_model(norm, ...), which
+    returns the norm's named class below, or with S8Net(ModelConfig(...))."""
 
-    def __init__(self, norm="bn", groups=DEFAULT_GROUPS, widths=DEFAULT_WIDTHS, dropout=0.0, num_classes=10,
-                 order=None, skips=DEFAULT_SKIPS):
+    NORM = None  # a named subclass's norm
+
+    def __init__(self, config=None, **kwargs):
         super().__init__()
-        if skips not in SKIPS:
-            raise ValueError(f"unknown skips {skips!r}; use one of {', '.join(map(repr, SKIPS))}")
-        self.norm, self.skips = canonical_norm(norm), skips
-        order = order or DEFAULT_ORDERS[self.norm]
-        a, b, c, d, e, f = widths
+        if config is None:
+            config = ModelConfig(**({"norm": self.NORM} if self.NORM else {}), **kwargs)
+        if self.NORM and config.norm != self.NORM:
+            raise ValueError(f"{type(self).__name__} is the {self.NORM} model, not {config.norm}; use S8_model(norm)")
+        self.config, self.norm = config, config.norm
+        a, b, c, d, e, f = self.config.widths
 
         def conv(c_in, c_out):
-            return ConvBlock(c_in, c_out, self.norm, groups, dropout, order)
+            return ConvBlock(c_in, c_out, norm_layer(self.norm, self.config.groups), self.config.order)
 
         self.c1, self.c2 = conv(3, a), conv(a, b)
         self.c3 = nn.Conv2d(b, c, 1, bias=False)
         self.C3, self.C4, self.C5 = conv(c, d), conv(d, d), conv(d, d)
         self.c6 = nn.Conv2d(d, e, 1, bias=False)
         self.C7, self.C8, self.C9 = conv(e, f), conv(f, f), conv(f, f)
-        self.c10 = nn.Conv2d(f, num_classes, 1)
+        self.c10 = nn.Conv2d(f, self.config.num_classes, 1)
         self.pool = nn.MaxPool2d(2)
 
     def forward(self, x):
         x = self.pool(self.c3(self.c2(self.c1(x))))  # 32x32 -> 16x16
-        x = self._stage(x, self.C3, self.C4, self.C5)
+        x = self.C3(x)
+        x = x + self.C5(self.C4(x))  # skip: C3's output joins C5's
         x = self.pool(self.c6(x))  # 16x16 -> 8x8
-        x = self._stage(x, self.C7, self.C8, self.C9)
+        x = self.C7(x)
+        x = x + self.C9(self.C8(x))  # skip: C7's output joins C9's
         x = x.mean((2, 3), keepdim=True)  # GAP
         return self.c10(x).flatten(1)
 
-    def _stage(self, x, first, second, third):
-        x = first(x)
-        if self.skips == "layer":
-            x = x + second(x)
-            return x + third(x)
-        return x + third(second(x))  # the first block's output joins the third's
-
 
 class Model_Batch_Normalization(S8Net):
-    def __init__(self, **kwargs):
-        super().__init__(norm="bn", **kwargs)
+    """S8Net with BatchNorm: statistics over (N, H, W) per channel."""
+
+    NORM = "bn"
 
 
 class Model_Layer_Normalization(S8Net):
-    def __init__(self, **kwargs):
-        super().__init__(norm="ln", **kwargs)
+    """S8Net with LayerNorm: statistics over (C, H, W) per image."""
+
+    NORM = "ln"
 
 
 class Model_Group_Normalization(S8Net):
-    def __init__(self, **kwargs):
-        super().__init__(norm="gn", **kwargs)
+    """S8Net with GroupNorm: statistics over (C/groups, H, W) per image and group."""
+
+    NORM = "gn"
+
+
+def model_class(norm):
+    """The class NORM_TYPES names for `norm`; a norm added to the table without a class of its own
+    gets a subclass of S8Net by that name."""
+    t = norm_type(norm)
+    cls = globals().get(t.class_name)
+    if cls is None or getattr(cls, "NORM", None) != t.key:
+        cls = type(t.class_name, (S8Net,), {"NORM": t.key, "__doc__": f"S8Net with {t.label}.", "__module__": __name__})
+    return cls
 
 
 def S8_model(norm="bn", **kwargs):
-    """The model for `norm` ('bn'/'batch', 'ln'/'layer', 'gn'/'group'); kwargs go to S8Net."""
-    return S8Net(norm=norm, **kwargs)
+    """The model for `norm` ('bn'/'batch', 'ln'/'layer', 'gn'/'group'), an instance of its named
+    class (Model_Batch_Normalization, ...); kwargs are ModelConfig fields."""
+    config = ModelConfig(norm=norm, **kwargs)
+    return model_class(config.norm)(config)
 
 
 def count_parameters(model):
@@ -190,8 +242,9 @@ def load_checkpoint(path, norm=None, device="cpu"):
         raise ValueError(f"{path}: its model description {config} does not match the weights saved with it "
                          f"(edited or mislabelled); retrain it with `python run.py --norm {config.get('norm')}`")
     if norm is not None and canonical_norm(norm) != config["norm"]:
-        raise ValueError(f"{path} holds a {NAMES[config['norm']]}, not the {NAMES[canonical_norm(norm)]} asked for; "
-                         f"load checkpoints/{canonical_norm(norm)}.pt, or ask for norm={config['norm']!r}")
+        raise ValueError(f"{path} holds a {NORM_TYPES[config['norm']].class_name}, not the "
+                         f"{norm_type(norm).class_name} asked for; load checkpoints/{canonical_norm(norm)}.pt, "
+                         f"or ask for norm={config['norm']!r}")
     model = S8_model(**config)
     model.load_state_dict(ckpt["model"])
     return model, ckpt

@@ -1,53 +1,24 @@
-"""Results on disk: atomic writes, the per-norm JSON files, and the README's results table.
+"""Results on disk: the per-norm JSON files, and the README's results table and comparison.
 
-Every file is written to a temp file beside its target and renamed into place, so an
-interrupted run never leaves half a file and never loses what an earlier run saved.
+results/<norm>.json is a run's summary: every seed's final numbers (`runs`) and their aggregates;
+results/<norm>_seed<k>.json holds one seed's whole record, its per-epoch history included.
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
-import torch
+from atomic import write_text
+from models import NORM_TYPES
 
-NORMS = ("bn", "ln", "gn")
-from models import NAMES  # noqa: E402  (one table of class names)
-LABELS = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm"}
+NORMS = tuple(NORM_TYPES)
+LABELS = {key: t.label for key, t in NORM_TYPES.items()}
 TABLE_START, TABLE_END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- comparison:start -->", "<!-- comparison:end -->"
 
 
-def _atomic(path, write):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path, text):
-    _atomic(path, lambda tmp: tmp.write_text(text))
-
-
-def atomic_torch_save(obj, path):
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
-def write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
-
-
-def save_figure(fig, path):
-    # No 'Software' stamp and no dates in a PNG: the same run gives the same bytes.
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None}))
-
-
 def load_results(out="."):
-    """{norm: result dict} for every results/<norm>.json under `out`."""
+    """{norm: summary} for every results/<norm>.json under `out`."""
     results = {}
     for norm in NORMS:
         path = Path(out) / "results" / f"{norm}.json"
@@ -56,23 +27,15 @@ def load_results(out="."):
     return results
 
 
+def load_history(out, summary):
+    """The per-epoch history of the summary's first seed (the one its figures and checkpoint show)."""
+    path = Path(out) / "results" / f"{summary['norm']}_seed{summary['seeds'][0]}.json"
+    return json.loads(path.read_text())["history"]
+
+
 def test_accuracy(r):
-    """The headline: mean final test accuracy over the seeds (a single run's, for older files)."""
-    return r.get("final_test_accuracy_mean", r["final_test_accuracy"])
-
-
-def train_accuracy(r):
-    return r.get("final_train_accuracy_mean", r["final_train_accuracy"])
-
-
-def seconds_per_epoch(r):
-    return r.get("seconds_per_epoch_mean", r["seconds_per_epoch"])
-
-
-def flip_tta_accuracy(r):
-    """Mean final test accuracy with flip test-time augmentation, or '-' for files without it."""
-    value = r.get("final_test_accuracy_flip_tta_mean", r.get("final_test_accuracy_flip_tta"))
-    return "-" if value is None else f"{value:.2f}%"
+    """The headline: mean final test accuracy over the seeds."""
+    return r["final_test_accuracy_mean"]
 
 
 def results_table(results):
@@ -82,14 +45,14 @@ def results_table(results):
         "|---|---|---:|---:|---:|---:|---:|---|---:|---|---|---:|",
     ]
     for norm, r in results.items():
-        seeds = r.get("seeds", [r["seed"]])
-        per_seed = r.get("final_test_accuracy_per_seed", [r["final_test_accuracy"]])
+        per_seed = ", ".join(f"{run['final_test_accuracy']:.2f}" for run in r["runs"])
         lines.append(
             f"| `{r['model']}` | {LABELS[norm]} | {r['parameters']:,} | {r['epochs']} | "
-            f"{', '.join(map(str, seeds))} | {train_accuracy(r):.2f}% | "
-            f"**{test_accuracy(r):.2f}% ± {r.get('final_test_accuracy_std', 0.0):.2f}** | "
-            f"{', '.join(f'{a:.2f}' for a in per_seed)} | "
-            f"{seconds_per_epoch(r):.1f} | {r['data']} | {r['device']} | {flip_tta_accuracy(r)} |"
+            f"{', '.join(map(str, r['seeds']))} | {r['final_train_accuracy_mean']:.2f}% | "
+            f"**{test_accuracy(r):.2f}% ± {r['final_test_accuracy_std']:.2f}** | "
+            f"{per_seed} | "
+            f"{r['seconds_per_epoch_mean']:.1f} | {r['data']} | {r['device']} | "
+            f"{r['final_test_accuracy_flip_tta_mean']:.2f}% |"
         )
     return "\n".join(lines)
 
@@ -103,10 +66,10 @@ def comparison(results):
     lines = [f"- {LABELS[ranked[0]]} finished highest, at {best:.2f}% mean final test accuracy."]
     for n in ranked[1:]:
         lines.append(f"- {LABELS[n]}: {test_accuracy(results[n]):.2f}%, {best - test_accuracy(results[n]):.2f} points lower.")
-    fastest = min(results, key=lambda n: seconds_per_epoch(results[n]))
-    lines.append(f"- Fastest per epoch: {LABELS[fastest]} ({seconds_per_epoch(results[fastest]):.1f} s "
+    fastest = min(results, key=lambda n: results[n]['seconds_per_epoch_mean'])
+    lines.append(f"- Fastest per epoch: {LABELS[fastest]} ({results[fastest]['seconds_per_epoch_mean']:.1f} s "
                  f"on {results[fastest]['device']}); " + ", ".join(
-                     f"{LABELS[n]} {seconds_per_epoch(results[n]):.1f} s" for n in results if n != fastest) + ".")
+                     f"{LABELS[n]} {results[n]['seconds_per_epoch_mean']:.1f} s" for n in results if n != fastest) + ".")
     return "\n".join(lines)
 
 
@@ -129,7 +92,7 @@ def update_readme(out="."):
     new = _replace_between(text, TABLE_START, TABLE_END, results_table(saved), readme)
     new = _replace_between(new, SUMMARY_START, SUMMARY_END, comparison(saved), readme)
     if new != text:
-        atomic_write_text(readme, new)
+        write_text(readme, new)
     return new != text
 
 
@@ -142,23 +105,23 @@ def observations(norm, results):
     lines = []
     ranking = sorted(results, key=lambda n: -test_accuracy(results[n]))
     place = ["best", "second", "third"][ranking.index(norm)]
-    n_seeds = len(me.get("seeds", [me["seed"]]))
+    n_seeds = len(me["seeds"])
     lines.append(f"- {LABELS[norm]} reached {test_accuracy(me):.2f}% test accuracy after {me['epochs']} epochs "
                  f"(mean of {n_seeds} seed{'s' if n_seeds > 1 else ''}), the {place} of the {len(results)} norms.")
     for n in others:
         diff = test_accuracy(me) - test_accuracy(results[n])
         lines.append(f"- {abs(diff):.2f} points {'above' if diff >= 0 else 'below'} {LABELS[n]} "
                      f"({test_accuracy(results[n]):.2f}%).")
-    gap = train_accuracy(me) - test_accuracy(me)
+    gap = me['final_train_accuracy_mean'] - test_accuracy(me)
     if gap < 0:
         verdict = "augmented training images are harder than test images, and the net is not overfitting."
     elif gap < 2:
         verdict = "little overfitting; the net is limited more by its size than by memorizing."
     else:
         verdict = "the net has begun to overfit."
-    lines.append(f"- Train accuracy on augmented images was {train_accuracy(me):.2f}%, "
+    lines.append(f"- Train accuracy on augmented images was {me['final_train_accuracy_mean']:.2f}%, "
                  f"{abs(gap):.2f} points {'above' if gap >= 0 else 'below'} test accuracy: {verdict}")
-    speeds = ", ".join(f"{LABELS[n]} {seconds_per_epoch(results[n]):.1f} s" for n in results)
+    speeds = ", ".join(f"{LABELS[n]} {results[n]['seconds_per_epoch_mean']:.1f} s" for n in results)
     lines.append(f"- Seconds per training epoch on {me['device']}: {speeds}.")
     return "\n".join(lines)
 
@@ -193,4 +156,4 @@ def validation_record(entries):
 def write_validation_record(out):
     folder = Path(out) / "results" / "validation"
     entries = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-    atomic_write_text(Path(out) / "results" / "validation.md", validation_record(entries))
+    write_text(Path(out) / "results" / "validation.md", validation_record(entries))

@@ -5,7 +5,7 @@
 trains each norm once per seed (--seeds, default 0 1 2) and writes, under --out (default:
 this folder), for each norm:
     results/<norm>_seed<k>.json   every seed's history and final accuracies
-    results/<norm>.json           the first seed's run, plus mean and spread over the seeds
+    results/<norm>.json           every seed's final numbers, their mean and spread
     checkpoints/<norm>.pt, images/<NORM>_curves.png, images/<NORM>_misclassified.png  (first seed)
 and with --norm all also images/comparison.png and the generated parts of README.md.
 """
@@ -14,24 +14,28 @@ import argparse
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
+from dataclasses import asdict, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+import plots
 import utils
+from atomic import save_figure, torch_save, write_json
 from data import load_cifar10
 from hardware import AMP_CHOICES
-from models import (DEFAULT_GROUPS, DEFAULT_ORDERS, DEFAULT_SKIPS, DEFAULT_WIDTHS, ORDERS, SKIPS, S8_model, canonical_norm,
-                    count_parameters, fingerprint)
-from results import (LABELS, NAMES, NORMS, atomic_torch_save, load_results, save_figure, update_readme,
-                     changed_settings, write_json, write_validation_record)
+from models import ORDERS, ModelConfig, S8_model, canonical_norm, count_parameters, fingerprint
+from results import (LABELS, NORMS, changed_settings, load_history, load_results, update_readme,
+                     write_validation_record)
+
+ROOT = Path(__file__).resolve().parent
 
 
 def parse_args(argv=None):
-    defaults = utils.TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--norm", default="all", help="bn | ln | gn (or batch | layer | group) | all")
     p.add_argument("--data", default="data", help="CIFAR-10 source: a folder (downloaded into if empty), "
@@ -48,38 +52,38 @@ def parse_args(argv=None):
                    help="hold out N seeded training images and evaluate on them instead of the test set "
                         "(for choosing settings); writes only results/validation/<tag>-<norm>.json")
     p.add_argument("--tag", default="default", help="name of a validation run")
-    p.add_argument("--widths", type=_widths, default=DEFAULT_WIDTHS,
-                   help="channels after C1,C2,c3,C3-C5,c6,C7-C9 (default %(default)s)")
-    p.add_argument("--groups", type=_positive, default=DEFAULT_GROUPS, help="GroupNorm groups (default %(default)s)")
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--skips", choices=SKIPS, default=DEFAULT_SKIPS,
-                   help="skips over two blocks per stage, or over each of the last two (default %(default)s)")
-    p.add_argument("--order", choices=ORDERS, default=None,
-                   help="where the norm sits in each C block: before or after the ReLU "
-                        "(default: the norm's own, models.DEFAULT_ORDERS)")
     p.add_argument("--seeds", type=_count, nargs="+", default=None,
                    help="one run per seed (default 0 1 2; 0 alone for --validation and --dry-run)")
     p.add_argument("--seed", type=lambda text: [_count(text)], dest="seeds", help="a single seed: same as --seeds N")
-    # Every training setting can be overridden; one left out takes the norm's recipe
-    # (utils.recipe: TrainConfig's default unless utils.RECIPES says otherwise).
-    for name, value in vars(defaults).items():
-        flag = "--" + name.replace("_", "-")
-        if name == "seed":
-            continue
-        if name == "amp":
-            p.add_argument(flag, choices=AMP_CHOICES, default=None,
-                           help="mixed precision (default auto: bf16 where the hardware has it natively, "
-                                "fp16 with a GradScaler on older CUDA GPUs, else fp32)")
-            p.add_argument("--no-amp", dest="amp", action="store_const", const="off", help="same as --amp off")
-        elif name == "channels_last":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help="memory layout (default: channels-last where measured faster for the norm on this "
-                                "kind of device, hardware.CHANNELS_LAST)")
-        elif isinstance(value, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {value})")
-        else:
-            p.add_argument(flag, type=type(value), default=None, help=f"(default {value})")
+    # One flag per field of the model's and the training's configs; a flag left out takes the
+    # config's default (for training: the norm's recipe, utils.recipe; for --order: the norm's own).
+    add_config_flags(p, ModelConfig, skip=("norm", "num_classes"), special={
+        "widths": dict(type=_widths, help="channels after C1,C2,c3,C3-C5,c6,C7-C9 (default 16,32,16,28,16,32)"),
+        "groups": dict(type=_positive, help="GroupNorm's groups (default 4)"),
+        "order": dict(choices=ORDERS, help="where the norm sits in each C block: before or after the ReLU "
+                                           "(default: the norm's own, models.NORM_TYPES)"),
+    })
+    add_config_flags(p, utils.TrainConfig, skip=("seed",), special={
+        "amp": dict(choices=AMP_CHOICES, help="mixed precision (default auto: bf16 where the hardware has it "
+                                              "natively, fp16 with a GradScaler on older CUDA GPUs, else fp32)"),
+        "channels_last": dict(action=argparse.BooleanOptionalAction,
+                              help="memory layout (default: channels-last where measured faster for the norm on "
+                                   "this kind of device, hardware.CHANNELS_LAST)"),
+    })
+    p.add_argument("--no-amp", dest="amp", action="store_const", const="off", help="same as --amp off")
     return p.parse_args(argv)
+
+
+def add_config_flags(p, config_class, skip=(), special=None):
+    """One flag per field of the dataclass `config_class` (--batch-size for batch_size), default
+    None so that main can tell a flag given from one left out; `special` holds argparse options
+    for fields that need more than their type."""
+    for f in fields(config_class):
+        if f.name in skip:
+            continue
+        options = (special or {}).get(f.name) or (
+            dict(action=argparse.BooleanOptionalAction) if isinstance(f.default, bool) else dict(type=type(f.default)))
+        p.add_argument("--" + f.name.replace("_", "-"), default=None, **{"help": f"(default {f.default})", **options})
 
 
 def _count(text):
@@ -117,12 +121,13 @@ def main(argv=None):
     if args.dry_run:
         args.epochs = 1
     given = {k: getattr(args, k) for k in vars(utils.TrainConfig()) if k != "seed" and getattr(args, k) is not None}
-    model_options = dict(widths=list(args.widths), groups=args.groups, dropout=args.dropout, skips=args.skips)
-    options = {norm: {**model_options, "order": args.order or DEFAULT_ORDERS[norm]} for norm in norms}
+    model_given = {f.name: getattr(args, f.name) for f in fields(ModelConfig)
+                   if f.name not in ("norm", "num_classes") and getattr(args, f.name) is not None}
+    model_configs = {norm: ModelConfig(norm=norm, **model_given) for norm in norms}
     for norm in norms:  # every setting is checked before any data is loaded
         for seed in args.seeds:
             utils.recipe(norm, **given, seed=seed).check()
-        S8_model(norm, **options[norm])
+        S8_model(**asdict(model_configs[norm]))
     if args.out:
         out = Path(args.out)
     elif args.dry_run:  # a one-epoch check must not replace the results of a full run
@@ -150,22 +155,23 @@ def main(argv=None):
           f"device: {utils.describe_device(device)}; torch {torch.__version__}")
 
     run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    provenance = {"run_id": run_id, **code_version()}  # recorded beside every result
     published, stage = [], None
     try:
         for norm in norms:
             if args.validation:
                 for seed in args.seeds:
                     cfg = utils.recipe(norm, **given, seed=seed)
-                    run = run_one(norm, data, cfg, device, options[norm], quiet=args.quiet)
-                    save_validation(out, norm, run["result"], cfg, args.tag, options[norm])
+                    run = run_one(norm, data, cfg, device, model_configs[norm], provenance, args.quiet)
+                    save_validation(out, norm, run["result"], cfg, args.tag)
                 continue
             # A norm's seeds are written apart and moved into place together once all have finished,
             # so an interrupted run never leaves its files mixed with an earlier run's.
             stage = out / INCOMPLETE / f"{run_id}-{norm}"
             runs = []
             for seed in args.seeds:
-                run = run_one(norm, data, utils.recipe(norm, **given, seed=seed), device, options[norm], quiet=args.quiet)
-                run["result"]["run_id"] = run["checkpoint"]["run_id"] = run_id
+                cfg = utils.recipe(norm, **given, seed=seed)
+                run = run_one(norm, data, cfg, device, model_configs[norm], provenance, args.quiet)
                 save_seed(stage, norm, run, data.classes, first=not runs)
                 runs.append(run["result"])
             write_json(stage / "results" / f"{norm}.json", summarize_seeds(runs))
@@ -210,41 +216,62 @@ def publish(stage, out):
         stage.parent.rmdir()
 
 
-def run_one(norm, data, cfg, device, model_options=None, quiet=False):
-    model_options = model_options or {}
+def code_version(root=ROOT):
+    """The git commit the code ran at and whether the tree had uncommitted changes (None, None
+    outside a git checkout), so every number can be traced to the code that made it."""
+    def git(*command):
+        done = subprocess.run(["git", "-C", str(root), *command], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if changes is None else bool(changes)}
+
+
+def percent(x):
+    return round(x, 2)
+
+
+def run_one(norm, data, cfg, device, model_config, provenance, quiet=False):
+    """Train one seed; return its result (JSON-ready), checkpoint, model and mistakes."""
+    model_config = replace(model_config, num_classes=len(data.classes))
     torch.manual_seed(cfg.seed)
-    model = S8_model(norm, num_classes=len(data.classes), **model_options)
-    print(f"\n=== {NAMES[norm]} ({LABELS[norm]}) ===")
+    model = S8_model(**asdict(model_config))
+    print(f"\n=== {type(model).__name__} ({LABELS[norm]}) ===")
     utils.summarize(model, device)
     history = utils.fit(model, data, cfg, device, progress=not quiet)  # prints the precision it chose, and why
     cfg, precision = utils.resolve_precision(cfg, device, norm)  # recorded as chosen, not as 'auto'
-    mistakes = utils.get_incorrect_predictions(model, data, device, cfg)
+    mistakes = utils.get_incorrect_predictions(model, data, cfg)
     _, flip_tta_accuracy = utils.test(model, data, cfg, flip=True)  # reported apart from the headline
+    for row in history:
+        row.update(train_acc=percent(row["train_acc"]), test_acc=percent(row["test_acc"]),
+                   seconds=round(row["seconds"], 2))
     result = {
         "norm": norm,
-        "model": NAMES[norm],
+        "model": type(model).__name__,
         "parameters": count_parameters(model),
         "epochs": cfg.epochs,
         "seed": cfg.seed,
         "final_train_accuracy": history[-1]["train_acc"],
         "final_test_accuracy": history[-1]["test_acc"],
-        "final_test_accuracy_flip_tta": flip_tta_accuracy,
-        "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history),
+        "final_test_accuracy_flip_tta": percent(flip_tta_accuracy),
+        "seconds_per_epoch": round(sum(r["seconds"] for r in history) / len(history), 2),
         "device": utils.describe_device(device),
         "precision": precision.describe(),
         "torch": torch.__version__,
         "data": data.source,
         "train_images": len(data.train_labels),
         "test_images": len(data.test_labels),
-        "config": utils.config_dict(cfg),
-        "model_options": model_options,
+        "config": asdict(cfg),
+        "model_config": model_config.to_dict(),
+        **provenance,
         "history": history,
     }
-    model_config = {"norm": norm, "num_classes": len(data.classes), **model_options}  # what S8_model builds it from
     weights = model.state_dict()
-    checkpoint = {"model": weights, "model_config": model_config, "fingerprint": fingerprint(model_config, weights),
-                  "norm": norm, "classes": list(data.classes), "config": utils.config_dict(cfg),
-                  "mean": data.mean.cpu(), "std": data.std.cpu()}
+    checkpoint = {"model": weights, "model_config": model_config.to_dict(),
+                  "fingerprint": fingerprint(model_config.to_dict(), weights),
+                  "norm": norm, "classes": list(data.classes), "config": asdict(cfg),
+                  "mean": data.mean.cpu(), "std": data.std.cpu(), **provenance}
     return {"result": result, "checkpoint": checkpoint, "model": model, "mistakes": mistakes}
 
 
@@ -254,9 +281,9 @@ def save_seed(out, norm, run, classes, first):
     path = out / "results" / f"{norm}_seed{result['seed']}.json"
     write_json(path, result)
     if first:
-        atomic_torch_save(run["checkpoint"], out / "checkpoints" / f"{norm}.pt")
+        torch_save(run["checkpoint"], out / "checkpoints" / f"{norm}.pt")
         title = f"{LABELS[norm]}, seed {result['seed']}: final test accuracy {result['final_test_accuracy']:.2f}%"
-        save_figure(utils.plot_curves(result["history"], title), out / "images" / f"{norm.upper()}_curves.png")
+        save_figure(plots.plot_curves(result["history"], title), out / "images" / f"{norm.upper()}_curves.png")
         save_figure(utils.plot_incorrect_predictions(run["mistakes"], classes),
                     out / "images" / f"{norm.upper()}_misclassified.png")
     print(f"{LABELS[norm]} seed {result['seed']}: train {result['final_train_accuracy']:.2f}%, "
@@ -264,27 +291,35 @@ def save_seed(out, norm, run, classes, first):
           f"(results/{path.name}, written when all seeds have finished)")
 
 
+# What a summary keeps of each seed's result, and what the seeds share (taken from the first).
+PER_SEED = ("seed", "final_test_accuracy", "final_train_accuracy", "final_test_accuracy_flip_tta", "seconds_per_epoch")
+SHARED = ("norm", "model", "parameters", "epochs", "data", "train_images", "test_images", "device", "precision",
+          "torch", "model_config", "run_id", "git_commit", "git_dirty")
+
+
 def summarize_seeds(runs):
-    """The first seed's result with the final accuracies of every seed, their mean and spread."""
+    """results/<norm>.json: each seed's final numbers, their mean and sample standard deviation."""
+    def mean(key):
+        return sum(r[key] for r in runs) / len(runs)
+
     test = torch.tensor([r["final_test_accuracy"] for r in runs], dtype=torch.float64)
-    train = torch.tensor([r["final_train_accuracy"] for r in runs], dtype=torch.float64)
     return {
-        **runs[0],
+        **{key: runs[0][key] for key in SHARED},
+        "config": {k: v for k, v in runs[0]["config"].items() if k != "seed"},
         "seeds": [r["seed"] for r in runs],
-        "final_test_accuracy_per_seed": test.tolist(),
-        "final_test_accuracy_mean": test.mean().item(),
-        "final_test_accuracy_std": test.std().item() if len(runs) > 1 else 0.0,  # sample std (n-1)
-        "final_train_accuracy_mean": train.mean().item(),
-        "final_test_accuracy_flip_tta_mean": sum(r["final_test_accuracy_flip_tta"] for r in runs) / len(runs),
-        "seconds_per_epoch_mean": sum(r["seconds_per_epoch"] for r in runs) / len(runs),
+        "runs": [{key: r[key] for key in PER_SEED} for r in runs],
+        "final_test_accuracy_mean": percent(mean("final_test_accuracy")),
+        "final_test_accuracy_std": percent(test.std().item()) if len(runs) > 1 else 0.0,  # sample std (n-1)
+        "final_train_accuracy_mean": percent(mean("final_train_accuracy")),
+        "final_test_accuracy_flip_tta_mean": percent(mean("final_test_accuracy_flip_tta")),
+        "seconds_per_epoch_mean": round(mean("seconds_per_epoch"), 2),
     }
 
 
-def save_validation(out, norm, result, cfg, tag, model_options):
+def save_validation(out, norm, result, cfg, tag):
     """`cfg` as asked for (amp 'auto' stays 'auto'), so that only settings a flag changed count as changed."""
-    defaults = {**vars(utils.recipe(norm)), "widths": list(DEFAULT_WIDTHS), "groups": DEFAULT_GROUPS, "dropout": 0.0,
-                "order": DEFAULT_ORDERS[norm], "skips": DEFAULT_SKIPS}
-    result.update(tag=tag, changed=changed_settings({**vars(cfg), **model_options}, defaults))
+    defaults = {**vars(utils.recipe(norm)), **ModelConfig(norm=norm, num_classes=result["model_config"]["num_classes"]).to_dict()}
+    result.update(tag=tag, changed=changed_settings({**vars(cfg), **result["model_config"]}, defaults))
     suffix = f"-seed{result['seed']}" if result["seed"] else ""
     write_json(out / "results" / "validation" / f"{tag}-{norm}{suffix}.json", result)
     write_validation_record(out)
@@ -292,7 +327,9 @@ def save_validation(out, norm, result, cfg, tag, model_options):
 
 def save_comparison(out):
     results = load_results(out)
-    fig = utils.plot_comparison({LABELS[n]: r["history"] for n, r in results.items()})
+    seeds = sorted({r["seeds"][0] for r in results.values()})
+    fig = plots.plot_comparison({LABELS[n]: load_history(out, r) for n, r in results.items()})
+    fig.axes[0].set_title(f"Test accuracy by normalization (seed {', '.join(map(str, seeds))} of each)")
     save_figure(fig, Path(out) / "images" / "comparison.png")
 
 

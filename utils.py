@@ -1,4 +1,4 @@
-"""Training, evaluation, mistakes and plots for the S8 models.
+"""Training, evaluation and the misclassified images of the S8 models.
 
 The training data lives on the training device as uint8 tensors (see data.py); each step
 takes a batch of indices, augments the whole batch at once and runs the model. The recipe
@@ -8,7 +8,7 @@ takes a batch of indices, augments the whole batch at once and runs the model. T
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from data import augment, normalize
+from data import normalize, train_batches
 from hardware import choose_precision, describe_device, pick_device  # noqa: F401 (utils.pick_device in notebooks)
 from models import canonical_norm
 
@@ -33,7 +33,6 @@ class TrainConfig:
     pad: int = 4  # random translation of up to this many pixels
     flip: bool = True
     cutout: int = 0  # side of the square cut out of each training image; 0 = off
-    whiten: bool = False  # start C1's filters on the whitened principal directions of image patches
     amp: str = "auto"  # auto | bf16 | fp16 | off: auto takes what the hardware does natively (hardware.py)
     channels_last: Optional[bool] = None  # None: where measured faster for the norm (hardware.CHANNELS_LAST)
     seed: int = 0
@@ -62,37 +61,12 @@ class TrainConfig:
 # Where a norm's defaults depart from TrainConfig's, each chosen on the validation split
 # (results/validation.md). None do today. (The memory layout is a speed setting of the hardware,
 # chosen in hardware.py.)
-RECIPES = {"bn": {}, "ln": {}, "gn": {}}
+RECIPES = {}
 
 
 def recipe(norm, **overrides):
     """The TrainConfig for `norm`: TrainConfig's defaults, then RECIPES[norm], then `overrides`."""
-    return TrainConfig(**{**RECIPES[canonical_norm(norm)], **overrides})
-
-
-@torch.no_grad()
-def whiten_first_conv(model, data, images=2000, eps=5e-4):
-    """Start C1's filters on the principal directions of the training images' pixel patches.
-
-    Neighbouring pixels and colour channels are strongly correlated, so random first-layer
-    filters mostly respond to the same few directions of a 3x3x3 patch (its brightness). Each
-    filter here starts on one principal direction instead, scaled to unit variance (patch
-    whitening, as in airbench), in +/- pairs so the ReLU passes both signs; with fewer filter
-    pairs than the 27 directions, the ones of largest variance are kept. The filters still train.
-    The patches come from `images` training images taken at an even stride: no randomness.
-    """
-    conv = model.c1[0]
-    k = conv.kernel_size[0]
-    x = data.train_images[:: max(len(data.train_images) // images, 1)]
-    x = normalize(x, data.mean, data.std).float()
-    patches = F.unfold(x, k).transpose(1, 2).reshape(-1, x.shape[1] * k * k).double()
-    eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(patches.T))  # ascending order
-    pairs = min(conv.out_channels // 2, len(eigenvalues))
-    filters = (eigenvectors[:, -pairs:] / (eigenvalues[-pairs:] + eps).sqrt()).T.flip(0)
-    filters = torch.cat([filters, -filters]).view(2 * pairs, *conv.weight.shape[1:])
-    conv.weight[: 2 * pairs] = filters.to(conv.weight.dtype)
-    if conv.bias is not None:
-        conv.bias.zero_()
+    return TrainConfig(**{**RECIPES.get(canonical_norm(norm), {}), **overrides})
 
 
 def resolve_precision(cfg, device, norm=None):
@@ -126,18 +100,14 @@ def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=T
     model.train()
     device = data.train_images.device
     n = len(data.train_labels)
-    order = torch.randperm(n, device=device, generator=generator)
     steps = math.ceil(n / cfg.batch_size)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad_step = torch.full((), -1, device=device, dtype=torch.long)  # checked without a sync per step
     precision = _precision(cfg, device, model)
     bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
-    for step in range(steps):
-        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-        x = augment(data.train_images[idx], generator, cfg.pad, cfg.flip, cfg.cutout)
-        x = normalize(x, data.mean, data.std).contiguous(memory_format=precision.memory_format)
-        y = data.train_labels[idx]
+    batches = train_batches(data, cfg.batch_size, generator, cfg.pad, cfg.flip, cfg.cutout, precision.memory_format)
+    for step, (x, y) in enumerate(batches):
         with precision.autocast(device):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
@@ -209,8 +179,6 @@ def fit(model, data, cfg=None, device=None, progress=True, log=print):
     data = data.to(device)
     cfg, precision = resolve_precision(cfg, device, getattr(model, "norm", None))
     model.to(device, memory_format=precision.memory_format)
-    if cfg.whiten:
-        whiten_first_conv(model, data)
     steps = math.ceil(len(data.train_labels) / cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     scaler = precision.grad_scaler(device)
@@ -249,23 +217,22 @@ def summarize(model, device):
         summary(copy.deepcopy(model).to(summary_device), (3, 32, 32), device=summary_device)
 
 
-def config_dict(cfg):
-    return asdict(cfg)
-
-
 # ---------------------------------------------------------------------------------------------
 # Mistakes and plots
 
 
-def get_incorrect_predictions(model, data, device=None, cfg=None):
-    """The misclassified test images, most confident mistakes first (ties: lower index first).
+def model_device(model):
+    return next(model.parameters()).device
+
+
+def get_incorrect_predictions(model, data, cfg=None):
+    """The misclassified test images, most confident mistakes first (ties: lower index first),
+    predicted on the device the model is on.
 
     Returns a list of dicts: index (in data.test_*), image (uint8 CHW, CPU), true, predicted,
     confidence (the probability given to the predicted class).
     """
-    device = pick_device(device)
-    model.to(device)
-    probs = predict(model, data.test_images.to(device), data, cfg).cpu()
+    probs = predict(model, data.test_images.to(model_device(model)), data.to(model_device(model)), cfg).cpu()
     confidence, predicted = probs.max(1)
     wrong = (predicted != data.test_labels).nonzero().flatten()
     # Sort by index first, then stably by confidence: equal confidences keep index order.
@@ -292,93 +259,3 @@ def plot_incorrect_predictions(items, classes, count=10, columns=2):
     return fig
 
 
-def plot_curves(history, title=None):
-    """Loss and accuracy per epoch, train and test, side by side."""
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    epochs = [r["epoch"] for r in history]
-    for split in ("train", "test"):
-        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], marker=".", label=split)
-        acc_ax.plot(epochs, [r[f"{split}_acc"] for r in history], marker=".", label=split)
-    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def plot_comparison(histories):
-    """Test accuracy per epoch for several models: {label: history}."""
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
-    for label, history in histories.items():
-        ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], marker=".", label=label)
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy by normalization")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
-
-
-def plot_samples(data, per_class=4):
-    """The first `per_class` training images of every class, one column per class."""
-    classes = data.classes
-    fig = Figure(figsize=(1.2 * len(classes), 1.25 * per_class + 0.3), layout="constrained")
-    axes = fig.subplots(per_class, len(classes), squeeze=False)
-    for c, name in enumerate(classes):
-        picks = (data.train_labels == c).nonzero().flatten()[:per_class].tolist()
-        for r in range(per_class):
-            ax = axes[r, c]
-            ax.set_axis_off()
-            if r < len(picks):
-                ax.imshow(data.train_images[picks[r]].permute(1, 2, 0).cpu().numpy())
-        axes[0, c].set_title(name, fontsize=9)
-    return fig
-
-
-def plot_augmentation(data, index=0, cfg=None, variants=7, seed=0):
-    """One training image and `variants` augmented copies of it, as the training loop makes them."""
-    cfg = cfg or TrainConfig()
-    generator = torch.Generator().manual_seed(seed)
-    image = data.train_images[index].cpu()
-    copies = augment(image.expand(variants, -1, -1, -1), generator, cfg.pad, cfg.flip, cfg.cutout)
-    fig = Figure(figsize=(1.6 * (variants + 1), 2.0), layout="constrained")
-    axes = fig.subplots(1, variants + 1)
-    for k, (ax, img) in enumerate(zip(axes, [image, *copies])):
-        ax.imshow(img.permute(1, 2, 0).numpy())
-        ax.set_title("original" if k == 0 else f"augmented {k}", fontsize=9)
-        ax.set_axis_off()
-    return fig
-
-
-def confusion_matrix(model, data, device=None, cfg=None):
-    """counts[true, predicted] over the test set, as a (classes x classes) int64 tensor."""
-    device = pick_device(device)
-    model.to(device)
-    predicted = predict(model, data.test_images.to(device), data, cfg).argmax(1).cpu()
-    k = len(data.classes)
-    return torch.bincount(data.test_labels * k + predicted, minlength=k * k).view(k, k)
-
-
-def per_class_accuracy(counts):
-    """Accuracy % of each true class from a confusion matrix."""
-    return 100.0 * counts.diag().float() / counts.sum(1).clamp_min(1).float()
-
-
-def plot_confusion_matrix(counts, classes):
-    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(counts.numpy(), cmap="Blues")
-    fig.colorbar(image, ax=ax, shrink=0.8)
-    accuracy = per_class_accuracy(counts)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), [f"{c} ({a:.0f}%)" for c, a in zip(classes, accuracy.tolist())])
-    ax.set(xlabel="predicted", ylabel="true (per-class accuracy)", title="Confusion matrix, test set")
-    limit = counts.max().item() / 2
-    for t in range(len(classes)):
-        for p in range(len(classes)):
-            value = counts[t, p].item()
-            ax.text(p, t, value, ha="center", va="center", fontsize=7, color="white" if value > limit else "black")
-    return fig

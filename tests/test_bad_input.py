@@ -159,7 +159,7 @@ def test_every_file_of_a_run_carries_its_id(tmp_path, out):
 
 def test_learning_rate_history_is_the_rate_each_epoch_ended_on(tmp_path, out):
     run_tiny(tmp_path, out, "--norm", "bn", "--epochs", "3")
-    result = json.loads((out / "results" / "bn.json").read_text())
+    result = json.loads((out / "results" / "bn_seed0.json").read_text())
     rates = [r["lr"] for r in result["history"]]
     lr = result["config"]["lr"]
     assert all(r > 0 for r in rates)

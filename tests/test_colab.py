@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import make_notebooks  # noqa: E402
 
-NOTEBOOKS = [spec["file"] for spec in make_notebooks.NORMS.values()]
+NOTEBOOKS = [spec["file"] for spec in make_notebooks.LESSONS.values()]
 CLONE_URL = re.compile(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?[\"']")
 
 
@@ -74,7 +74,7 @@ def test_bad_repo_is_refused(capsys):
 
 
 def test_regenerating_keeps_the_outputs_of_unchanged_cells():
-    for norm, spec in make_notebooks.NORMS.items():
+    for norm, spec in make_notebooks.LESSONS.items():
         committed = nbformat.read(ROOT / spec["file"], as_version=4)
         rebuilt = make_notebooks.build(norm, make_notebooks.readme_repo(ROOT / "README.md"), committed)
         assert [c.source for c in rebuilt.cells] == [c.source for c in committed.cells]  # committed = template
@@ -161,3 +161,16 @@ def test_failed_clone_says_what_to_do_in_one_paragraph(tmp_path, colab, monkeypa
     assert f"Could not fetch the project from {tmp_path / 'no-such-repo'}" in message
     assert "upload" in message and "S8_REPO_URL" in message and "Drive" in message
     assert colab.pip_calls == [] and Path.cwd() == colab.content
+
+
+def test_readme_file_table_names_every_file_of_the_tree():
+    """Top-level files by name, tools/ and .ci/ files by path, other folders as 'folder/'."""
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True).stdout
+    expected = set()
+    for path in tracked.split():
+        folder = path.split("/")[0]
+        if path in ("README.md", ".gitignore"):
+            continue
+        expected.add(path if "/" not in path or folder in ("tools", ".ci") else folder + "/")
+    table = (ROOT / "README.md").read_text().split("| file | job |", 1)[1].split("\n\n", 1)[0]
+    assert expected - set(re.findall(r"`([^`]+)`", table)) == set()

@@ -2,8 +2,10 @@ import pytest
 import torch
 
 import explorer
+import plots
 import results
 import utils
+from models import NORM_TYPES
 from conftest import CLASSES
 from test_utils import FixedLogits, fake_mistakes, toy_data
 
@@ -13,10 +15,10 @@ def test_confusion_matrix_counts_true_against_predicted():
     logits = torch.full((6, 10), -5.0)
     for i, p in enumerate([0, 1, 9, 3, 9, 5]):
         logits[i, p] = 5
-    counts = utils.confusion_matrix(FixedLogits(logits), data, "cpu", utils.TrainConfig(amp="off"))
+    counts = plots.confusion_matrix(FixedLogits(logits), data, utils.TrainConfig(amp="off"))
     assert counts.shape == (10, 10) and counts.sum() == 6
     assert counts[2, 9] == 1 and counts[4, 9] == 1 and counts.diag()[:6].tolist() == [1, 1, 0, 1, 0, 1]
-    acc = utils.per_class_accuracy(counts)
+    acc = plots.per_class_accuracy(counts)
     assert acc[:6].tolist() == [100, 100, 0, 100, 0, 100] and acc[7] == 0
 
 
@@ -41,14 +43,22 @@ def test_explorer_widget_follows_the_controls():
 
 def test_sample_and_augmentation_figures():
     data = toy_data(40, 10)
-    assert len(utils.plot_samples(data, per_class=2).get_axes()) == 20
-    axes = utils.plot_augmentation(data, index=3, variants=5).get_axes()
+    assert len(plots.plot_samples(data, per_class=2).get_axes()) == 20
+    fig = plots.plot_augmentation(data, index=3, cfg=utils.TrainConfig(pad=4), variants=5)
+    axes = fig.get_axes()
     assert [a.get_title() for a in axes][:2] == ["original", "augmented 1"] and len(axes) == 6
+    shown = [torch.from_numpy(a.get_images()[0].get_array().data).permute(2, 0, 1) for a in axes]
+    assert torch.equal(shown[0], data.train_images[3])  # the original, then copies made from it
+    assert all(s.shape == shown[0].shape and not torch.equal(s, shown[0]) for s in shown[1:])
 
 
-def fake_result(norm, test_acc, train_acc=80.0):
-    return dict(model=results.NAMES[norm], parameters=47970, epochs=20, seed=0, final_train_accuracy=train_acc,
-                final_test_accuracy=test_acc, seconds_per_epoch=15.0, data="x.tar.gz", device="CPU")
+def fake_result(norm, test_acc, train_acc=80.0, tta=81.0):
+    """A results/<norm>.json summary of one seed."""
+    run = dict(seed=0, final_test_accuracy=test_acc, final_train_accuracy=train_acc,
+               final_test_accuracy_flip_tta=tta, seconds_per_epoch=15.0)
+    return dict(norm=norm, model=NORM_TYPES[norm].class_name, parameters=47970, epochs=20, seeds=[0], runs=[run],
+                final_test_accuracy_mean=test_acc, final_test_accuracy_std=0.0, final_train_accuracy_mean=train_acc,
+                final_test_accuracy_flip_tta_mean=tta, seconds_per_epoch_mean=15.0, data="x.tar.gz", device="CPU")
 
 
 def test_results_table_and_observations():
@@ -61,13 +71,12 @@ def test_results_table_and_observations():
     assert "run.py --norm all" in results.observations("ln", {})
 
 
-def test_flip_tta_is_a_separate_column_and_dashed_when_missing():
-    with_tta = {**fake_result("bn", 81.0), "final_test_accuracy_flip_tta_mean": 82.25}
-    table = results.results_table({"bn": with_tta, "ln": fake_result("ln", 79.5)})
+def test_flip_tta_is_a_separate_column():
+    table = results.results_table({"bn": fake_result("bn", 81.0, tta=82.25), "ln": fake_result("ln", 79.5)})
     header, _, bn_row, ln_row = table.splitlines()
     assert header.rstrip(" |").endswith("with flip TTA")
     assert bn_row.endswith("| 82.25% |") and "**81.00% ± 0.00**" in bn_row
-    assert ln_row.endswith("| - |")
+    assert ln_row.endswith("| 81.00% |")
 
 
 def test_readme_without_markers_is_left_alone(tmp_path):

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from models import (Model_Batch_Normalization, Model_Group_Normalization, Model_Layer_Normalization,
-                    S8_model, count_parameters)
+from models import (NORM_TYPES, ModelConfig, Model_Batch_Normalization, Model_Group_Normalization,
+                    Model_Layer_Normalization, NormType, S8Net, S8_model, canonical_norm, count_parameters)
 
 VARIANTS = [Model_Batch_Normalization, Model_Layer_Normalization, Model_Group_Normalization]
 
@@ -111,21 +111,32 @@ def test_each_norm_sits_where_validation_put_it():
     assert count_parameters(bn) == 47_970 and count_parameters(ln) == count_parameters(gn) == 48_198
 
 
-def test_layer_skips_add_each_blocks_input_to_its_output():
-    torch.manual_seed(0)
-    model = S8_model("bn", skips="layer").eval()
-    seen = {}
-    for name in ("C3", "C4", "C5"):
-        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, (i[0], o)))
-    model.c6.register_forward_hook(lambda m, i, o: seen.__setitem__("c6", (i[0], o)))
-    model(torch.randn(2, 3, 32, 32))
-    c3_out, (c4_in, c4_out), (c5_in, c5_out) = seen["C3"][1], seen["C4"], seen["C5"]
-    torch.testing.assert_close(c4_in, c3_out)
-    torch.testing.assert_close(c5_in, c3_out + c4_out)
-    torch.testing.assert_close(seen["c6"][0], c5_in + c5_out)
-    assert count_parameters(model) == count_parameters(S8_model("bn"))
+def test_s8_model_returns_the_norms_named_class():
+    for norm, cls in (("bn", Model_Batch_Normalization), ("Layer", Model_Layer_Normalization), ("GN", Model_Group_Normalization)):
+        model = S8_model(norm)
+        assert type(model) is cls and repr(model).startswith(cls.__name__)
+    with pytest.raises(ValueError, match="Model_Batch_Normalization is the bn model, not gn"):
+        Model_Batch_Normalization(ModelConfig(norm="gn"))
 
 
-def test_unknown_skips_are_refused():
-    with pytest.raises(ValueError, match="unknown skips 'dense'.*'block', 'layer'"):
-        S8_model("bn", skips="dense")
+def test_a_new_norm_is_one_row_of_the_table(monkeypatch):
+    """InstanceNorm (GroupNorm with a group per channel), added in one row and nowhere else."""
+    row = NormType("in", ("instance",), "InstanceNorm", "Model_Instance_Normalization",
+                   lambda channels, groups: nn.GroupNorm(channels, channels), "relu-norm")
+    monkeypatch.setitem(NORM_TYPES, "in", row)
+    model = S8_model("Instance", num_classes=10)
+    assert type(model).__name__ == "Model_Instance_Normalization" and model.config.order == "relu-norm"
+    assert all(m.num_groups == m.num_channels for m in norms_in(model)) and len(norms_in(model)) == 8
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert count_parameters(model) == count_parameters(S8_model("gn"))
+    assert canonical_norm("instance") == "in"
+
+
+def test_model_config_is_what_the_model_is_built_from():
+    config = ModelConfig(norm="group", widths=[8, 16, 8, 12, 8, 16], groups=2)
+    assert (config.norm, config.widths, config.order) == ("gn", (8, 16, 8, 12, 8, 16), "relu-norm")
+    model = S8Net(config)
+    assert model.config is config and model.C9[0].out_channels == 16 and norms_in(model)[0].num_groups == 2
+    assert S8_model(**config.to_dict()).config == config
+    with pytest.raises(ValueError, match="widths takes 6 channel counts"):
+        ModelConfig(widths=(16, 32))

@@ -3,10 +3,11 @@ import json
 import pytest
 import torch
 
+import atomic
 import results
 import run
 from conftest import write_tree
-from models import load_checkpoint
+from models import NORM_TYPES, load_checkpoint
 
 ARTIFACTS = ["results/{n}.json", "results/{n}_seed0.json", "checkpoints/{n}.pt", "images/{N}_curves.png", "images/{N}_misclassified.png"]
 
@@ -32,10 +33,13 @@ def test_run_all_writes_every_artifact(tmp_path, out, capsys):
     for norm in results.NORMS:
         for pattern in ARTIFACTS:
             assert (out / pattern.format(n=norm, N=norm.upper())).is_file(), pattern
-        result = json.loads((out / "results" / f"{norm}.json").read_text())
+        result = json.loads((out / "results" / f"{norm}_seed0.json").read_text())
         assert result["epochs"] == 1 and result["seed"] == 0 and result["parameters"] < 50_000
         assert len(result["history"]) == 1 and result["final_test_accuracy"] == result["history"][-1]["test_acc"]
-        assert {"device", "torch", "data", "seconds_per_epoch", "final_train_accuracy"} <= set(result)
+        assert {"device", "torch", "data", "seconds_per_epoch", "final_train_accuracy", "precision"} <= set(result)
+        assert result["model"] == NORM_TYPES[norm].class_name and result["model_config"]["norm"] == norm
+        assert result["git_commit"] == run.code_version()["git_commit"] and "git_dirty" in result
+        assert all(len(str(r["test_acc"]).split(".")[-1]) <= 2 for r in result["history"])  # two decimals
     assert (out / "images" / "comparison.png").is_file()
     readme = (out / "README.md").read_text()
     assert "old table" not in readme and readme.endswith("after\n")
@@ -52,10 +56,11 @@ def test_several_seeds_give_mean_and_spread(tmp_path, out):
         assert [r["seed"] for r in per_seed] == [0, 1]
         summary = json.loads((out / "results" / f"{norm}.json").read_text())
         accs = [r["final_test_accuracy"] for r in per_seed]
-        assert summary["seeds"] == [0, 1] and summary["final_test_accuracy_per_seed"] == accs
-        assert summary["final_test_accuracy_mean"] == pytest.approx(sum(accs) / 2)
-        assert summary["final_test_accuracy_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
-        assert summary["history"] == per_seed[0]["history"]  # the figures and checkpoint are seed 0's
+        assert summary["seeds"] == [0, 1] and [r["final_test_accuracy"] for r in summary["runs"]] == accs
+        assert summary["final_test_accuracy_mean"] == pytest.approx(sum(accs) / 2, abs=0.005)
+        assert summary["final_test_accuracy_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5, abs=0.005)
+        assert "history" not in summary and "seed" not in summary  # aggregates, not seed 0's fields
+        assert summary["run_id"] == per_seed[0]["run_id"] == per_seed[1]["run_id"]
     assert "| 0, 1 |" in (out / "README.md").read_text()
 
 
@@ -75,16 +80,16 @@ def test_checkpoint_reloads_the_trained_model(tmp_path, out):
 def test_same_seed_same_results_and_figures(tmp_path, out):
     run_tiny(tmp_path, out, "--norm", "bn", "--no-amp")
     first = [(out / p.format(n="bn", N="BN")).read_bytes() for p in ARTIFACTS[3:]]
-    first_json = json.loads((out / "results" / "bn.json").read_text())
+    first_json = json.loads((out / "results" / "bn_seed0.json").read_text())
     run_tiny(tmp_path, out, "--norm", "bn", "--no-amp")
-    again_json = json.loads((out / "results" / "bn.json").read_text())
+    again_json = json.loads((out / "results" / "bn_seed0.json").read_text())
     assert first_json["history"][0]["train_loss"] == again_json["history"][0]["train_loss"]
     assert [(out / p.format(n="bn", N="BN")).read_bytes() for p in ARTIFACTS[3:]] == first
 
 
 def test_interrupted_write_keeps_the_earlier_file(tmp_path, monkeypatch):
     target = tmp_path / "results" / "bn.json"
-    results.write_json(target, {"final_test_accuracy": 80.0})
+    atomic.write_json(target, {"final_test_accuracy": 80.0})
 
     write_text = type(target).write_text
 
@@ -94,7 +99,7 @@ def test_interrupted_write_keeps_the_earlier_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(type(target), "write_text", crash)
     with pytest.raises(KeyboardInterrupt):
-        results.write_json(target, {"final_test_accuracy": 1.0})
+        atomic.write_json(target, {"final_test_accuracy": 1.0})
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"final_test_accuracy": 80.0}
 

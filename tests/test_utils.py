@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import plots
 import utils
 from data import CIFAR10
 from models import S8_model
@@ -109,7 +110,7 @@ def test_mistakes_are_wrong_predictions_most_confident_first():
     logits[3, 3] = 5  # right
     logits[4, 1] = 2  # wrong, ties with image 1: comes after it
     logits[5, 5] = 1  # right
-    items = utils.get_incorrect_predictions(FixedLogits(logits), data, "cpu", utils.TrainConfig(amp="off"))
+    items = utils.get_incorrect_predictions(FixedLogits(logits), data, utils.TrainConfig(amp="off"))
     assert [i["index"] for i in items] == [2, 1, 4]
     assert all(i["predicted"] != i["true"] for i in items)
     assert [i["predicted"] for i in items] == [9, 7, 1] and [i["true"] for i in items] == labels[[2, 1, 4]].tolist()
@@ -134,7 +135,7 @@ def test_misclassified_grid_has_ten_titled_panels_in_5_rows_2_columns():
 
 def test_curves_show_train_and_test_loss_and_accuracy():
     history = [dict(epoch=e, train_loss=2 / e, test_loss=2.1 / e, train_acc=10 * e, test_acc=9 * e) for e in (1, 2, 3)]
-    fig = utils.plot_curves(history)
+    fig = plots.plot_curves(history)
     loss_ax, acc_ax = fig.get_axes()
     assert [l.get_label() for l in loss_ax.get_lines()] == ["train", "test"]
     assert list(acc_ax.get_lines()[1].get_ydata()) == [9, 18, 27]
@@ -147,32 +148,6 @@ def test_recipe_layers_defaults_norm_settings_and_overrides(monkeypatch):
     assert utils.recipe("gn", lr=0.01, seed=3) == utils.TrainConfig(lr=0.01, channels_last=False, seed=3)
     with pytest.raises(ValueError, match="unknown norm"):
         utils.recipe("xn")
-
-
-@pytest.mark.parametrize("norm", ["bn", "ln"])
-def test_whitened_first_layer_filters_are_uncorrelated_unit_variance_pairs(norm):
-    data = toy_data(100, 10)
-    torch.manual_seed(0)
-    model = S8_model(norm)
-    utils.whiten_first_conv(model, data, images=100)
-    weight = model.c1[0].weight.detach()
-    pairs = weight.shape[0] // 2
-    torch.testing.assert_close(weight[pairs:], -weight[:pairs])  # +/- pairs: the ReLU keeps both signs
-    x = utils.normalize(data.train_images, data.mean, data.std)
-    responses = torch.nn.functional.conv2d(x, weight[:pairs]).transpose(0, 1).flatten(1)
-    torch.testing.assert_close(torch.cov(responses), torch.eye(pairs), atol=0.02, rtol=0)
-    if model.c1[0].bias is not None:
-        assert not model.c1[0].bias.any()
-
-
-def test_whiten_option_sets_the_first_layer_before_training(monkeypatch):
-    calls = []
-    monkeypatch.setattr(utils, "whiten_first_conv", lambda model, data: calls.append(model))
-    model = S8_model("bn")
-    utils.fit(model, toy_data(32, 8), utils.TrainConfig(epochs=1, whiten=True, **FAST), "cpu", progress=False,
-              log=lambda s: None)
-    utils.fit(model, toy_data(32, 8), utils.TrainConfig(epochs=1, **FAST), "cpu", progress=False, log=lambda s: None)
-    assert calls == [model]
 
 
 def test_flip_tta_averages_each_image_with_its_mirror_image():

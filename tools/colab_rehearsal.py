@@ -118,7 +118,7 @@ def main(argv=None):
             JUPYTER_PATH=str(kernel(work, python)), S8_REPO_URL=str(ROOT), S8_DATA=str(Path(args.data).resolve()),
             S8_CACHE_DIR=str(work / "cache"), S8_EPOCHS=os.environ.get("S8_EPOCHS", "1"),
             S8_SUBSET=os.environ.get("S8_SUBSET", "2000"))
-        for notebook in (spec["file"] for spec in make_notebooks.NORMS.values()):
+        for notebook in (spec["file"] for spec in make_notebooks.LESSONS.values()):
             content = work / f"content-{notebook[:-6]}"  # a fresh /content for each notebook
             content.mkdir()
             seen = rehearse(notebook, content)

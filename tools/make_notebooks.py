@@ -15,12 +15,15 @@ badges already name: README.md is where the address lives between runs.
 import argparse
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from models import NORM_TYPES  # noqa: E402
 FALLBACK_REPO = "s8-normalization/s8-normalization"  # only when nothing else names one
 BADGE_URL = re.compile(r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/")
 GITHUB_REMOTE = re.compile(r"github\.com[:/]([\w.-]+/[\w.-]+?)(?:\.git)?/?$")
@@ -36,9 +39,9 @@ def after_relu(abbr):
   rescales what passed."""
 
 
-NORMS = {
+LESSONS = {  # the prose of each norm's lesson, keyed as models.NORM_TYPES
     "bn": dict(
-        file="S8_BN.ipynb", title="Batch Normalization", cls="Model_Batch_Normalization",
+        file="S8_BN.ipynb", title="Batch Normalization",
         theory=r"""**BatchNorm** normalizes each channel with statistics taken over the whole batch and every
 spatial position. For channel $c$ of a batch of $N$ feature maps of size $H \times W$:
 
@@ -58,7 +61,7 @@ y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_c}{\sqrt{\sigma_c^2+\epsilon}} + \beta_c
   (`results/validation.md`).""",
     ),
     "ln": dict(
-        file="S8_LN.ipynb", title="Layer Normalization", cls="Model_Layer_Normalization",
+        file="S8_LN.ipynb", title="Layer Normalization",
         theory=r"""**LayerNorm** normalizes each image on its own, with one mean and variance over all its
 channels and positions. For image $n$ with $C$ channels of size $H \times W$:
 
@@ -75,7 +78,7 @@ y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_n}{\sqrt{\sigma_n^2+\epsilon}} + \beta_c
 """ + after_relu("LN"),
     ),
     "gn": dict(
-        file="S8_GN.ipynb", title="Group Normalization", cls="Model_Group_Normalization",
+        file="S8_GN.ipynb", title="Group Normalization",
         theory=r"""**GroupNorm** splits the $C$ channels into $G$ groups (here $G = 4$) and normalizes each group
 of each image on its own. For image $n$ and group $g$ holding the channel set $S_g$:
 
@@ -133,6 +136,7 @@ LOAD = '''%matplotlib inline
 import torch
 from IPython.display import Markdown
 
+import plots
 import results
 import utils
 from data import load_cifar10
@@ -176,11 +180,11 @@ def cells(norm, spec, repo):
            "The whole set is decoded once and kept in memory as uint8 tensors; the training loop "
            "augments whole batches on the training device."),
         code(LOAD),
-        code("utils.plot_samples(data)"),
+        code("plots.plot_samples(data)"),
         md("Each training step shows the network a new random version of every image: shifted by up to "
            "4 pixels (the border filled by reflection) and flipped left-right half of the time."),
-        code("utils.plot_augmentation(data, index=7, cfg=cfg)"),
-        md(f"## 3. The model\n\n`{spec['cls']}`: `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`, with C3's "
+        code("plots.plot_augmentation(data, index=7, cfg=cfg)"),
+        md(f"## 3. The model\n\n`{NORM_TYPES[norm].class_name}`: `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`, with C3's "
            "output added to C5's and C7's to C9's. The summary below is checked by nbval in CI, so a "
            "change to the architecture shows up there."),
         code(MODEL),
@@ -189,19 +193,19 @@ def cells(norm, spec, repo):
            "after every epoch, and the last row is the result."),
         code("history = utils.fit(model, data, cfg, device)"),
         md("## 5. Loss and accuracy curves"),
-        code(f'utils.plot_curves(history, title="{spec["title"]}")'),
+        code(f'plots.plot_curves(history, title="{spec["title"]}")'),
         code('final = history[-1]\n'
              'print(f"after {final[\'epoch\']} epochs: train accuracy {final[\'train_acc\']:.2f}% '
              '(augmented images), test accuracy {final[\'test_acc\']:.2f}%")'),
         md("## 6. Mistakes\n\nThe ten test images the model got wrong with the most confidence, "
            "with their true and predicted classes."),
-        code('mistakes = utils.get_incorrect_predictions(model, data, device, cfg)\n'
+        code('mistakes = utils.get_incorrect_predictions(model, data, cfg)\n'
              'print(f"{len(mistakes):,} of {len(data.test_labels):,} test images misclassified")\n'
              'utils.plot_incorrect_predictions(mistakes, data.classes)'),
         md("Per-class accuracy (in the row labels) and the confusion matrix: which classes are taken "
            "for which."),
-        code("counts = utils.confusion_matrix(model, data, device, cfg)\n"
-             "utils.plot_confusion_matrix(counts, data.classes)"),
+        code("counts = plots.confusion_matrix(model, data, cfg)\n"
+             "plots.plot_confusion_matrix(counts, data.classes)"),
         md("## 7. Explore the mistakes\n\nPick a true and a predicted class and step through those "
            "mistakes with the slider (this needs a live kernel; on GitHub the widget does not show). "
            "Below it, a static view of the most frequent confusion."),
@@ -236,7 +240,7 @@ OBSERVATIONS = {
 
 def build(norm, repo, old=None):
     """The notebook for `norm`; a cell whose source matches `old`'s cell of the same id keeps its outputs."""
-    spec = NORMS[norm]
+    spec = LESSONS[norm]
     nb = new_notebook(cells=cells(norm, spec, repo))
     kept = {c.id: c for c in old.cells if c.cell_type == "code"} if old else {}
     for k, cell in enumerate(nb.cells):  # stable ids: regenerating gives the same file
@@ -286,7 +290,7 @@ def main(argv=None):
     repo = args.repo or origin_repo() or readme_repo(readme) or FALLBACK_REPO
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
         p.error(f"--repo takes OWNER/NAME as on GitHub (e.g. jane/s8-normalization), got {repo!r}")
-    for norm, spec in NORMS.items():
+    for norm, spec in LESSONS.items():
         path = ROOT / spec["file"]
         old = None if args.clear_outputs or not path.exists() else nbformat.read(path, as_version=4)
         nbformat.write(build(norm, repo, old), path)

@@ -1,0 +1,36 @@
+"""Atomic file writes: each file is written to a temp file beside its target and renamed into
+place, so an interrupted run never leaves half a file and never loses what was saved before."""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+
+def _atomic(path, write):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path, text):
+    _atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def torch_save(obj, path):
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_figure(fig, path):
+    # No 'Software' stamp and no dates in a PNG: the same run gives the same bytes.
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None}))

@@ -1,0 +1,102 @@
+"""Figures of the data, the training and the results (utils.py holds the misclassified-image grid)."""
+
+import torch
+from matplotlib.figure import Figure
+
+from data import CIFAR10, train_batches
+from utils import TrainConfig, model_device, predict
+
+
+def plot_curves(history, title=None):
+    """Loss and accuracy per epoch, train and test, side by side."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in history]
+    for split in ("train", "test"):
+        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], marker=".", label=split)
+        acc_ax.plot(epochs, [r[f"{split}_acc"] for r in history], marker=".", label=split)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_comparison(histories):
+    """Test accuracy per epoch for several models: {label: history}."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for label, history in histories.items():
+        ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], marker=".", label=label)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy by normalization")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_samples(data, per_class=4):
+    """The first `per_class` training images of every class, one column per class."""
+    classes = data.classes
+    fig = Figure(figsize=(1.2 * len(classes), 1.25 * per_class + 0.3), layout="constrained")
+    axes = fig.subplots(per_class, len(classes), squeeze=False)
+    for c, name in enumerate(classes):
+        picks = (data.train_labels == c).nonzero().flatten()[:per_class].tolist()
+        for r in range(per_class):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if r < len(picks):
+                ax.imshow(data.train_images[picks[r]].permute(1, 2, 0).cpu().numpy())
+        axes[0, c].set_title(name, fontsize=9)
+    return fig
+
+
+def plot_augmentation(data, index=0, cfg=None, variants=7, seed=0):
+    """One training image and `variants` augmented copies of it, made by the training loop's own
+    batch iterator from a set of that one image."""
+    cfg = cfg or TrainConfig()
+    image = data.train_images[index].cpu()
+    copies_of_one = CIFAR10(image.expand(variants, -1, -1, -1), torch.zeros(variants, dtype=torch.long),
+                            image[None], torch.zeros(1, dtype=torch.long), data.classes, data.source)
+    generator = torch.Generator().manual_seed(seed)
+    copies, _ = next(train_batches(copies_of_one, variants, generator, cfg.pad, cfg.flip, cfg.cutout, normalized=False))
+    fig = Figure(figsize=(1.6 * (variants + 1), 2.0), layout="constrained")
+    axes = fig.subplots(1, variants + 1)
+    for k, (ax, img) in enumerate(zip(axes, [image, *copies])):
+        ax.imshow(img.permute(1, 2, 0).numpy())
+        ax.set_title("original" if k == 0 else f"augmented {k}", fontsize=9)
+        ax.set_axis_off()
+    return fig
+
+
+def confusion_matrix(model, data, cfg=None):
+    """counts[true, predicted] over the test set, as a (classes x classes) int64 tensor, predicted
+    on the device the model is on."""
+    device = model_device(model)
+    predicted = predict(model, data.test_images.to(device), data.to(device), cfg).argmax(1).cpu()
+    k = len(data.classes)
+    return torch.bincount(data.test_labels * k + predicted, minlength=k * k).view(k, k)
+
+
+def per_class_accuracy(counts):
+    """Accuracy % of each true class from a confusion matrix."""
+    return 100.0 * counts.diag().float() / counts.sum(1).clamp_min(1).float()
+
+
+def plot_confusion_matrix(counts, classes):
+    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(counts.numpy(), cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    accuracy = per_class_accuracy(counts)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), [f"{c} ({a:.0f}%)" for c, a in zip(classes, accuracy.tolist())])
+    ax.set(xlabel="predicted", ylabel="true (per-class accuracy)", title="Confusion matrix, test set")
+    limit = counts.max().item() / 2
+    for t in range(len(classes)):
+        for p in range(len(classes)):
+            value = counts[t, p].item()
+            ax.text(p, t, value, ha="center", va="center", fontsize=7, color="white" if value > limit else "black")
+    return fig

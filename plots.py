@@ -2,9 +2,16 @@
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from data import CIFAR10, train_batches
 from utils import TrainConfig, model_device, predict
+
+
+# The two losses are different quantities, so each line says what it measures: training optimizes
+# label-smoothed cross-entropy on augmented images (averaged over the epoch as the weights move),
+# the test loss is plain cross-entropy on the untouched test images after the epoch.
+CURVE_LABELS = {"train": "train: label-smoothed, augmented, epoch average", "test": "test: plain, after the epoch"}
 
 
 def plot_curves(history, title=None):
@@ -13,13 +20,14 @@ def plot_curves(history, title=None):
     loss_ax, acc_ax = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in history]
     for split in ("train", "test"):
-        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], marker=".", label=split)
+        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], marker=".", label=CURVE_LABELS[split])
         acc_ax.plot(epochs, [r[f"{split}_acc"] for r in history], marker=".", label=split)
-    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     return fig
@@ -32,8 +40,29 @@ def plot_comparison(histories):
     for label, history in histories.items():
         ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], marker=".", label=label)
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy by normalization")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
+    return fig
+
+
+def plot_lr_schedule(cfg, steps_per_epoch):
+    """The learning rate at every step of a run with `cfg`, as utils.make_optimizer schedules it."""
+    from utils import make_optimizer
+
+    optimizer, scheduler = make_optimizer(torch.nn.Conv2d(1, 1, 1), cfg, steps_per_epoch)
+    rates = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    fig = Figure(figsize=(7, 3), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([k / steps_per_epoch for k in range(len(rates))], rates)
+    ax.set(xlabel="epoch", ylabel="learning rate",
+           title=f"One-cycle schedule: up to {cfg.lr} over the first {cfg.warmup:.0%} of the steps, then down")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
     return fig
 
 

@@ -57,15 +57,42 @@ def results_table(results):
     return "\n".join(lines)
 
 
+def seed_spread(r):
+    """Highest minus lowest final test accuracy over a summary's seeds (0 for one seed)."""
+    accs = [run["final_test_accuracy"] for run in r["runs"]]
+    return max(accs) - min(accs)
+
+
+def differs(a, b):
+    """True when two summaries' mean accuracies differ by more than either's spread between seeds:
+    a smaller difference is no difference (and one seed each shows no spread to judge by)."""
+    return len(a["runs"]) > 1 and len(b["runs"]) > 1 and \
+        abs(test_accuracy(a) - test_accuracy(b)) > max(seed_spread(a), seed_spread(b))
+
+
+def versus(a, b, label_b):
+    """'0.45 points above LayerNorm (80.52%)', or that the gap is within the seeds' spread."""
+    diff = test_accuracy(a) - test_accuracy(b)
+    where = f"{abs(diff):.2f} points {'above' if diff >= 0 else 'below'} {label_b} ({test_accuracy(b):.2f}%)"
+    if len(a["runs"]) < 2 or len(b["runs"]) < 2:
+        return f"{where}, from one seed: no spread to judge that by"
+    if differs(a, b):
+        return where
+    return (f"no difference from {label_b} ({test_accuracy(b):.2f}%): {where[:where.index(' (')]}, within the "
+            f"{max(seed_spread(a), seed_spread(b)):.2f} points by which seeds of the same norm differ")
+
+
 def comparison(results):
-    """The norms ranked by final test accuracy, with the gaps between them, as markdown bullets."""
+    """The norms' mean final test accuracies, and which differences exceed the seeds' spread."""
     ranked = sorted(results, key=lambda n: -test_accuracy(results[n]))
     if not ranked:
         return "No results yet: run `python run.py --norm all`."
-    best = test_accuracy(results[ranked[0]])
-    lines = [f"- {LABELS[ranked[0]]} finished highest, at {best:.2f}% mean final test accuracy."]
-    for n in ranked[1:]:
-        lines.append(f"- {LABELS[n]}: {test_accuracy(results[n]):.2f}%, {best - test_accuracy(results[n]):.2f} points lower.")
+    lines = [f"- {LABELS[n]}: {test_accuracy(results[n]):.2f}% mean final test accuracy, seeds "
+             f"{seed_spread(results[n]):.2f} points apart." for n in ranked]
+    pairs = [(a, b) for k, a in enumerate(ranked) for b in ranked[k + 1:]]
+    real = [f"{LABELS[a]} above {LABELS[b]}" for a, b in pairs if differs(results[a], results[b])]
+    lines.append("- Differences beyond the seeds' spread: " + (", ".join(real) if real else
+                 "none; on these runs the norms are level") + ".")
     fastest = min(results, key=lambda n: results[n]['seconds_per_epoch_mean'])
     lines.append(f"- Fastest per epoch: {LABELS[fastest]} ({results[fastest]['seconds_per_epoch_mean']:.1f} s "
                  f"on {results[fastest]['device']}); " + ", ".join(
@@ -73,7 +100,7 @@ def comparison(results):
     return "\n".join(lines)
 
 
-def _replace_between(text, start, end, body, readme):
+def replace_between(text, start, end, body, readme):
     if start not in text or end not in text:
         print(f"note: {readme} has no {start} ... {end} markers; left as it is", file=sys.stderr)
         return text
@@ -89,8 +116,8 @@ def update_readme(out="."):
         return False
     text = readme.read_text()
     saved = load_results(out)
-    new = _replace_between(text, TABLE_START, TABLE_END, results_table(saved), readme)
-    new = _replace_between(new, SUMMARY_START, SUMMARY_END, comparison(saved), readme)
+    new = replace_between(text, TABLE_START, TABLE_END, results_table(saved), readme)
+    new = replace_between(new, SUMMARY_START, SUMMARY_END, comparison(saved), readme)
     if new != text:
         write_text(readme, new)
     return new != text
@@ -103,15 +130,12 @@ def observations(norm, results):
     me = results[norm]
     others = [n for n in NORMS if n != norm and n in results]
     lines = []
-    ranking = sorted(results, key=lambda n: -test_accuracy(results[n]))
-    place = ["best", "second", "third"][ranking.index(norm)]
     n_seeds = len(me["seeds"])
-    lines.append(f"- {LABELS[norm]} reached {test_accuracy(me):.2f}% test accuracy after {me['epochs']} epochs "
-                 f"(mean of {n_seeds} seed{'s' if n_seeds > 1 else ''}), the {place} of the {len(results)} norms.")
+    seeds = f"mean of {n_seeds} seeds, {seed_spread(me):.2f} points apart" if n_seeds > 1 else "one seed"
+    lines.append(f"- {LABELS[norm]} reached {test_accuracy(me):.2f}% test accuracy after {me['epochs']} epochs ({seeds}).")
     for n in others:
-        diff = test_accuracy(me) - test_accuracy(results[n])
-        lines.append(f"- {abs(diff):.2f} points {'above' if diff >= 0 else 'below'} {LABELS[n]} "
-                     f"({test_accuracy(results[n]):.2f}%).")
+        text = versus(me, results[n], LABELS[n])
+        lines.append(f"- {text[0].upper()}{text[1:]}.")
     gap = me['final_train_accuracy_mean'] - test_accuracy(me)
     if gap < 0:
         verdict = "augmented training images are harder than test images, and the net is not overfitting."
@@ -123,6 +147,64 @@ def observations(norm, results):
                  f"{abs(gap):.2f} points {'above' if gap >= 0 else 'below'} test accuracy: {verdict}")
     speeds = ", ".join(f"{LABELS[n]} {results[n]['seconds_per_epoch_mean']:.1f} s" for n in results)
     lines.append(f"- Seconds per training epoch on {me['device']}: {speeds}.")
+    return "\n".join(lines)
+
+
+def load_sweep(out="."):
+    """The batch-size experiment's runs (sweep.py): (list of run dicts, {norm: {batch size: [accuracies]}})."""
+    runs = [json.loads(p.read_text()) for p in sorted((Path(out) / "results" / "sweep").glob("*-bs*-seed*.json"))]
+    table = {}
+    for r in runs:
+        table.setdefault(r["norm"], {}).setdefault(r["batch_size"], []).append(r["final_test_accuracy"])
+    return runs, table
+
+
+def batch_size_observations(norm, table):
+    """Two sentences on how `norm`'s accuracy moved from the largest batch to the smallest, judged
+    against the spread of the seeds at those two points."""
+    if norm not in table:
+        return f"No batch-size runs for {LABELS[norm]} yet: run `python sweep.py`."
+    points = table[norm]
+    small, large = min(points), max(points)
+    a, b = points[small], points[large]
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    spread = max(max(a) - min(a), max(b) - min(b))
+    change = mean_a - mean_b
+    text = (f"{LABELS[norm]} scored {mean_b:.1f}% with batches of {large} and {mean_a:.1f}% with batches of "
+            f"{small} ({change:+.1f} points; the seeds at those two points are up to {spread:.1f} points apart). ")
+    if len(a) < 2 or len(b) < 2:
+        return text + "One seed per point shows no spread to judge that by."
+    if abs(change) <= spread:
+        text += "That is within the seeds' spread: no measurable effect of the batch size."
+    else:
+        text += ("Smaller batches cost it accuracy beyond the seeds' spread." if change < 0 else
+                 "It did better with small batches, beyond the seeds' spread (more steps at the scaled rate).")
+    others = []
+    for other in (n for n in NORMS if n != norm and small in table.get(n, {})):
+        c = table[other][small]
+        gap = mean_a - sum(c) / len(c)
+        level = abs(gap) <= max(max(a) - min(a), max(c) - min(c))
+        others.append(f"level with {LABELS[other]}" if level else
+                      f"{abs(gap):.1f} points {'above' if gap > 0 else 'below'} {LABELS[other]}")
+    if others:
+        text += f" At batches of {small} it was " + " and ".join(others) + ", judged by the same spread."
+    return text
+
+
+GAP_BATCHES = (2, 8, 32, 128)  # test batch sizes of BatchNorm's train/eval comparison (sweep.py)
+
+
+def batchnorm_gap_table(out="."):
+    """Markdown table of results/sweep/batchnorm_gap.json: BatchNorm models tested with their running
+    statistics (eval mode) and with the statistics of test batches (train mode)."""
+    path = Path(out) / "results" / "sweep" / "batchnorm_gap.json"
+    if not path.is_file():
+        return "No train/eval measurement yet: run `python sweep.py`."
+    lines = ["| BatchNorm model | eval mode (running statistics) | "
+             + " | ".join(f"statistics of {b} test images" for b in GAP_BATCHES) + " |",
+             "|---|---:|" + "---:|" * len(GAP_BATCHES)]
+    for name, row in json.loads(path.read_text()).items():
+        lines.append(f"| {name} | {row['eval']:.2f}% | " + " | ".join(f"{row[f'train_bs{b}']:.2f}%" for b in GAP_BATCHES) + " |")
     return "\n".join(lines)
 
 

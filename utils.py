@@ -86,9 +86,13 @@ def make_optimizer(model, cfg, steps_per_epoch):
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
     )
+    # OneCycleLR divides by zero when the warm-up is exactly one step (a 5-step run with warmup
+    # 0.2); such a run warms up for one and a half steps instead. Every other run keeps cfg.warmup.
+    total = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup if cfg.warmup * total != 1 else 1.5 / total
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
-        pct_start=cfg.warmup, anneal_strategy="linear", div_factor=10, final_div_factor=100,
+        pct_start=warmup, anneal_strategy="linear", div_factor=10, final_div_factor=100,
     )
     return optimizer, scheduler
 
@@ -245,7 +249,8 @@ def get_incorrect_predictions(model, data, cfg=None):
 
 
 def plot_incorrect_predictions(items, classes, count=10, columns=2):
-    """A grid of `count` mistakes (5 rows x 2 columns by default), titled true | pred (confidence)."""
+    """A grid of `count` mistakes (5 rows x 2 columns by default), each titled with its true and
+    predicted class and the confidence (the probability the model gave the predicted class)."""
     rows = math.ceil(count / columns)
     fig = Figure(figsize=(2.4 * columns + 1, 2.2 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
@@ -254,8 +259,8 @@ def plot_incorrect_predictions(items, classes, count=10, columns=2):
         if k < min(count, len(items)):
             item = items[k]
             ax.imshow(item["image"].permute(1, 2, 0).numpy())  # raw uint8 pixels: nothing to un-normalize
-            ax.set_title(f"true: {classes[item['true']]} | pred: {classes[item['predicted']]} "
-                         f"({item['confidence']:.2f})", fontsize=9)
+            ax.set_title(f"true: {classes[item['true']]} | pred: {classes[item['predicted']]}\n"
+                         f"confidence {item['confidence']:.2f}", fontsize=9)
     return fig
 
 

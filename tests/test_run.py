@@ -152,3 +152,11 @@ def test_dry_run_without_out_leaves_the_saved_results_alone(tmp_path, monkeypatc
     written = list((tmp_path / "tmp").glob("s8-dry-run-*/results/bn_seed0.json"))
     assert len(written) == 1 and "dry run: writing to" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in saved} == saved
+
+
+@pytest.mark.parametrize("norm", results.NORMS)
+def test_committed_checkpoints_load_as_their_results_describe(norm):
+    root = run.ROOT
+    model, ckpt = load_checkpoint(root / "checkpoints" / f"{norm}.pt", norm=norm)
+    summary = json.loads((root / "results" / f"{norm}.json").read_text())
+    assert ckpt["model_config"] == summary["model_config"] and type(model).__name__ == summary["model"]

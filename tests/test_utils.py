@@ -129,7 +129,7 @@ def test_misclassified_grid_has_ten_titled_panels_in_5_rows_2_columns():
     assert len(axes) == 10
     geometry = {ax.get_subplotspec().get_geometry()[:2] for ax in axes}
     assert geometry == {(5, 2)}
-    assert axes[0].get_title() == "true: airplane | pred: automobile (0.50)"
+    assert axes[0].get_title() == "true: airplane | pred: automobile\nconfidence 0.50"
     assert all(ax.get_title() and ax.get_images() for ax in axes)
 
 
@@ -137,8 +137,12 @@ def test_curves_show_train_and_test_loss_and_accuracy():
     history = [dict(epoch=e, train_loss=2 / e, test_loss=2.1 / e, train_acc=10 * e, test_acc=9 * e) for e in (1, 2, 3)]
     fig = plots.plot_curves(history)
     loss_ax, acc_ax = fig.get_axes()
-    assert [l.get_label() for l in loss_ax.get_lines()] == ["train", "test"]
+    # The two losses are different quantities: each line says which.
+    assert [l.get_label() for l in loss_ax.get_lines()] == ["train: label-smoothed, augmented, epoch average",
+                                                             "test: plain, after the epoch"]
+    assert [l.get_label() for l in acc_ax.get_lines()] == ["train", "test"]
     assert list(acc_ax.get_lines()[1].get_ydata()) == [9, 18, 27]
+    assert all(tick == int(tick) for tick in acc_ax.xaxis.get_major_locator().tick_values(1, 3))  # whole epochs
 
 
 def test_recipe_layers_defaults_norm_settings_and_overrides(monkeypatch):
@@ -159,3 +163,10 @@ def test_flip_tta_averages_each_image_with_its_mirror_image():
     mirrored = utils.predict(model, data.test_images.flip(3), data, cfg)
     torch.testing.assert_close(utils.predict(model, data.test_images, data, cfg, flip=True), (plain + mirrored) / 2)
     assert not torch.allclose(plain, mirrored)  # the toy images are not symmetric
+
+
+@pytest.mark.parametrize("images", [40, 50, 64])  # 5, 7 and 8 steps of 8: one warm-up step would divide by zero
+def test_very_short_runs_train(images):
+    h = utils.fit(S8_model("gn"), toy_data(images, 10), utils.TrainConfig(epochs=1, **{**FAST, "batch_size": 8}),
+                  "cpu", progress=False, log=lambda s: None)
+    assert h[0]["lr"] > 0

@@ -222,6 +222,14 @@ def fingerprint(model_config, state_dict):
     return h.hexdigest()
 
 
+def checkpoint(model, **extra):
+    """What a checkpoint holds: the weights, the ModelConfig they fit and the fingerprint binding
+    the two (load_checkpoint checks it), plus `extra` (classes, training config, ...)."""
+    config, weights = model.config.to_dict(), model.state_dict()
+    return {"model": weights, "model_config": config, "fingerprint": fingerprint(config, weights),
+            "norm": model.norm, **extra}
+
+
 def load_checkpoint(path, norm=None, device="cpu"):
     """(model, checkpoint) from a checkpoint run.py wrote, built from the description it holds.
 

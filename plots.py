@@ -104,7 +104,7 @@ def confusion_matrix(model, data, cfg=None):
     """counts[true, predicted] over the test set, as a (classes x classes) int64 tensor, predicted
     on the device the model is on."""
     device = model_device(model)
-    predicted = predict(model, data.test_images.to(device), data.to(device), cfg).argmax(1).cpu()
+    predicted = predict(model, data.test_images.to(device), data, cfg).argmax(1).cpu()
     k = len(data.classes)
     return torch.bincount(data.test_labels * k + predicted, minlength=k * k).view(k, k)
 

@@ -28,7 +28,7 @@ import utils
 from atomic import save_figure, torch_save, write_json
 from data import load_cifar10
 from hardware import AMP_CHOICES
-from models import ORDERS, ModelConfig, S8_model, canonical_norm, count_parameters, fingerprint
+from models import ORDERS, ModelConfig, S8_model, canonical_norm, checkpoint, count_parameters
 from results import (LABELS, NORMS, changed_settings, load_history, load_results, update_readme,
                      write_validation_record)
 
@@ -267,12 +267,9 @@ def run_one(norm, data, cfg, device, model_config, provenance, quiet=False):
         **provenance,
         "history": history,
     }
-    weights = model.state_dict()
-    checkpoint = {"model": weights, "model_config": model_config.to_dict(),
-                  "fingerprint": fingerprint(model_config.to_dict(), weights),
-                  "norm": norm, "classes": list(data.classes), "config": asdict(cfg),
-                  "mean": data.mean.cpu(), "std": data.std.cpu(), **provenance}
-    return {"result": result, "checkpoint": checkpoint, "model": model, "mistakes": mistakes}
+    saved = checkpoint(model, classes=list(data.classes), config=asdict(cfg), mean=data.mean.cpu(),
+                       std=data.std.cpu(), **provenance)
+    return {"result": result, "checkpoint": saved, "model": model, "mistakes": mistakes}
 
 
 def save_seed(out, norm, run, classes, first):

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 import utils
 from atomic import save_figure, torch_save, write_json, write_text
 from data import load_cifar10, normalize
-from models import S8_model, fingerprint, load_checkpoint
+from models import S8_model, checkpoint, load_checkpoint
 from results import GAP_BATCHES, LABELS, NORMS, batchnorm_gap_table, load_sweep, replace_between
 
 ROOT = Path(__file__).resolve().parent
@@ -177,10 +177,7 @@ def main(argv=None):
                 result, model = train_point(norm, batch_size, seed, data, args, device)
                 write_json(path, result)
                 if norm == "bn" and batch_size == min(args.batch_sizes) and seed == args.seeds[0]:
-                    config = model.config.to_dict()
-                    weights = model.state_dict()
-                    torch_save({"model": weights, "model_config": config, "fingerprint": fingerprint(config, weights),
-                                "norm": "bn", "classes": list(data.classes)}, path.with_suffix(".pt"))
+                    torch_save(checkpoint(model, classes=list(data.classes)), path.with_suffix(".pt"))
                 print(f"{LABELS[norm]:9s} batch {batch_size:3d} seed {seed}: test {result['final_test_accuracy']:.2f}% "
                       f"({result['seconds']:.0f} s)", flush=True)
     gap = {}

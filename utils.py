@@ -236,7 +236,7 @@ def get_incorrect_predictions(model, data, cfg=None):
     Returns a list of dicts: index (in data.test_*), image (uint8 CHW, CPU), true, predicted,
     confidence (the probability given to the predicted class).
     """
-    probs = predict(model, data.test_images.to(model_device(model)), data.to(model_device(model)), cfg).cpu()
+    probs = predict(model, data.test_images.to(model_device(model)), data, cfg).cpu()  # normalize moves mean/std
     confidence, predicted = probs.max(1)
     wrong = (predicted != data.test_labels).nonzero().flatten()
     # Sort by index first, then stably by confidence: equal confidences keep index order.

@@ -66,6 +66,24 @@ NORM_TYPES = {t.key: t for t in (
     NormType("gn", ("group", "groupnorm"), "GroupNorm", "Model_Group_Normalization", _group_norm, "relu-norm"),
 )}
 
+# The activation of every C block, by name (ModelConfig.activation).
+ACTIVATIONS = {"relu": partial(nn.ReLU, inplace=True), "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class StdConv2d(nn.Conv2d):
+    """A conv with Weight Standardization (Qiao et al., 2019): each filter is shifted to mean 0
+    and scaled to variance 1 before it is applied. It smooths the loss surface much as BatchNorm
+    does, from the weights alone, so it helps most with norms that see one image at a time."""
+
+    def forward(self, x):
+        w = self.weight
+        var, mean = torch.var_mean(w, dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return self._conv_forward(x, (w - mean) * torch.rsqrt(var + 1e-5), self.bias)
+
+
+# The 3x3 conv of every C block, by name (ModelConfig.conv).
+CONVS = {"plain": nn.Conv2d, "ws": StdConv2d}
+
 # Channels after C1, C2, c3, C3-C5, c6, C7-C9. Every width is a multiple of 4 so that
 # GroupNorm's default of 4 groups divides every layer.
 DEFAULT_WIDTHS = (16, 32, 16, 28, 16, 32)
@@ -105,6 +123,10 @@ class ModelConfig:
     widths: tuple = DEFAULT_WIDTHS  # channels after C1, C2, c3, C3-C5, c6, C7-C9
     groups: int = DEFAULT_GROUPS  # GroupNorm's groups (the other norms ignore it)
     order: Optional[str] = None  # norm-relu | relu-norm; None: the norm's own (NORM_TYPES)
+    activation: str = "relu"  # relu | gelu | silu (ACTIVATIONS)
+    conv: str = "plain"  # plain | ws: the C blocks' 3x3 convs, ws = Weight Standardization (CONVS)
+    zero_init_residual: bool = False  # the last norm's scale in each skipped branch (C5, C9) starts at 0
+    dirac_init: bool = False  # the 3x3 convs inside the skips (C4, C5, C8, C9) start as identity + noise
     num_classes: int = 10
 
     def __post_init__(self):
@@ -115,6 +137,14 @@ class ModelConfig:
             raise ValueError(f"unknown order {self.order!r}; use one of {', '.join(map(repr, ORDERS))}")
         if len(self.widths) != 6 or min(self.widths) < 1:
             raise ValueError(f"widths takes 6 channel counts of 1 or more, got {self.widths}")
+        for name, table in (("activation", ACTIVATIONS), ("conv", CONVS)):
+            if getattr(self, name) not in table:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; use one of {', '.join(map(repr, table))}")
+        if self.zero_init_residual and self.order != "relu-norm":
+            # With the activation last, a zero scale feeds ReLU(0): its gradient is 0 as well, so
+            # the branch would stay switched off for the whole run.
+            raise ValueError("zero_init_residual needs order 'relu-norm' (the norm last in each block); "
+                             f"with {self.order!r} the zeroed branch would never switch on")
 
     def to_dict(self):
         return {**asdict(self), "widths": list(self.widths)}
@@ -123,12 +153,12 @@ class ModelConfig:
 class ConvBlock(nn.Sequential):
     """C: 3x3 conv -> norm -> ReLU (order 'norm-relu') or 3x3 conv -> ReLU -> norm ('relu-norm').
     Before a norm the conv needs no bias (the norm's shift replaces it); before a ReLU it does,
-    to set where the ReLU cuts off."""
+    to set where the ReLU cuts off. The conv and the activation are constructor arguments too."""
 
-    def __init__(self, c_in, c_out, norm_layer, order="norm-relu"):
-        conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=order == "relu-norm")
-        norm, relu = norm_layer(c_out), nn.ReLU(inplace=True)
-        super().__init__(*([conv, norm, relu] if order == "norm-relu" else [conv, relu, norm]))
+    def __init__(self, c_in, c_out, norm_layer, order="norm-relu", act_layer=ACTIVATIONS["relu"], conv_layer=nn.Conv2d):
+        conv = conv_layer(c_in, c_out, 3, padding=1, bias=order == "relu-norm")
+        norm, act = norm_layer(c_out), act_layer()
+        super().__init__(*([conv, norm, act] if order == "norm-relu" else [conv, act, norm]))
 
 
 class S8Net(nn.Module):
@@ -147,7 +177,8 @@ class S8Net(nn.Module):
         a, b, c, d, e, f = self.config.widths
 
         def conv(c_in, c_out):
-            return ConvBlock(c_in, c_out, norm_layer(self.norm, self.config.groups), self.config.order)
+            return ConvBlock(c_in, c_out, norm_layer(self.norm, config.groups), config.order,
+                             ACTIVATIONS[config.activation], CONVS[config.conv])
 
         self.c1, self.c2 = conv(3, a), conv(a, b)
         self.c3 = nn.Conv2d(b, c, 1, bias=False)
@@ -156,6 +187,13 @@ class S8Net(nn.Module):
         self.C7, self.C8, self.C9 = conv(e, f), conv(f, f), conv(f, f)
         self.c10 = nn.Conv2d(f, self.config.num_classes, 1)
         self.pool = nn.MaxPool2d(2)
+        if config.dirac_init:  # each skipped branch starts close to passing its input through
+            for block in (self.C4, self.C5, self.C8, self.C9):
+                with torch.no_grad():
+                    block[0].weight += nn.init.dirac_(torch.empty_like(block[0].weight))
+        if config.zero_init_residual:  # each skip starts as the identity: x + 0
+            for block in (self.C5, self.C9):
+                nn.init.zeros_(block[-1].weight)
 
     def forward(self, x):
         x = self.pool(self.c3(self.c2(self.c1(x))))  # 32x32 -> 16x16

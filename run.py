@@ -28,7 +28,7 @@ import utils
 from atomic import save_figure, torch_save, write_json
 from data import load_cifar10
 from hardware import AMP_CHOICES
-from models import ORDERS, ModelConfig, S8_model, canonical_norm, checkpoint, count_parameters
+from models import ACTIVATIONS, CONVS, ORDERS, ModelConfig, S8_model, canonical_norm, checkpoint, count_parameters
 from results import (LABELS, NORMS, changed_settings, load_history, load_results, update_readme,
                      write_validation_record)
 
@@ -62,6 +62,9 @@ def parse_args(argv=None):
         "groups": dict(type=_positive, help="GroupNorm's groups (default 4)"),
         "order": dict(choices=ORDERS, help="where the norm sits in each C block: before or after the ReLU "
                                            "(default: the norm's own, models.NORM_TYPES)"),
+        "activation": dict(choices=list(ACTIVATIONS), help="the C blocks' activation (default relu)"),
+        "conv": dict(choices=list(CONVS), help="the C blocks' 3x3 conv: plain, or ws = Weight Standardization "
+                                              "(default plain)"),
     })
     add_config_flags(p, utils.TrainConfig, skip=("seed",), special={
         "amp": dict(choices=AMP_CHOICES, help="mixed precision (default auto: bf16 where the hardware has it "

@@ -33,6 +33,10 @@ class TrainConfig:
     pad: int = 4  # random translation of up to this many pixels
     flip: bool = True
     cutout: int = 0  # side of the square cut out of each training image; 0 = off
+    norm_lr: float = 1.0  # multiplier of lr for the norms' scales and shifts and the biases
+    bn_momentum: float = 0.1  # BatchNorm's running statistics: new = (1 - m) * old + m * batch's
+    ema: float = 0.0  # decay per step of an average of the weights that is tested and kept; 0 = off
+    lookahead: int = 0  # Lookahead (Zhang et al., 2019): every k steps, move halfway back to the slow weights; 0 = off
     amp: str = "auto"  # auto | bf16 | fp16 | off: auto takes what the hardware does natively (hardware.py)
     channels_last: Optional[bool] = None  # None: where measured faster for the norm (hardware.CHANNELS_LAST)
     seed: int = 0
@@ -49,6 +53,10 @@ class TrainConfig:
             ("warmup", 0 <= self.warmup < 1, "from 0 up to, not including, 1"),
             ("pad", 0 <= self.pad <= 16, "from 0 to 16 pixels"),
             ("cutout", 0 <= self.cutout <= 32, "from 0 to 32 pixels"),
+            ("norm_lr", self.norm_lr > 0, "above 0"),
+            ("bn_momentum", 0 < self.bn_momentum <= 1, "above 0 and at most 1"),
+            ("ema", 0 <= self.ema < 1, "from 0 (off) up to, not including, 1"),
+            ("lookahead", self.lookahead >= 0, "a whole number of steps, 0 for off"),
             ("seed", self.seed >= 0, "a whole number of 0 or more"),
         ]
         problems = [f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}"
@@ -86,19 +94,58 @@ def make_optimizer(model, cfg, steps_per_epoch):
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
     )
+    max_lr = [cfg.lr, cfg.lr * cfg.norm_lr]
     # OneCycleLR divides by zero when the warm-up is exactly one step (a 5-step run with warmup
     # 0.2); such a run warms up for one and a half steps instead. Every other run keeps cfg.warmup.
     total = cfg.epochs * steps_per_epoch
     warmup = cfg.warmup if cfg.warmup * total != 1 else 1.5 / total
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+        optimizer, max_lr=max_lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
         pct_start=warmup, anneal_strategy="linear", div_factor=10, final_div_factor=100,
     )
     return optimizer, scheduler
 
 
-def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=True, scaler=None):
-    """One epoch over data.train_* (already on the model's device).
+class WeightEMA:
+    """An exponential moving average of a model's weights and BatchNorm statistics, updated after
+    every step; `model` is the averaged copy, to test and to keep."""
+
+    def __init__(self, model, decay):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.steps = decay, 0
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        self.floats = [list(t) for t in zip(*[p for p in pairs if p[0].is_floating_point()])]
+        self.counts = [p for p in pairs if not p[0].is_floating_point()]  # BatchNorm's num_batches_tracked
+
+    @torch.no_grad()
+    def update(self):
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))  # early on, forget the random start faster
+        torch._foreach_lerp_(self.floats[0], self.floats[1], 1 - decay)
+        for average, live in self.counts:
+            average.copy_(live)
+
+
+class Lookahead:
+    """Lookahead (Zhang et al., 2019): every k steps the weights move back to halfway between
+    themselves and the slow weights of k steps before, which then take their place."""
+
+    def __init__(self, model, k, alpha=0.5):
+        self.params = [p for p in model.parameters()]
+        self.slow = [p.detach().clone() for p in self.params]
+        self.k, self.alpha, self.steps = k, alpha, 0
+
+    @torch.no_grad()
+    def update(self):
+        self.steps += 1
+        if self.steps % self.k == 0:
+            torch._foreach_lerp_(self.slow, self.params, self.alpha)
+            torch._foreach_copy_(self.params, self.slow)
+
+
+def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=True, scaler=None, after_step=()):
+    """One epoch over data.train_* (already on the model's device); each of `after_step` (a
+    WeightEMA, a Lookahead) is updated after every optimizer step.
 
     Returns (loss, accuracy %, the learning rate of the epoch's last step)."""
     model.train()
@@ -125,6 +172,8 @@ def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=T
         else:
             loss.backward()
             optimizer.step()
+        for hook in after_step:
+            hook.update()
         lr = optimizer.param_groups[0]["lr"]  # the rate this step used; after the last step the scheduler overshoots
         scheduler.step()
         loss_sum += loss.detach() * len(y)
@@ -175,7 +224,8 @@ def test(model, data, cfg=None, flip=False):
 
 
 def fit(model, data, cfg=None, device=None, progress=True, log=print):
-    """Train `model` for cfg.epochs on `data` and return the per-epoch history (list of dicts)."""
+    """Train `model` for cfg.epochs on `data` and return the per-epoch history (list of dicts).
+    With cfg.ema, the averaged weights are the ones tested and, at the end, left in `model`."""
     cfg = (cfg or TrainConfig()).check()
     device = pick_device(device)
     torch.manual_seed(cfg.seed)
@@ -186,18 +236,27 @@ def fit(model, data, cfg=None, device=None, progress=True, log=print):
     steps = math.ceil(len(data.train_labels) / cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     scaler = precision.grad_scaler(device)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = cfg.bn_momentum
+    lookahead = [Lookahead(model, cfg.lookahead)] if cfg.lookahead else []  # before the EMA: it moves the weights
+    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
+    tested = ema.model if ema else model
     history = []
     log(f"precision: {precision.describe()}")
     log(EPOCH_HEADER)
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
-        train_loss, train_acc, lr = train(model, data, optimizer, scheduler, cfg, generator, epoch, progress, scaler)
+        train_loss, train_acc, lr = train(model, data, optimizer, scheduler, cfg, generator, epoch, progress, scaler,
+                                          lookahead + ([ema] if ema else []))
         seconds = time.perf_counter() - start  # training only; evaluation is not counted
-        test_loss, test_acc = test(model, data, cfg)
+        test_loss, test_acc = test(tested, data, cfg)
         row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                    test_acc=test_acc, lr=lr, seconds=seconds)
         history.append(row)
         log(format_epoch(row))
+    if ema:
+        model.load_state_dict(ema.model.state_dict())
     return history
 
 

@@ -140,3 +140,64 @@ def test_model_config_is_what_the_model_is_built_from():
     assert S8_model(**config.to_dict()).config == config
     with pytest.raises(ValueError, match="widths takes 6 channel counts"):
         ModelConfig(widths=(16, 32))
+
+
+# ---------------------------------------------------------------------------------------------
+# The levers of the accuracy push: each is one ModelConfig field, off by default.
+
+
+def test_weight_standardized_conv_ignores_each_filters_offset_and_scale():
+    from models import StdConv2d
+
+    torch.manual_seed(0)
+    conv = StdConv2d(3, 4, 3, padding=1, bias=False)
+    x = torch.randn(2, 3, 8, 8)
+    before = conv(x)
+    with torch.no_grad():  # per filter: any shift and positive scale leave the standardized filter as it was
+        conv.weight.mul_(torch.tensor([3.0, 2.0, 7.0, 1.0]).view(4, 1, 1, 1)).add_(torch.randn(4, 1, 1, 1))
+    torch.testing.assert_close(conv(x), before, rtol=2e-3, atol=2e-3)  # up to the 1e-5 in the variance
+    plain = torch.nn.functional.conv2d(x, conv.weight, padding=1)
+    assert not torch.allclose(plain, before, atol=1e-2)
+
+
+def test_conv_and_activation_are_config_fields():
+    model = S8_model("gn", conv="ws", activation="gelu")
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert {"StdConv2d", "GELU"} <= kinds and "ReLU" not in kinds
+    assert count_parameters(model) == count_parameters(S8_model("gn"))  # neither adds a parameter
+    assert type(S8_model("gn").C4[0]) is torch.nn.Conv2d
+    for field, bad in (("activation", "tanh"), ("conv", "wide")):
+        with pytest.raises(ValueError, match=f"unknown {field} '{bad}'; use one of"):
+            S8_model("gn", **{field: bad})
+
+
+def test_zero_init_residual_makes_each_skip_start_as_the_identity():
+    torch.manual_seed(0)
+    model = S8_model("ln", zero_init_residual=True)
+    x = torch.randn(2, model.config.widths[3], 16, 16)
+    assert torch.count_nonzero(model.C5(model.C4(x))) == 0  # the branch adds nothing yet
+    assert torch.count_nonzero(S8_model("ln").C5(S8_model("ln").C4(x))) > 0
+    with pytest.raises(ValueError, match="needs order 'relu-norm'"):
+        S8_model("bn", zero_init_residual=True)  # its ReLU comes last: a zero scale would never move
+
+
+def test_dirac_init_adds_the_identity_to_the_usual_random_start():
+    torch.manual_seed(0)
+    plain = S8_model("bn")
+    torch.manual_seed(0)
+    dirac = S8_model("bn", dirac_init=True)
+    identity = torch.nn.init.dirac_(torch.empty_like(plain.C4[0].weight))
+    torch.testing.assert_close(dirac.C4[0].weight, plain.C4[0].weight + identity)
+    torch.testing.assert_close(dirac.C3[0].weight, plain.C3[0].weight)  # changes width: left as it was
+
+
+def test_checkpoint_of_a_lever_model_loads_as_that_model(tmp_path):
+    from models import checkpoint, load_checkpoint
+
+    torch.manual_seed(0)
+    model = S8_model("gn", conv="ws", activation="silu", zero_init_residual=True, groups=2)
+    torch.save(checkpoint(model), tmp_path / "gn.pt")
+    loaded, _ = load_checkpoint(tmp_path / "gn.pt", norm="gn")
+    assert loaded.config == model.config
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded.eval()(x), model.eval()(x))

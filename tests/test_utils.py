@@ -170,3 +170,71 @@ def test_very_short_runs_train(images):
     h = utils.fit(S8_model("gn"), toy_data(images, 10), utils.TrainConfig(epochs=1, **{**FAST, "batch_size": 8}),
                   "cpu", progress=False, log=lambda s: None)
     assert h[0]["lr"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Training levers: each is one TrainConfig field, off (or PyTorch's default) unless asked for.
+
+
+def test_weight_ema_averages_weights_and_batchnorm_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = utils.WeightEMA(model, decay=0.9)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model(torch.randn(8, 3))  # moves the running statistics and counts a batch
+    ema.update()  # step 1: decay min(0.9, 2/11)
+    d = 2 / 11
+    averaged = ema.model.state_dict()
+    torch.testing.assert_close(averaged["0.weight"], d * start["0.weight"] + (1 - d) * model[0].weight)
+    torch.testing.assert_close(averaged["1.running_mean"], d * start["1.running_mean"] + (1 - d) * model[1].running_mean)
+    assert averaged["1.num_batches_tracked"] == 1
+
+
+def test_lookahead_pulls_the_weights_halfway_back_every_k_steps():
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    lookahead = utils.Lookahead(model, k=2)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    lookahead.update()
+    assert model.weight.tolist() == [[3.0, 3.0]]  # step 1 of 2: untouched
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+    lookahead.update()
+    assert model.weight.tolist() == [[3.0, 3.0]]  # halfway from the slow 1.0 to 5.0
+    assert lookahead.slow[0].tolist() == [[3.0, 3.0]]
+
+
+def test_norm_lr_scales_the_peak_rate_of_the_norms_and_biases_only():
+    model = S8_model("bn")
+    cfg = utils.TrainConfig(epochs=1, lr=0.05, norm_lr=8.0, warmup=0.5)
+    optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=10)
+    rates = []
+    for _ in range(10):
+        rates.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()  # no gradients: moves nothing
+        scheduler.step()
+    conv_lr, norm_lr = zip(*rates)
+    assert max(conv_lr) == pytest.approx(0.05) and max(norm_lr) == pytest.approx(0.4)
+    assert all(n == pytest.approx(8 * c) for c, n in zip(conv_lr, norm_lr))
+
+
+def test_fit_with_ema_leaves_the_tested_average_in_the_model_and_sets_bn_momentum():
+    data = toy_data(64, 20)
+    torch.manual_seed(0)
+    model = S8_model("bn")
+    cfg = utils.TrainConfig(epochs=2, ema=0.9, bn_momentum=0.3, lookahead=3, **FAST)
+    history = utils.fit(model, data, cfg, "cpu", progress=False, log=lambda s: None)
+    assert all(m.momentum == 0.3 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    loss, acc = utils.test(model, data, cfg)
+    assert (loss, acc) == pytest.approx((history[-1]["test_loss"], history[-1]["test_acc"]))
+
+
+def test_lever_settings_out_of_range_are_refused_by_name():
+    with pytest.raises(ValueError) as err:
+        utils.TrainConfig(ema=1.0, bn_momentum=0.0, norm_lr=0.0, lookahead=-1).check()
+    for flag in ("--ema", "--bn-momentum", "--norm-lr", "--lookahead"):
+        assert flag in str(err.value)

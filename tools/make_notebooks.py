@@ -5,8 +5,8 @@ The three lessons share every cell but the norm's name and its explanation, so t
 generated, never edited by hand:
 
     python tools/make_notebooks.py [--repo OWNER/NAME]   # a cell whose source is unchanged keeps its outputs
-    S8_DATA=../shared/data/cifar10-jpg.tar.gz jupyter nbconvert --to notebook --execute --inplace \\
-        --ExecutePreprocessor.store_widget_state=False S8_*.ipynb   # fill in a full run's outputs
+    S8_DATA=../shared/data/cifar10-jpg.tar.gz jupyter execute --inplace --timeout=-1 \\
+        --NotebookClient.store_widget_state=False S8_*.ipynb   # fill in a full run's outputs
 
 The repository is --repo, else the `origin` remote when it is on GitHub, else the one README.md's
 badges already name: README.md is where the address lives between runs.

@@ -174,3 +174,27 @@ def test_readme_file_table_names_every_file_of_the_tree():
         expected.add(path if "/" not in path or folder in ("tools", ".ci") else folder + "/")
     table = (ROOT / "README.md").read_text().split("| file | job |", 1)[1].split("\n\n", 1)[0]
     assert expected - set(re.findall(r"`([^`]+)`", table)) == set()
+
+
+def test_figures_are_stored_as_palette_pngs_once():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 4, (60, 80, 4), dtype=np.uint8) * 60  # few colours, like a plot
+    pixels[..., 3] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buffer, "PNG")
+    rgba = base64.b64encode(buffer.getvalue()).decode()
+    committed = make_notebooks.build("bn", "jane/s8")
+    k = next(k for k, c in enumerate(committed.cells) if c.source == "plots.plot_samples(data)")
+    committed.cells[k].outputs = [nbformat.v4.new_output("display_data", data={"image/png": rgba})]
+    rebuilt = make_notebooks.build("bn", "jane/s8", committed)
+    stored = rebuilt.cells[k].outputs[0]["data"]["image/png"]
+    image = Image.open(io.BytesIO(base64.b64decode(stored)))
+    assert image.mode == "P" and image.size == (80, 60)
+    assert np.array_equal(np.asarray(image.convert("RGB")), pixels[..., :3])  # 4 colours survive exactly
+    assert make_notebooks.palette_png(stored) == stored  # regenerating changes nothing

@@ -13,12 +13,15 @@ badges already name: README.md is where the address lives between runs.
 """
 
 import argparse
+import base64
+import io
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
+from PIL import Image
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,6 +290,18 @@ OBSERVATIONS = {
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
+def palette_png(encoded):
+    """A base64 PNG as a 256-colour palette PNG (about a third of the bytes for these figures and
+    image grids, which hold few colours), so each notebook with its outputs stays under 500 KB;
+    one already in palette form is returned as it is, so regenerating changes nothing."""
+    image = Image.open(io.BytesIO(base64.b64decode(encoded)))
+    if image.mode == "P":
+        return encoded
+    buffer = io.BytesIO()
+    image.convert("RGB").quantize(256, dither=Image.Dither.NONE).save(buffer, "PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode() + "\n"
+
+
 def build(norm, repo, old=None):
     """The notebook for `norm`; a code cell whose source is the same as one of `old`'s keeps that
     cell's outputs (matched by source, so inserting a cell loses no outputs)."""
@@ -309,7 +324,10 @@ def build(norm, repo, old=None):
     )
     for cell in nb.cells:  # no saved widget state: a widget's view of it shows nothing on GitHub anyway
         for output in cell.get("outputs", []):
-            output.get("data", {}).pop(WIDGET_VIEW, None)
+            data = output.get("data", {})
+            data.pop(WIDGET_VIEW, None)
+            if "image/png" in data:
+                data["image/png"] = palette_png(data["image/png"])
     return nb
 
 

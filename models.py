@@ -140,11 +140,11 @@ class ModelConfig:
         for name, table in (("activation", ACTIVATIONS), ("conv", CONVS)):
             if getattr(self, name) not in table:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; use one of {', '.join(map(repr, table))}")
-        if self.zero_init_residual and self.order != "relu-norm":
-            # With the activation last, a zero scale feeds ReLU(0): its gradient is 0 as well, so
-            # the branch would stay switched off for the whole run.
-            raise ValueError("zero_init_residual needs order 'relu-norm' (the norm last in each block); "
-                             f"with {self.order!r} the zeroed branch would never switch on")
+        if self.zero_init_residual and self.order == "norm-relu" and self.activation == "relu":
+            # A zero scale in front of a ReLU feeds it 0, where its gradient is 0 as well: the
+            # branch would stay switched off for the whole run (GELU and SiLU still pass a gradient).
+            raise ValueError("zero_init_residual needs the norm last in each block (order 'relu-norm') or an "
+                             "activation other than relu; with a ReLU after it the zeroed branch would never switch on")
 
     def to_dict(self):
         return {**asdict(self), "widths": list(self.widths)}
@@ -192,8 +192,9 @@ class S8Net(nn.Module):
                 with torch.no_grad():
                     block[0].weight += nn.init.dirac_(torch.empty_like(block[0].weight))
         if config.zero_init_residual:  # each skip starts as the identity: x + 0
+            norm_index = 1 if config.order == "norm-relu" else 2  # ConvBlock: conv, norm, act or conv, act, norm
             for block in (self.C5, self.C9):
-                nn.init.zeros_(block[-1].weight)
+                nn.init.zeros_(block[norm_index].weight)
 
     def forward(self, x):
         x = self.pool(self.c3(self.c2(self.c1(x))))  # 32x32 -> 16x16

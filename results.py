@@ -213,13 +213,14 @@ VALIDATION_HEADER = """# Validation record
 Every setting of the suite was chosen here, on 5,000 training images held out (seeded) from the
 50,000, never on the test set. Each row is one run of `python run.py --validation 5000 --tag TAG ...`;
 the accuracy is the last epoch's, on the held-out images. Rows trained on fewer than the 45,000
-remaining images (`--subset N`, the same seeded subset for every seed of one command) are
-screening runs: they compare settings with each other at that size, not with full runs.
+remaining images (`--subset N`, the same seeded subset for every seed of one command, scored on
+N/5 of the held-out images) are screening runs: they compare settings with each other at that
+size, not with full runs.
 Seconds per epoch depend on the machine and precision of each run. Generated from
 `results/validation/*.json` by run.py; notes on what was concluded are in README.md.
 
-| tag | norm | differs from the defaults of the time | train images | epochs | seed | precision | val acc | train acc | s/epoch |
-|---|---|---|---:|---:|---:|---|---:|---:|---:|
+| tag | norm | differs from the defaults of the time | train images | val images | epochs | seed | precision | val acc | train acc | s/epoch |
+|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|
 """
 
 
@@ -234,7 +235,7 @@ def validation_record(entries):
     rows = []
     for r in sorted(entries, key=lambda r: (r.get("tag", ""), NORMS.index(r["norm"]))):
         rows.append(f"| {r.get('tag', '')} | {LABELS[r['norm']]} | {r.get('changed', '?')} | {r['train_images']:,} | "
-                    f"{r['epochs']} | {r['seed']} | {_amp_label(r['config']['amp'])} | {r['final_test_accuracy']:.2f}% | "
+                    f"{r['test_images']:,} | {r['epochs']} | {r['seed']} | {_amp_label(r['config']['amp'])} | {r['final_test_accuracy']:.2f}% | "
                     f"{r['final_train_accuracy']:.2f}% | {r['seconds_per_epoch']:.1f} |")
     return VALIDATION_HEADER + "\n".join(rows) + "\n"
 

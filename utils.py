@@ -139,8 +139,14 @@ class Lookahead:
     def update(self):
         self.steps += 1
         if self.steps % self.k == 0:
-            torch._foreach_lerp_(self.slow, self.params, self.alpha)
-            torch._foreach_copy_(self.params, self.slow)
+            self.sync()
+
+    @torch.no_grad()
+    def sync(self):
+        """Take the Lookahead step now: the weights become the slow weights (what is tested and kept)."""
+        torch._foreach_lerp_(self.slow, self.params, self.alpha)
+        torch._foreach_copy_(self.params, self.slow)
+        self.steps = 0
 
 
 def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=True, scaler=None, after_step=()):
@@ -225,7 +231,9 @@ def test(model, data, cfg=None, flip=False):
 
 def fit(model, data, cfg=None, device=None, progress=True, log=print):
     """Train `model` for cfg.epochs on `data` and return the per-epoch history (list of dicts).
-    With cfg.ema, the averaged weights are the ones tested and, at the end, left in `model`."""
+    With cfg.ema, the averaged weights are the ones tested and, at the end, left in `model` (the
+    train accuracy stays the live weights'); with cfg.lookahead, each epoch ends with a Lookahead
+    step, so the slow weights are the ones tested and kept."""
     cfg = (cfg or TrainConfig()).check()
     device = pick_device(device)
     torch.manual_seed(cfg.seed)
@@ -250,6 +258,8 @@ def fit(model, data, cfg=None, device=None, progress=True, log=print):
         train_loss, train_acc, lr = train(model, data, optimizer, scheduler, cfg, generator, epoch, progress, scaler,
                                           lookahead + ([ema] if ema else []))
         seconds = time.perf_counter() - start  # training only; evaluation is not counted
+        for slow in lookahead:
+            slow.sync()
         test_loss, test_acc = test(tested, data, cfg)
         row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                    test_acc=test_acc, lr=lr, seconds=seconds)

@@ -196,5 +196,5 @@ def test_figures_are_stored_as_palette_pngs_once():
     stored = rebuilt.cells[k].outputs[0]["data"]["image/png"]
     image = Image.open(io.BytesIO(base64.b64decode(stored)))
     assert image.mode == "P" and image.size == (80, 60)
-    assert np.array_equal(np.asarray(image.convert("RGB")), pixels[..., :3])  # 4 colours survive exactly
+    assert np.array_equal(np.asarray(image.convert("RGB")), pixels[..., :3])  # at most 64 colours: kept exactly
     assert make_notebooks.palette_png(stored) == stored  # regenerating changes nothing

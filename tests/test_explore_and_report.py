@@ -92,13 +92,14 @@ def test_observations_judge_the_train_test_gap(train_acc, verdict):
     assert verdict in results.observations("bn", {"bn": fake_result("bn", 80.0, train_acc)})
 
 
-def test_validation_record_names_the_training_size_and_precision_of_each_run():
+def test_validation_record_names_the_data_sizes_and_precision_of_each_run():
     from results import validation_record
 
     def entry(tag, amp, train_images):
-        return dict(tag=tag, norm="gn", changed="conv=ws", train_images=train_images, epochs=8, seed=1,
+        return dict(tag=tag, norm="gn", changed="conv=ws", train_images=train_images, test_images=train_images // 9,
+                    epochs=8, seed=1,
                     config={"amp": amp}, final_test_accuracy=70.123, final_train_accuracy=71.0, seconds_per_epoch=12.34)
 
     rows = validation_record([entry("b-screen", "off", 9000), entry("a-full", True, 45000)]).splitlines()[-2:]
-    assert rows[0] == "| a-full | GroupNorm | conv=ws | 45,000 | 8 | 1 | bf16 | 70.12% | 71.00% | 12.3 |"
-    assert rows[1].startswith("| b-screen | GroupNorm | conv=ws | 9,000 | 8 | 1 | fp32 |")
+    assert rows[0] == "| a-full | GroupNorm | conv=ws | 45,000 | 5,000 | 8 | 1 | bf16 | 70.12% | 71.00% | 12.3 |"
+    assert rows[1].startswith("| b-screen | GroupNorm | conv=ws | 9,000 | 1,000 | 8 | 1 | fp32 |")

@@ -174,11 +174,17 @@ def test_conv_and_activation_are_config_fields():
 def test_zero_init_residual_makes_each_skip_start_as_the_identity():
     torch.manual_seed(0)
     model = S8_model("ln", zero_init_residual=True)
-    x = torch.randn(2, model.config.widths[3], 16, 16)
-    assert torch.count_nonzero(model.C5(model.C4(x))) == 0  # the branch adds nothing yet
-    assert torch.count_nonzero(S8_model("ln").C5(S8_model("ln").C4(x))) > 0
-    with pytest.raises(ValueError, match="needs order 'relu-norm'"):
-        S8_model("bn", zero_init_residual=True)  # its ReLU comes last: a zero scale would never move
+    plain = S8_model("ln")
+    for first, last, channels, size in (("C4", "C5", 3, 16), ("C8", "C9", 5, 8)):
+        x = torch.randn(2, model.config.widths[channels], size, size)
+        branch = getattr(model, last)(getattr(model, first)(x))
+        assert torch.count_nonzero(branch) == 0  # the branch adds nothing yet
+        assert torch.count_nonzero(getattr(plain, last)(getattr(plain, first)(x))) > 0
+    bn = S8_model("bn", zero_init_residual=True, activation="silu")  # SiLU(0) = 0, with a gradient
+    x = torch.randn(2, bn.config.widths[3], 16, 16)
+    assert torch.count_nonzero(bn.C5(bn.C4(x))) == 0 and bn.C5[1].weight.abs().sum() == 0
+    with pytest.raises(ValueError, match="needs the norm last in each block"):
+        S8_model("bn", zero_init_residual=True)  # a ReLU after a zero scale would never move
 
 
 def test_dirac_init_adds_the_identity_to_the_usual_random_start():

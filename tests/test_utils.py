@@ -222,15 +222,37 @@ def test_norm_lr_scales_the_peak_rate_of_the_norms_and_biases_only():
     assert all(n == pytest.approx(8 * c) for c, n in zip(conv_lr, norm_lr))
 
 
-def test_fit_with_ema_leaves_the_tested_average_in_the_model_and_sets_bn_momentum():
+def test_fit_with_ema_tests_and_keeps_the_average_and_sets_bn_momentum(monkeypatch):
     data = toy_data(64, 20)
-    torch.manual_seed(0)
-    model = S8_model("bn")
-    cfg = utils.TrainConfig(epochs=2, ema=0.9, bn_momentum=0.3, lookahead=3, **FAST)
-    history = utils.fit(model, data, cfg, "cpu", progress=False, log=lambda s: None)
+    made = []
+    RealEMA = utils.WeightEMA
+    monkeypatch.setattr(utils, "WeightEMA", lambda model, decay: made.append(RealEMA(model, decay)) or made[-1])
+    final = {}
+    for ema in (0.0, 0.9):
+        torch.manual_seed(0)
+        model = S8_model("bn")
+        cfg = utils.TrainConfig(epochs=2, ema=ema, bn_momentum=0.3, **FAST)
+        history = utils.fit(model, data, cfg, "cpu", progress=False, log=lambda s: None)
+        final[ema] = model.state_dict()
+        assert (utils.test(model, data, cfg)) == pytest.approx((history[-1]["test_loss"], history[-1]["test_acc"]))
     assert all(m.momentum == 0.3 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-    loss, acc = utils.test(model, data, cfg)
-    assert (loss, acc) == pytest.approx((history[-1]["test_loss"], history[-1]["test_acc"]))
+    assert len(made) == 1  # ema=0 builds no average
+    for name, tensor in made[0].model.state_dict().items():
+        assert torch.equal(final[0.9][name], tensor)  # the average is what the model holds
+    assert not torch.equal(final[0.9]["C4.0.weight"], final[0.0]["C4.0.weight"])
+
+
+def test_fit_with_lookahead_tests_and_keeps_the_slow_weights(monkeypatch):
+    data = toy_data(64, 20)
+    made = []
+    RealLookahead = utils.Lookahead
+    monkeypatch.setattr(utils, "Lookahead", lambda model, k: made.append(RealLookahead(model, k)) or made[-1])
+    torch.manual_seed(0)
+    model = S8_model("gn")
+    utils.fit(model, data, utils.TrainConfig(epochs=2, lookahead=5, **FAST), "cpu", progress=False, log=lambda s: None)
+    assert len(made) == 1
+    for param, slow in zip(model.parameters(), made[0].slow):
+        assert torch.equal(param, slow)
 
 
 def test_lever_settings_out_of_range_are_refused_by_name():

@@ -244,8 +244,10 @@ def cells(norm, spec, repo):
         code("Markdown(results.batchnorm_gap_table())"),
         md("## 9. How the three norms compare\n\nThe saved results of the full runs "
            "(`python run.py --norm all`: 20 epochs on all of CIFAR-10, seeds 0, 1 and 2), read from "
-           "`results/*.json`. This notebook trains seed 0: on the machine named in the table it repeats that "
-           "seed's run exactly; on another device expect small differences."),
+           "`results/*.json`. This notebook trains seed 0: on the machine named in the table, in the "
+           "precision its JSON records (`precision`), it repeats that seed's run exactly; on another device "
+           "or in another precision (the first line of the training output above says which) expect a "
+           "difference of about the seeds' spread."),
         code("saved = results.load_results()\nMarkdown(results.results_table(saved))"),
         md("## 10. Observations\n\n" + OBSERVATIONS[norm]),
         code("Markdown(results.observations(NORM, saved))"),
@@ -291,12 +293,14 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def palette_png(encoded):
-    """A base64 PNG as a 256-colour palette PNG (about a third of the bytes for these figures and
-    image grids, which hold few colours), so each notebook with its outputs stays under 500 KB;
-    one already in palette form is returned as it is, so regenerating changes nothing."""
+    """A base64 PNG as a 256-colour palette PNG, composited on white, so that each notebook with its
+    outputs stays under 500 KB: about a third of the bytes. Plots keep their few colours exactly;
+    the photo grids (samples, mistakes) lose colour depth, which at 32x32 pixels a picture does not
+    show. One already in palette form is returned as it is, so regenerating changes nothing."""
     image = Image.open(io.BytesIO(base64.b64decode(encoded)))
     if image.mode == "P":
         return encoded
+    image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
     buffer = io.BytesIO()
     image.convert("RGB").quantize(256, dither=Image.Dither.NONE).save(buffer, "PNG", optimize=True)
     return base64.b64encode(buffer.getvalue()).decode() + "\n"

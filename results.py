@@ -233,7 +233,7 @@ def changed_settings(settings, defaults):
 def validation_record(entries):
     """Markdown table of validation runs, in the order of their tags."""
     rows = []
-    for r in sorted(entries, key=lambda r: (r.get("tag", ""), NORMS.index(r["norm"]))):
+    for r in sorted(entries, key=lambda r: (r.get("tag", ""), NORMS.index(r["norm"]), r["seed"])):
         rows.append(f"| {r.get('tag', '')} | {LABELS[r['norm']]} | {r.get('changed', '?')} | {r['train_images']:,} | "
                     f"{r['test_images']:,} | {r['epochs']} | {r['seed']} | {_amp_label(r['config']['amp'])} | {r['final_test_accuracy']:.2f}% | "
                     f"{r['final_train_accuracy']:.2f}% | {r['seconds_per_epoch']:.1f} |")

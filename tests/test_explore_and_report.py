@@ -100,6 +100,8 @@ def test_validation_record_names_the_data_sizes_and_precision_of_each_run():
                     epochs=8, seed=1,
                     config={"amp": amp}, final_test_accuracy=70.123, final_train_accuracy=71.0, seconds_per_epoch=12.34)
 
-    rows = validation_record([entry("b-screen", "off", 9000), entry("a-full", True, 45000)]).splitlines()[-2:]
+    seed0 = {**entry("b-screen", "off", 9000), "seed": 0}
+    rows = validation_record([entry("b-screen", "off", 9000), entry("a-full", True, 45000), seed0]).splitlines()[-3:]
+    assert rows.pop(1).startswith("| b-screen | GroupNorm | conv=ws | 9,000 | 1,000 | 8 | 0 |")  # seeds in order
     assert rows[0] == "| a-full | GroupNorm | conv=ws | 45,000 | 5,000 | 8 | 1 | bf16 | 70.12% | 71.00% | 12.3 |"
     assert rows[1].startswith("| b-screen | GroupNorm | conv=ws | 9,000 | 1,000 | 8 | 1 | fp32 |")

@@ -131,7 +131,7 @@ class Lookahead:
     themselves and the slow weights of k steps before, which then take their place."""
 
     def __init__(self, model, k, alpha=0.5):
-        self.params = [p for p in model.parameters()]
+        self.params = list(model.parameters())
         self.slow = [p.detach().clone() for p in self.params]
         self.k, self.alpha, self.steps = k, alpha, 0
 

@@ -127,6 +127,7 @@ class ModelConfig:
     conv: str = "plain"  # plain | ws: the C blocks' 3x3 convs, ws = Weight Standardization (CONVS)
     zero_init_residual: bool = False  # the last norm's scale in each skipped branch (C5, C9) starts at 0
     dirac_init: bool = False  # the 3x3 convs inside the skips (C4, C5, C8, C9) start as identity + noise
+    pool_first: bool = False  # P1 before c3 and P2 before c6: each 1x1 reduction sees the pooled map
     num_classes: int = 10
 
     def __post_init__(self):
@@ -196,11 +197,17 @@ class S8Net(nn.Module):
             for block in (self.C5, self.C9):
                 nn.init.zeros_(block[norm_index].weight)
 
+    def reduce(self, x, conv1x1):
+        # The template reduces channels, then pools (c3 P1). Pooling first lets the max pick from
+        # every channel before the 1x1 mixes them, at a quarter of the 1x1's cost; max-pool and a
+        # 1x1 conv do not commute, so the two orders are different networks with the same weights.
+        return conv1x1(self.pool(x)) if self.config.pool_first else self.pool(conv1x1(x))
+
     def forward(self, x):
-        x = self.pool(self.c3(self.c2(self.c1(x))))  # 32x32 -> 16x16
+        x = self.reduce(self.c2(self.c1(x)), self.c3)  # 32x32 -> 16x16
         x = self.C3(x)
         x = x + self.C5(self.C4(x))  # skip: C3's output joins C5's
-        x = self.pool(self.c6(x))  # 16x16 -> 8x8
+        x = self.reduce(x, self.c6)  # 16x16 -> 8x8
         x = self.C7(x)
         x = x + self.C9(self.C8(x))  # skip: C7's output joins C9's
         x = x.mean((2, 3), keepdim=True)  # GAP

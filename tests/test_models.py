@@ -197,11 +197,25 @@ def test_dirac_init_adds_the_identity_to_the_usual_random_start():
     torch.testing.assert_close(dirac.C3[0].weight, plain.C3[0].weight)  # changes width: left as it was
 
 
+def test_pool_first_moves_each_pool_before_its_1x1_reduction():
+    torch.manual_seed(0)
+    model = S8_model("bn", pool_first=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    h = model.c2(model.c1(x))
+    torch.testing.assert_close(model.reduce(h, model.c3), model.c3(model.pool(h)))
+    assert not torch.allclose(model.c3(model.pool(h)), model.pool(model.c3(h)))  # the order matters
+    reference = S8_model("bn").eval()
+    reference.load_state_dict(model.state_dict())  # same weights, template order
+    assert count_parameters(model) == count_parameters(reference)
+    assert not torch.allclose(model(x), reference(x))
+    torch.testing.assert_close(reference.reduce(h, reference.c3), reference.pool(reference.c3(h)))
+
+
 def test_checkpoint_of_a_lever_model_loads_as_that_model(tmp_path):
     from models import checkpoint, load_checkpoint
 
     torch.manual_seed(0)
-    model = S8_model("gn", conv="ws", activation="silu", zero_init_residual=True, groups=2)
+    model = S8_model("gn", conv="ws", activation="silu", zero_init_residual=True, groups=2, pool_first=True)
     torch.save(checkpoint(model), tmp_path / "gn.pt")
     loaded, _ = load_checkpoint(tmp_path / "gn.pt", norm="gn")
     assert loaded.config == model.config

@@ -28,7 +28,8 @@ import utils
 from atomic import save_figure, torch_save, write_json
 from data import load_cifar10
 from hardware import AMP_CHOICES
-from models import ACTIVATIONS, CONVS, ORDERS, ModelConfig, S8_model, canonical_norm, checkpoint, count_parameters
+from models import (ACTIVATIONS, CONVS, ORDERS, ModelConfig, S8_model, canonical_norm, checkpoint, count_parameters,
+                    load_checkpoint)
 from results import (LABELS, NORMS, changed_settings, load_history, load_results, update_readme,
                      write_validation_record)
 
@@ -50,11 +51,15 @@ def parse_args(argv=None):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--validation", type=_count, default=0, metavar="N",
                    help="hold out N seeded training images and evaluate on them instead of the test set "
-                        "(for choosing settings); writes only results/validation/<tag>-<norm>.json")
+                        "(for choosing settings); writes only results/validation/<tag>-<norm>.json and "
+                        "checkpoints/validation/<tag>-<norm>.pt (not committed: a teacher for --teacher)")
     p.add_argument("--tag", default="default", help="name of a validation run")
     p.add_argument("--seeds", type=_count, nargs="+", default=None,
                    help="one run per seed (default 0 1 2; 0 alone for --validation and --dry-run)")
     p.add_argument("--seed", type=lambda text: [_count(text)], dest="seeds", help="a single seed: same as --seeds N")
+    p.add_argument("--teacher", default=None, metavar="CHECKPOINT",
+                   help="distil from this trained model (any widths) with --distill-weight; in a --validation run "
+                        "it must have been trained with the same --validation, so it never saw the held-out images")
     # One flag per field of the model's and the training's configs; a flag left out takes the
     # config's default (for training: the norm's recipe, utils.recipe; for --order: the norm's own).
     add_config_flags(p, ModelConfig, skip=("norm", "num_classes"), special={
@@ -129,7 +134,7 @@ def main(argv=None):
     model_configs = {norm: ModelConfig(norm=norm, **model_given) for norm in norms}
     for norm in norms:  # every setting is checked before any data is loaded
         for seed in args.seeds:
-            utils.recipe(norm, **given, seed=seed).check()
+            utils.check_distillation(utils.recipe(norm, **given, seed=seed).check(), args.teacher is not None)
         S8_model(**asdict(model_configs[norm]))
     if args.out:
         out = Path(args.out)
@@ -140,6 +145,7 @@ def main(argv=None):
         out = Path(__file__).resolve().parent
     ensure_writable(out)
     device = utils.pick_device(args.device)
+    teacher = load_teacher(args.teacher) if args.teacher else None
 
     data = load_cifar10(args.data, cache_dir=args.cache)
     if args.validation:
@@ -147,6 +153,8 @@ def main(argv=None):
             raise ValueError(f"--validation {args.validation} would hold out every one of the {len(data.train_labels):,} "
                              f"training images; use fewer (5000 is the record's)")
         data = data.validation_split(args.validation, seed=0)  # the same held-out images for every run
+    if teacher:
+        check_teacher(teacher, data, args.validation)
     if args.dry_run and not args.subset:
         args.subset = min(512, len(data.train_labels))
     if args.subset:
@@ -165,8 +173,8 @@ def main(argv=None):
             if args.validation:
                 for seed in args.seeds:
                     cfg = utils.recipe(norm, **given, seed=seed)
-                    run = run_one(norm, data, cfg, device, model_configs[norm], provenance, args.quiet)
-                    save_validation(out, norm, run["result"], cfg, args.tag)
+                    run = run_one(norm, data, cfg, device, model_configs[norm], provenance, args.quiet, teacher)
+                    save_validation(out, norm, run, cfg, args.tag)
                 continue
             # A norm's seeds are written apart and moved into place together once all have finished,
             # so an interrupted run never leaves its files mixed with an earlier run's.
@@ -174,7 +182,7 @@ def main(argv=None):
             runs = []
             for seed in args.seeds:
                 cfg = utils.recipe(norm, **given, seed=seed)
-                run = run_one(norm, data, cfg, device, model_configs[norm], provenance, args.quiet)
+                run = run_one(norm, data, cfg, device, model_configs[norm], provenance, args.quiet, teacher)
                 save_seed(stage, norm, run, data.classes, first=not runs)
                 runs.append(run["result"])
             write_json(stage / "results" / f"{norm}.json", summarize_seeds(runs))
@@ -235,14 +243,37 @@ def percent(x):
     return round(x, 2)
 
 
-def run_one(norm, data, cfg, device, model_config, provenance, quiet=False):
-    """Train one seed; return its result (JSON-ready), checkpoint, model and mistakes."""
+def load_teacher(path):
+    """(model, description) of a teacher checkpoint, for distillation: what it is, what it was
+    trained on and how long that took (recorded beside every result distilled from it)."""
+    model, ckpt = load_checkpoint(path)
+    return model, {"checkpoint": Path(path).name, "fingerprint": ckpt["fingerprint"], "model_config": ckpt["model_config"],
+                   "parameters": count_parameters(model), "data": ckpt.get("data"), "training": ckpt.get("training")}
+
+
+def check_teacher(teacher, data, validation):
+    """Refuse a teacher that does not fit `data`, or that saw images a --validation run holds out."""
+    model, about = teacher
+    if model.config.num_classes != len(data.classes):
+        raise ValueError(f"teacher {about['checkpoint']} predicts {model.config.num_classes} classes, the data has "
+                         f"{len(data.classes)}; train a teacher on this data with `python run.py`")
+    if validation and not (about["data"] or "").startswith(data.source):
+        raise ValueError(f"teacher {about['checkpoint']} was trained on {about['data'] or 'data it does not record'}, "
+                         f"not on {data.source}: it may have seen the held-out images this run scores on; train the "
+                         f"teacher with the same --data and --validation {validation} (it is written to "
+                         f"checkpoints/validation/)")
+
+
+def run_one(norm, data, cfg, device, model_config, provenance, quiet=False, teacher=None):
+    """Train one seed; return its result (JSON-ready), checkpoint, model and mistakes. With
+    `teacher` (from load_teacher), the model learns from its predictions too (cfg.distill_weight)."""
     model_config = replace(model_config, num_classes=len(data.classes))
     torch.manual_seed(cfg.seed)
     model = S8_model(**asdict(model_config))
     print(f"\n=== {type(model).__name__} ({LABELS[norm]}) ===")
     utils.summarize(model, device)
-    history = utils.fit(model, data, cfg, device, progress=not quiet)  # prints the precision it chose, and why
+    history = utils.fit(model, data, cfg, device, progress=not quiet,  # prints the precision it chose, and why
+                        teacher=teacher[0] if teacher else None)
     cfg, precision = utils.resolve_precision(cfg, device, norm)  # recorded as chosen, not as 'auto'
     mistakes = utils.get_incorrect_predictions(model, data, cfg)
     _, flip_tta_accuracy = utils.test(model, data, cfg, flip=True)  # reported apart from the headline
@@ -267,11 +298,15 @@ def run_one(norm, data, cfg, device, model_config, provenance, quiet=False):
         "test_images": len(data.test_labels),
         "config": asdict(cfg),
         "model_config": model_config.to_dict(),
+        **({"teacher": teacher[1]} if teacher else {}),
         **provenance,
         "history": history,
     }
+    # What a checkpoint was trained on and what that cost: a run distilling from it records both.
+    training = {key: result[key] for key in ("epochs", "seed", "final_test_accuracy", "seconds_per_epoch", "device",
+                                             "precision", "train_images", "test_images")}
     saved = checkpoint(model, classes=list(data.classes), config=asdict(cfg), mean=data.mean.cpu(),
-                       std=data.std.cpu(), **provenance)
+                       std=data.std.cpu(), data=data.source, training=training, **provenance)
     return {"result": result, "checkpoint": saved, "model": model, "mistakes": mistakes}
 
 
@@ -316,11 +351,17 @@ def summarize_seeds(runs):
     }
 
 
-def save_validation(out, norm, result, cfg, tag):
-    """`cfg` as asked for (amp 'auto' stays 'auto'), so that only settings a flag changed count as changed."""
+def save_validation(out, norm, run, cfg, tag):
+    """`cfg` as asked for (amp 'auto' stays 'auto'), so that only settings a flag changed count as changed.
+    The checkpoint is kept beside (not committed) to serve as a teacher trained on the same split."""
+    result = run["result"]
     defaults = {**vars(utils.recipe(norm)), **ModelConfig(norm=norm, num_classes=result["model_config"]["num_classes"]).to_dict()}
-    result.update(tag=tag, changed=changed_settings({**vars(cfg), **result["model_config"]}, defaults))
+    changed = changed_settings({**vars(cfg), **result["model_config"]}, defaults)
+    if "teacher" in result:
+        changed += f", teacher={Path(result['teacher']['checkpoint']).stem}"
+    result.update(tag=tag, changed=changed)
     suffix = f"-seed{result['seed']}" if result["seed"] else ""
+    torch_save(run["checkpoint"], out / "checkpoints" / "validation" / f"{tag}-{norm}{suffix}.pt")
     write_json(out / "results" / "validation" / f"{tag}-{norm}{suffix}.json", result)
     write_validation_record(out)
 

@@ -37,6 +37,8 @@ class TrainConfig:
     bn_momentum: float = 0.1  # BatchNorm's running statistics: new = (1 - m) * old + m * batch's
     ema: float = 0.0  # decay per step of an average of the weights that is tested and kept; 0 = off
     lookahead: int = 0  # Lookahead (Zhang et al., 2019): every k steps, move halfway back to the slow weights; 0 = off
+    distill_weight: float = 0.0  # share of the loss that matches a teacher's softened predictions (needs a teacher); 0 = off
+    distill_temperature: float = 4.0  # softens both predictions in that share (Hinton et al., 2015)
     amp: str = "auto"  # auto | bf16 | fp16 | off: auto takes what the hardware does natively (hardware.py)
     channels_last: Optional[bool] = None  # None: where measured faster for the norm (hardware.CHANNELS_LAST)
     seed: int = 0
@@ -57,6 +59,8 @@ class TrainConfig:
             ("bn_momentum", 0 < self.bn_momentum <= 1, "above 0 and at most 1"),
             ("ema", 0 <= self.ema < 1, "from 0 (off) up to, not including, 1"),
             ("lookahead", self.lookahead >= 0, "a whole number of steps, 0 for off"),
+            ("distill_weight", 0 <= self.distill_weight <= 1, "from 0 (off) to 1"),
+            ("distill_temperature", self.distill_temperature > 0, "above 0"),
             ("seed", self.seed >= 0, "a whole number of 0 or more"),
         ]
         problems = [f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}"
@@ -149,9 +153,30 @@ class Lookahead:
         self.steps = 0
 
 
-def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=True, scaler=None, after_step=()):
+def check_distillation(cfg, has_teacher):
+    """Distillation needs a teacher and a share of the loss for it, or neither."""
+    if has_teacher != (cfg.distill_weight > 0):
+        raise ValueError("distillation needs both a teacher (--teacher CHECKPOINT) and a share of the loss for it "
+                         f"(--distill-weight, e.g. 0.5); got {'a teacher' if has_teacher else 'no teacher'} "
+                         f"and --distill-weight {cfg.distill_weight}")
+
+
+def distillation_loss(logits, teacher_logits, labels, cfg):
+    """Knowledge distillation (Hinton et al., 2015): (1 - w) x the label loss + w x T^2 x the KL
+    divergence from the teacher's predictions to the student's, both softened by temperature T.
+    T^2 keeps the soft term's gradients the size of the label term's whatever T is."""
+    w, t = cfg.distill_weight, cfg.distill_temperature
+    hard = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    soft = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher_logits / t, 1), reduction="batchmean",
+                    log_target=True)
+    return (1 - w) * hard + w * t * t * soft
+
+
+def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=True, scaler=None, after_step=(),
+          teacher=None):
     """One epoch over data.train_* (already on the model's device); each of `after_step` (a
-    WeightEMA, a Lookahead) is updated after every optimizer step.
+    WeightEMA, a Lookahead) is updated after every optimizer step. With a `teacher` (a trained
+    model in eval mode), the loss is distillation_loss on the same augmented batch.
 
     Returns (loss, accuracy %, the learning rate of the epoch's last step)."""
     model.train()
@@ -167,7 +192,12 @@ def train(model, data, optimizer, scheduler, cfg, generator, epoch=1, progress=T
     for step, (x, y) in enumerate(batches):
         with precision.autocast(device):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if teacher is None:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            else:
+                with torch.no_grad():
+                    teacher_logits = teacher(x).float()
+                loss = distillation_loss(logits.float(), teacher_logits, y, cfg)
         bad = ~torch.isfinite(loss.detach())
         first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
         optimizer.zero_grad(set_to_none=True)
@@ -229,18 +259,22 @@ def test(model, data, cfg=None, flip=False):
     return loss, 100.0 * (probs.argmax(1) == labels).float().mean().item()
 
 
-def fit(model, data, cfg=None, device=None, progress=True, log=print):
+def fit(model, data, cfg=None, device=None, progress=True, log=print, teacher=None):
     """Train `model` for cfg.epochs on `data` and return the per-epoch history (list of dicts).
     With cfg.ema, the averaged weights are the ones tested and, at the end, left in `model` (the
     train accuracy stays the live weights'); with cfg.lookahead, each epoch ends with a Lookahead
-    step, so the slow weights are the ones tested and kept."""
+    step, so the slow weights are the ones tested and kept. With cfg.distill_weight, `teacher` (a
+    trained model; it is not changed) supplies the soft targets."""
     cfg = (cfg or TrainConfig()).check()
+    check_distillation(cfg, teacher is not None)
     device = pick_device(device)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     data = data.to(device)
     cfg, precision = resolve_precision(cfg, device, getattr(model, "norm", None))
     model.to(device, memory_format=precision.memory_format)
+    if teacher is not None:
+        teacher = copy.deepcopy(teacher).to(device, memory_format=precision.memory_format).eval().requires_grad_(False)
     steps = math.ceil(len(data.train_labels) / cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     scaler = precision.grad_scaler(device)
@@ -256,7 +290,7 @@ def fit(model, data, cfg=None, device=None, progress=True, log=print):
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc, lr = train(model, data, optimizer, scheduler, cfg, generator, epoch, progress, scaler,
-                                          lookahead + ([ema] if ema else []))
+                                          lookahead + ([ema] if ema else []), teacher)
         seconds = time.perf_counter() - start  # training only; evaluation is not counted
         for slow in lookahead:
             slow.sync()

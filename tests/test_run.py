@@ -116,7 +116,9 @@ def test_validation_run_scores_held_out_training_images_only(tmp_path, out):
     assert result["test_images"] == 20 and result["train_images"] == 40  # 60 training images, 20 held out
     assert "validation split 20" in result["data"]
     assert result["changed"] == "epochs=1, batch_size=16, lr=0.1, amp=off, widths=[16, 32, 16, 28, 24, 32]"
-    assert not (out / "results" / "gn.json").exists() and not (out / "checkpoints").exists()
+    assert not (out / "results" / "gn.json").exists()
+    kept = [p.relative_to(out).as_posix() for p in (out / "checkpoints").rglob("*") if p.is_file()]
+    assert kept == ["checkpoints/validation/lr-high-gn.pt"]  # a teacher for --teacher, never the published gn.pt
     record = (out / "results" / "validation.md").read_text()
     assert "| lr-high | GroupNorm | epochs=1, batch_size=16, lr=0.1, amp=off, widths=[16, 32, 16, 28, 24, 32] |" in record
 
@@ -160,3 +162,26 @@ def test_committed_checkpoints_load_as_their_results_describe(norm):
     model, ckpt = load_checkpoint(root / "checkpoints" / f"{norm}.pt", norm=norm)
     summary = json.loads((root / "results" / f"{norm}.json").read_text())
     assert ckpt["model_config"] == summary["model_config"] and type(model).__name__ == summary["model"]
+
+
+def test_distillation_in_a_validation_run_takes_only_a_teacher_of_the_same_split(tmp_path, out):
+    run_tiny(tmp_path, out, "--norm", "bn", "--validation", "20", "--tag", "teacher", "--widths", "16,16,16,16,16,16",
+             "--no-amp")
+    teacher = out / "checkpoints" / "validation" / "teacher-bn.pt"
+    run_tiny(tmp_path, out, "--norm", "gn", "--validation", "20", "--tag", "student", "--teacher", str(teacher),
+             "--distill-weight", "0.5", "--no-amp")
+    result = json.loads((out / "results" / "validation" / "student-gn.json").read_text())
+    assert result["changed"] == "epochs=1, batch_size=16, distill_weight=0.5, amp=off, teacher=teacher-bn"
+    about = result["teacher"]
+    assert about["model_config"]["widths"] == [16] * 6 and about["parameters"] > 0
+    assert about["training"]["seconds_per_epoch"] > 0 and about["training"]["train_images"] == 40
+    # a teacher trained on every training image has seen the images a validation run scores on
+    full = tmp_path / "full"
+    run_tiny(tmp_path, full, "--norm", "bn", "--no-amp")
+    with pytest.raises(ValueError, match="may have seen the held-out images.*--validation 20"):
+        run_tiny(tmp_path, out, "--norm", "gn", "--validation", "20", "--tag", "leak", "--no-amp",
+                 "--teacher", str(full / "checkpoints" / "bn.pt"), "--distill-weight", "0.5")
+    with pytest.raises(ValueError, match="could not|no checkpoint at"):
+        run.main(["--teacher", str(tmp_path / "missing.pt"), "--distill-weight", "0.5", "--data", str(tmp_path)])
+    with pytest.raises(ValueError, match="distillation needs both a teacher"):
+        run.main(["--distill-weight", "0.5", "--data", str(tmp_path / "nowhere")])  # refused before any data is read

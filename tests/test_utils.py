@@ -257,6 +257,40 @@ def test_fit_with_lookahead_tests_and_keeps_the_slow_weights(monkeypatch):
 
 def test_lever_settings_out_of_range_are_refused_by_name():
     with pytest.raises(ValueError) as err:
-        utils.TrainConfig(ema=1.0, bn_momentum=0.0, norm_lr=0.0, lookahead=-1).check()
-    for flag in ("--ema", "--bn-momentum", "--norm-lr", "--lookahead"):
+        utils.TrainConfig(ema=1.0, bn_momentum=0.0, norm_lr=0.0, lookahead=-1, distill_weight=1.5,
+                          distill_temperature=0).check()
+    for flag in ("--ema", "--bn-momentum", "--norm-lr", "--lookahead", "--distill-weight", "--distill-temperature"):
         assert flag in str(err.value)
+
+
+def test_distillation_loss_mixes_the_label_loss_with_the_teachers_softened_predictions():
+    torch.manual_seed(0)
+    logits, teacher, labels = torch.randn(8, 10), torch.randn(8, 10) * 3, torch.arange(8)
+    cfg = utils.TrainConfig(distill_weight=0.25, distill_temperature=4.0)
+    hard = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    p_teacher = (teacher / 4).softmax(1)
+    kl = (p_teacher * (p_teacher.log() - (logits / 4).log_softmax(1))).sum(1).mean()
+    torch.testing.assert_close(utils.distillation_loss(logits, teacher, labels, cfg), 0.75 * hard + 0.25 * 16 * kl)
+    # a student that already predicts what the teacher does owes it nothing: only the label share is left
+    torch.testing.assert_close(utils.distillation_loss(teacher, teacher, labels, cfg),
+                               0.75 * torch.nn.functional.cross_entropy(teacher, labels, label_smoothing=0.1))
+
+
+def test_fit_distils_from_a_teacher_it_leaves_unchanged():
+    data = toy_data(64, 20)
+    torch.manual_seed(1)
+    teacher = S8_model("bn", widths=(8, 8, 8, 8, 8, 8)).eval()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    results = {}
+    for weight in (0.0, 0.9):
+        torch.manual_seed(0)
+        model = S8_model("gn")
+        cfg = utils.TrainConfig(epochs=1, distill_weight=weight, **FAST)
+        results[weight] = utils.fit(model, data, cfg, "cpu", progress=False, log=lambda s: None,
+                                    teacher=teacher if weight else None)[0]["train_loss"]
+    assert results[0.0] != results[0.9]  # the teacher's share changed what was learned
+    for name, tensor in teacher.state_dict().items():
+        assert torch.equal(tensor, before[name])  # BatchNorm's statistics included: it ran in eval mode
+    for cfg, given in ((utils.TrainConfig(distill_weight=0.5, **FAST), None), (utils.TrainConfig(**FAST), teacher)):
+        with pytest.raises(ValueError, match="distillation needs both a teacher"):
+            utils.fit(S8_model("gn"), data, cfg, "cpu", progress=False, log=lambda s: None, teacher=given)

@@ -188,6 +188,12 @@ class S8Net(nn.Module):
         self.C7, self.C8, self.C9 = conv(e, f), conv(f, f), conv(f, f)
         self.c10 = nn.Conv2d(f, self.config.num_classes, 1)
         self.pool = nn.MaxPool2d(2)
+        if config.pool_first:
+            # The template reduces channels, then pools (c3 P1); pooling first lets the max pick
+            # from every channel before the 1x1 mixes them, at a quarter of the 1x1's cost (max and
+            # a 1x1 conv do not commute). The pool moves into c3 and c6, so forward reads the same.
+            self.c3, self.c6 = nn.Sequential(nn.MaxPool2d(2), self.c3), nn.Sequential(nn.MaxPool2d(2), self.c6)
+            self.pool = nn.Identity()
         if config.dirac_init:  # each skipped branch starts close to passing its input through
             for block in (self.C4, self.C5, self.C8, self.C9):
                 with torch.no_grad():
@@ -197,17 +203,11 @@ class S8Net(nn.Module):
             for block in (self.C5, self.C9):
                 nn.init.zeros_(block[norm_index].weight)
 
-    def reduce(self, x, conv1x1):
-        # The template reduces channels, then pools (c3 P1). Pooling first lets the max pick from
-        # every channel before the 1x1 mixes them, at a quarter of the 1x1's cost; max-pool and a
-        # 1x1 conv do not commute, so the two orders are different networks with the same weights.
-        return conv1x1(self.pool(x)) if self.config.pool_first else self.pool(conv1x1(x))
-
     def forward(self, x):
-        x = self.reduce(self.c2(self.c1(x)), self.c3)  # 32x32 -> 16x16
+        x = self.pool(self.c3(self.c2(self.c1(x))))  # 32x32 -> 16x16
         x = self.C3(x)
         x = x + self.C5(self.C4(x))  # skip: C3's output joins C5's
-        x = self.reduce(x, self.c6)  # 16x16 -> 8x8
+        x = self.pool(self.c6(x))  # 16x16 -> 8x8
         x = self.C7(x)
         x = x + self.C9(self.C8(x))  # skip: C7's output joins C9's
         x = x.mean((2, 3), keepdim=True)  # GAP

@@ -136,6 +136,11 @@ def main(argv=None):
         for seed in args.seeds:
             utils.check_distillation(utils.recipe(norm, **given, seed=seed).check(), args.teacher is not None)
         S8_model(**asdict(model_configs[norm]))
+    if args.teacher and not (args.validation or args.dry_run) and (not args.out or Path(args.out).resolve() == ROOT):
+        # A distilled model is a separate, labelled result: it must not replace the headline
+        # (results/, checkpoints/, the README table), which is a model trained on labels alone.
+        raise ValueError("a distilled run writes a separate result: give it its own folder with --out "
+                         "(e.g. --out distilled), so the results of models trained on labels alone stay")
     if args.out:
         out = Path(args.out)
     elif args.dry_run:  # a one-epoch check must not replace the results of a full run

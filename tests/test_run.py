@@ -182,6 +182,13 @@ def test_distillation_in_a_validation_run_takes_only_a_teacher_of_the_same_split
         run_tiny(tmp_path, out, "--norm", "gn", "--validation", "20", "--tag", "leak", "--no-amp",
                  "--teacher", str(full / "checkpoints" / "bn.pt"), "--distill-weight", "0.5")
     with pytest.raises(ValueError, match="no checkpoint at"):
-        run.main(["--teacher", str(tmp_path / "missing.pt"), "--distill-weight", "0.5", "--data", str(tmp_path)])
+        run.main(["--teacher", str(tmp_path / "missing.pt"), "--distill-weight", "0.5", "--validation", "20",
+                  "--out", str(out), "--data", str(tmp_path)])
     with pytest.raises(ValueError, match="distillation needs both a teacher"):
         run.main(["--distill-weight", "0.5", "--data", str(tmp_path / "nowhere")])  # refused before any data is read
+    # outside a validation run, a distilled model never lands in the project's own results
+    with pytest.raises(ValueError, match="give it its own folder with --out"):
+        run.main(["--teacher", str(teacher), "--distill-weight", "0.5", "--data", str(tmp_path / "nowhere")])
+    run_tiny(tmp_path, tmp_path / "distilled", "--norm", "gn", "--teacher", str(teacher), "--distill-weight", "0.5",
+             "--no-amp")
+    assert json.loads((tmp_path / "distilled" / "results" / "gn.json").read_text())["config"]["distill_weight"] == 0.5

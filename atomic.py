@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 
-def _atomic(path, write):
+def write_atomically(path, write):
+    """Call write(temp path) beside `path`, then rename the temp file into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -20,7 +21,7 @@ def _atomic(path, write):
 
 
 def write_text(path, text):
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path, obj):
@@ -28,9 +29,9 @@ def write_json(path, obj):
 
 
 def torch_save(obj, path):
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_figure(fig, path):
     # No 'Software' stamp and no dates in a PNG: the same run gives the same bytes.
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None}))
+    write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None}))

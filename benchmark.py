@@ -77,9 +77,9 @@ def suite_ips(data, norm, images, device, cfg=None):
     steps = -(-images // cfg.batch_size)
     optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=2 * steps)
     generator = torch.Generator(device=device).manual_seed(0)
-    utils.train(model, part, optimizer, scheduler, cfg, generator, progress=False)  # warm-up
+    utils.train(model, part, optimizer, scheduler, cfg, generator, precision, progress=False)  # warm-up
     start = time.perf_counter()
-    utils.train(model, part, optimizer, scheduler, cfg, generator, progress=False)
+    utils.train(model, part, optimizer, scheduler, cfg, generator, precision, progress=False)
     return images / (time.perf_counter() - start)
 
 

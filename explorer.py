@@ -1,8 +1,6 @@
 """An ipywidgets browser for the misclassified test images (built-in widgets only: Colab shows them)."""
 
-from matplotlib.figure import Figure
-
-from utils import plot_incorrect_predictions
+from plots import plot_incorrect_predictions, plot_mistake
 
 ANY = "any"
 
@@ -11,16 +9,6 @@ def select(items, classes, true=ANY, predicted=ANY):
     """The mistakes whose true and predicted classes match (ANY matches every class)."""
     return [i for i in items
             if (true == ANY or classes[i["true"]] == true) and (predicted == ANY or classes[i["predicted"]] == predicted)]
-
-
-def mistake_figure(item, classes):
-    fig = Figure(figsize=(3.2, 3.4), layout="constrained")
-    ax = fig.subplots()
-    ax.imshow(item["image"].permute(1, 2, 0).numpy())
-    ax.set_title(f"true: {classes[item['true']]} | pred: {classes[item['predicted']]}\n"
-                 f"confidence {item['confidence']:.2f}, test image #{item['index']}", fontsize=10)
-    ax.set_axis_off()
-    return fig
 
 
 def mistake_explorer(items, classes):
@@ -49,7 +37,7 @@ def mistake_explorer(items, classes):
         with out:
             out.clear_output(wait=True)
             if chosen:
-                display(mistake_figure(chosen[min(slider.value, slider.max)], classes))
+                display(plot_mistake(chosen[min(slider.value, slider.max)], classes))
             else:
                 print("no test image of that true class was given that predicted class")
 

@@ -17,7 +17,7 @@ GroupNorm changes one word, and adding a norm is one new row.
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 from typing import Callable, Optional
 
@@ -36,12 +36,17 @@ def _layer_norm(channels, groups):
 
 
 def _group_norm(channels, groups):
-    if groups < 1 or channels % groups:
-        raise ValueError(
-            f"GroupNorm groups={groups} does not divide a layer of {channels} channels; "
-            f"choose groups that divide every width (here a divisor of {channels})"
-        )
+    _check_groups(groups, (channels,))
     return nn.GroupNorm(groups, channels)
+
+
+def _check_groups(groups, widths):
+    for channels in widths:
+        if groups < 1 or channels % groups:
+            raise ValueError(
+                f"GroupNorm groups={groups} does not divide a layer of {channels} channels; "
+                f"choose groups that divide every width (here a divisor of {channels})"
+            )
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,6 @@ NORM_TYPES = {t.key: t for t in (
     NormType("gn", ("group", "groupnorm"), "GroupNorm", "Model_Group_Normalization", _group_norm, "relu-norm"),
 )}
 
-# The activation of every C block, by name (ModelConfig.activation).
-ACTIVATIONS = {"relu": partial(nn.ReLU, inplace=True), "gelu": nn.GELU, "silu": nn.SiLU}
-
-
 class StdConv2d(nn.Conv2d):
     """A conv with Weight Standardization (Qiao et al., 2019): each filter is shifted to mean 0
     and scaled to variance 1 before it is applied. It smooths the loss surface much as BatchNorm
@@ -87,6 +88,9 @@ CONVS = {"plain": nn.Conv2d, "ws": StdConv2d}
 # Channels after C1, C2, c3, C3-C5, c6, C7-C9. Every width is a multiple of 4 so that
 # GroupNorm's default of 4 groups divides every layer.
 DEFAULT_WIDTHS = (16, 32, 16, 28, 16, 32)
+
+# The budget every variant must stay under; a run of a larger model says so (run.py).
+PARAMETER_BUDGET = 50_000
 
 # Four groups of 4-8 channels each: enough groups to keep per-channel statistics apart
 # (one group is LayerNorm), few enough that each group still pools 4+ channels of
@@ -123,11 +127,7 @@ class ModelConfig:
     widths: tuple = DEFAULT_WIDTHS  # channels after C1, C2, c3, C3-C5, c6, C7-C9
     groups: int = DEFAULT_GROUPS  # GroupNorm's groups (the other norms ignore it)
     order: Optional[str] = None  # norm-relu | relu-norm; None: the norm's own (NORM_TYPES)
-    activation: str = "relu"  # relu | gelu | silu (ACTIVATIONS)
     conv: str = "plain"  # plain | ws: the C blocks' 3x3 convs, ws = Weight Standardization (CONVS)
-    zero_init_residual: bool = False  # the last norm's scale in each skipped branch (C5, C9) starts at 0
-    dirac_init: bool = False  # the 3x3 convs inside the skips (C4, C5, C8, C9) start as identity + noise
-    pool_first: bool = False  # P1 before c3 and P2 before c6: each 1x1 reduction sees the pooled map
     num_classes: int = 10
 
     def __post_init__(self):
@@ -138,14 +138,10 @@ class ModelConfig:
             raise ValueError(f"unknown order {self.order!r}; use one of {', '.join(map(repr, ORDERS))}")
         if len(self.widths) != 6 or min(self.widths) < 1:
             raise ValueError(f"widths takes 6 channel counts of 1 or more, got {self.widths}")
-        for name, table in (("activation", ACTIVATIONS), ("conv", CONVS)):
-            if getattr(self, name) not in table:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; use one of {', '.join(map(repr, table))}")
-        if self.zero_init_residual and self.order == "norm-relu" and self.activation == "relu":
-            # A zero scale in front of a ReLU feeds it 0, where its gradient is 0 as well: the
-            # branch would stay switched off for the whole run (GELU and SiLU still pass a gradient).
-            raise ValueError("zero_init_residual needs the norm last in each block (order 'relu-norm') or an "
-                             "activation other than relu; with a ReLU after it the zeroed branch would never switch on")
+        if self.conv not in CONVS:
+            raise ValueError(f"unknown conv {self.conv!r}; use one of {', '.join(map(repr, CONVS))}")
+        if self.norm == "gn":  # checked here, with the rest, rather than when the first layer is built
+            _check_groups(self.groups, self.widths)
 
     def to_dict(self):
         return {**asdict(self), "widths": list(self.widths)}
@@ -154,12 +150,12 @@ class ModelConfig:
 class ConvBlock(nn.Sequential):
     """C: 3x3 conv -> norm -> ReLU (order 'norm-relu') or 3x3 conv -> ReLU -> norm ('relu-norm').
     Before a norm the conv needs no bias (the norm's shift replaces it); before a ReLU it does,
-    to set where the ReLU cuts off. The conv and the activation are constructor arguments too."""
+    to set where the ReLU cuts off. The conv is a constructor argument too (plain or ws)."""
 
-    def __init__(self, c_in, c_out, norm_layer, order="norm-relu", act_layer=ACTIVATIONS["relu"], conv_layer=nn.Conv2d):
+    def __init__(self, c_in, c_out, norm_layer, order="norm-relu", conv_layer=nn.Conv2d):
         conv = conv_layer(c_in, c_out, 3, padding=1, bias=order == "relu-norm")
-        norm, act = norm_layer(c_out), act_layer()
-        super().__init__(*([conv, norm, act] if order == "norm-relu" else [conv, act, norm]))
+        norm, relu = norm_layer(c_out), nn.ReLU(inplace=True)
+        super().__init__(*([conv, norm, relu] if order == "norm-relu" else [conv, relu, norm]))
 
 
 class S8Net(nn.Module):
@@ -178,8 +174,7 @@ class S8Net(nn.Module):
         a, b, c, d, e, f = self.config.widths
 
         def conv(c_in, c_out):
-            return ConvBlock(c_in, c_out, norm_layer(self.norm, config.groups), config.order,
-                             ACTIVATIONS[config.activation], CONVS[config.conv])
+            return ConvBlock(c_in, c_out, norm_layer(self.norm, config.groups), config.order, CONVS[config.conv])
 
         self.c1, self.c2 = conv(3, a), conv(a, b)
         self.c3 = nn.Conv2d(b, c, 1, bias=False)
@@ -188,20 +183,6 @@ class S8Net(nn.Module):
         self.C7, self.C8, self.C9 = conv(e, f), conv(f, f), conv(f, f)
         self.c10 = nn.Conv2d(f, self.config.num_classes, 1)
         self.pool = nn.MaxPool2d(2)
-        if config.pool_first:
-            # The template reduces channels, then pools (c3 P1); pooling first lets the max pick
-            # from every channel before the 1x1 mixes them, at a quarter of the 1x1's cost (max and
-            # a 1x1 conv do not commute). The pool moves into c3 and c6, so forward reads the same.
-            self.c3, self.c6 = nn.Sequential(nn.MaxPool2d(2), self.c3), nn.Sequential(nn.MaxPool2d(2), self.c6)
-            self.pool = nn.Identity()
-        if config.dirac_init:  # each skipped branch starts close to passing its input through
-            for block in (self.C4, self.C5, self.C8, self.C9):
-                with torch.no_grad():
-                    block[0].weight += nn.init.dirac_(torch.empty_like(block[0].weight))
-        if config.zero_init_residual:  # each skip starts as the identity: x + 0
-            norm_index = 1 if config.order == "norm-relu" else 2  # ConvBlock: conv, norm, act or conv, act, norm
-            for block in (self.C5, self.C9):
-                nn.init.zeros_(block[norm_index].weight)
 
     def forward(self, x):
         x = self.pool(self.c3(self.c2(self.c1(x))))  # 32x32 -> 16x16
@@ -299,6 +280,10 @@ def load_checkpoint(path, norm=None, device="cpu"):
         raise ValueError(f"{path} holds a {NORM_TYPES[config['norm']].class_name}, not the "
                          f"{norm_type(norm).class_name} asked for; load checkpoints/{canonical_norm(norm)}.pt, "
                          f"or ask for norm={config['norm']!r}")
+    removed = sorted(set(config) - {f.name for f in fields(ModelConfig)})
+    if removed:
+        raise ValueError(f"{path} was trained with model options this version no longer has ({', '.join(removed)}); "
+                         f"retrain it with `python run.py --norm {config.get('norm')}`")
     model = S8_model(**config)
     model.load_state_dict(ckpt["model"])
     return model, ckpt

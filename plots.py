@@ -1,11 +1,16 @@
-"""Figures of the data, the training and the results (utils.py holds the misclassified-image grid)."""
+"""Every figure of the suite: the data, the training, the results and the lessons' experiments.
+
+It imports utils only inside the functions that train or predict, since utils re-exports the
+misclassified-image grid from here (the notebooks call utils.plot_incorrect_predictions).
+"""
+
+import math
 
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from data import CIFAR10, train_batches
-from utils import TrainConfig, model_device, predict
 
 
 # The two losses are different quantities, so each line says what it measures: training optimizes
@@ -85,6 +90,8 @@ def plot_samples(data, per_class=4):
 def plot_augmentation(data, index=0, cfg=None, variants=7, seed=0):
     """One training image and `variants` augmented copies of it, made by the training loop's own
     batch iterator from a set of that one image."""
+    from utils import TrainConfig
+
     cfg = cfg or TrainConfig()
     image = data.train_images[index].cpu()
     copies_of_one = CIFAR10(image.expand(variants, -1, -1, -1), torch.zeros(variants, dtype=torch.long),
@@ -102,9 +109,10 @@ def plot_augmentation(data, index=0, cfg=None, variants=7, seed=0):
 
 def confusion_matrix(model, data, cfg=None):
     """counts[true, predicted] over the test set, as a (classes x classes) int64 tensor, predicted
-    on the device the model is on."""
-    device = model_device(model)
-    predicted = predict(model, data.test_images.to(device), data, cfg).argmax(1).cpu()
+    on the device the model is on, in the precision `cfg` asks for (fp32 without one)."""
+    from utils import FP32, precision_for, score
+
+    predicted = score(model, data, precision_for(model, cfg) if cfg else FP32).probs.argmax(1)
     k = len(data.classes)
     return torch.bincount(data.test_labels * k + predicted, minlength=k * k).view(k, k)
 
@@ -128,4 +136,54 @@ def plot_confusion_matrix(counts, classes):
         for p in range(len(classes)):
             value = counts[t, p].item()
             ax.text(p, t, value, ha="center", va="center", fontsize=7, color="white" if value > limit else "black")
+    return fig
+
+
+def plot_incorrect_predictions(items, classes, count=10, columns=2):
+    """A grid of `count` mistakes (5 rows x 2 columns by default), each titled with its true and
+    predicted class and the confidence (the probability the model gave the predicted class)."""
+    rows = math.ceil(count / columns)
+    fig = Figure(figsize=(2.4 * columns + 1, 2.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k < min(count, len(items)):
+            item = items[k]
+            ax.imshow(item["image"].permute(1, 2, 0).numpy())  # raw uint8 pixels: nothing to un-normalize
+            ax.set_title(f"true: {classes[item['true']]} | pred: {classes[item['predicted']]}\n"
+                         f"confidence {item['confidence']:.2f}", fontsize=9)
+    return fig
+
+
+def plot_mistake(item, classes):
+    """One misclassified test image, large, with its classes, confidence and index (explorer.py)."""
+    fig = Figure(figsize=(3.2, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(item["image"].permute(1, 2, 0).numpy())
+    ax.set_title(f"true: {classes[item['true']]} | pred: {classes[item['predicted']]}\n"
+                 f"confidence {item['confidence']:.2f}, test image #{item['index']}", fontsize=10)
+    ax.set_axis_off()
+    return fig
+
+
+def plot_batch_size(table, labels, caption):
+    """Test accuracy against batch size, one line per norm: {norm: {batch size: [accuracy per seed]}};
+    the bars reach the lowest and highest seed."""
+    from results import mean_and_range
+
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    ax = fig.subplots()
+    for norm, points in table.items():
+        sizes = sorted(points)
+        spreads = [mean_and_range(points[b]) for b in sizes]
+        ax.errorbar(sizes, [m for m, _, _ in spreads], yerr=[[m - lo for m, lo, _ in spreads], [hi - m for m, _, hi in spreads]],
+                    marker="o", capsize=3, label=labels[norm])
+    ticks = sorted({b for points in table.values() for b in points})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(b) for b in ticks])
+    ax.set(xlabel="batch size (learning rate scaled with it)", ylabel="test accuracy (%)",
+           title="Test accuracy against batch size (mean; bars: lowest and highest seed)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.supxlabel(caption, fontsize=7)
     return fig

@@ -1,20 +1,80 @@
-"""Results on disk: the per-norm JSON files, and the README's results table and comparison.
+"""Results on disk, written and read here alone, and the generated sections made from them.
 
-results/<norm>.json is a run's summary: every seed's final numbers (`runs`) and their aggregates;
-results/<norm>_seed<k>.json holds one seed's whole record, its per-epoch history included.
+results/<norm>_seed<k>.json holds one seed's whole record, its per-epoch history included;
+results/<norm>.json is a run's summary: every seed's final numbers (`runs`) and their aggregates.
+results/validation/<tag>-<norm>[-seed<k>].json are validation runs (results/validation.md lists
+them); results/sweep/ holds the batch-size experiment (sweep.py). The generated sections of
+README.md and docs/*.md (between `<!-- name:start -->` and `<!-- name:end -->`) are written by
+write_section, the one writer of them.
 """
 
 import json
 import sys
 from pathlib import Path
 
-from atomic import write_text
+from atomic import write_json, write_text
 from models import NORM_TYPES
 
 NORMS = tuple(NORM_TYPES)
 LABELS = {key: t.label for key, t in NORM_TYPES.items()}
-TABLE_START, TABLE_END = "<!-- results-table:start -->", "<!-- results-table:end -->"
-SUMMARY_START, SUMMARY_END = "<!-- comparison:start -->", "<!-- comparison:end -->"
+
+# What a summary keeps of each seed's result, and what the seeds share (taken from the first).
+PER_SEED = ("seed", "final_test_accuracy", "final_train_accuracy", "final_test_accuracy_flip_tta", "seconds_per_epoch")
+SHARED = ("norm", "model", "parameters", "within_budget", "epochs", "data", "train_images", "test_images", "device",
+          "precision", "torch", "model_config", "run_id", "git_commit", "git_dirty")
+
+
+def percent(x):
+    return round(x, 2)
+
+
+def mean_and_range(values):
+    """(mean, lowest, highest) of the seeds' values: the one statistic every comparison here uses."""
+    values = list(values)
+    return sum(values) / len(values), min(values), max(values)
+
+
+def differ(a, b):
+    """True when two sets of seeds' accuracies differ in their means by more than either's range
+    (highest minus lowest): a smaller difference is no difference, and one seed each shows no
+    range to judge by."""
+    if len(a) < 2 or len(b) < 2:
+        return False
+    (mean_a, lo_a, hi_a), (mean_b, lo_b, hi_b) = mean_and_range(a), mean_and_range(b)
+    return abs(mean_a - mean_b) > max(hi_a - lo_a, hi_b - lo_b)
+
+
+def seed_path(out, norm, seed):
+    return Path(out) / "results" / f"{norm}_seed{seed}.json"
+
+
+def write_seed(out, result):
+    """results/<norm>_seed<k>.json under `out`; returns its path."""
+    path = seed_path(out, result["norm"], result["seed"])
+    write_json(path, result)
+    return path
+
+
+def summarize_seeds(runs):
+    """A norm's summary: each seed's final numbers, their mean and sample standard deviation."""
+    test = [r["final_test_accuracy"] for r in runs]
+    mean = sum(test) / len(test)
+    std = (sum((a - mean) ** 2 for a in test) / (len(test) - 1)) ** 0.5 if len(test) > 1 else 0.0  # sample std (n-1)
+    return {
+        **{key: runs[0].get(key) for key in SHARED},
+        "config": {k: v for k, v in runs[0]["config"].items() if k != "seed"},
+        "seeds": [r["seed"] for r in runs],
+        "runs": [{key: r[key] for key in PER_SEED} for r in runs],
+        "final_test_accuracy_mean": percent(mean),
+        "final_test_accuracy_std": percent(std),
+        "final_train_accuracy_mean": percent(mean_and_range(r["final_train_accuracy"] for r in runs)[0]),
+        "final_test_accuracy_flip_tta_mean": percent(mean_and_range(r["final_test_accuracy_flip_tta"] for r in runs)[0]),
+        "seconds_per_epoch_mean": round(mean_and_range(r["seconds_per_epoch"] for r in runs)[0], 2),
+    }
+
+
+def write_summary(out, summary):
+    write_json(Path(out) / "results" / f"{summary['norm']}.json", summary)
 
 
 def load_results(out="."):
@@ -29,8 +89,7 @@ def load_results(out="."):
 
 def load_history(out, summary):
     """The per-epoch history of the summary's first seed (the one its figures and checkpoint show)."""
-    path = Path(out) / "results" / f"{summary['norm']}_seed{summary['seeds'][0]}.json"
-    return json.loads(path.read_text())["history"]
+    return json.loads(seed_path(out, summary["norm"], summary["seeds"][0]).read_text())["history"]
 
 
 def test_accuracy(r):
@@ -57,29 +116,27 @@ def results_table(results):
     return "\n".join(lines)
 
 
-def seed_spread(r):
+def seed_accuracies(r):
+    """A summary's final test accuracy of each seed."""
+    return [run["final_test_accuracy"] for run in r["runs"]]
+
+
+def seed_range(r):
     """Highest minus lowest final test accuracy over a summary's seeds (0 for one seed)."""
-    accs = [run["final_test_accuracy"] for run in r["runs"]]
-    return max(accs) - min(accs)
-
-
-def differs(a, b):
-    """True when two summaries' mean accuracies differ by more than either's spread between seeds:
-    a smaller difference is no difference (and one seed each shows no spread to judge by)."""
-    return len(a["runs"]) > 1 and len(b["runs"]) > 1 and \
-        abs(test_accuracy(a) - test_accuracy(b)) > max(seed_spread(a), seed_spread(b))
+    _, low, high = mean_and_range(seed_accuracies(r))
+    return high - low
 
 
 def versus(a, b, label_b):
-    """'0.45 points above LayerNorm (80.52%)', or that the gap is within the seeds' spread."""
+    """'0.45 points above LayerNorm (80.52%)', or that the gap is within the seeds' range."""
     diff = test_accuracy(a) - test_accuracy(b)
     where = f"{abs(diff):.2f} points {'above' if diff >= 0 else 'below'} {label_b} ({test_accuracy(b):.2f}%)"
     if len(a["runs"]) < 2 or len(b["runs"]) < 2:
         return f"{where}, from one seed: no spread to judge that by"
-    if differs(a, b):
+    if differ(seed_accuracies(a), seed_accuracies(b)):
         return where
     return (f"no difference from {label_b} ({test_accuracy(b):.2f}%): {where[:where.index(' (')]}, within the "
-            f"{max(seed_spread(a), seed_spread(b)):.2f} points by which seeds of the same norm differ")
+            f"{max(seed_range(a), seed_range(b)):.2f} points by which seeds of the same norm differ")
 
 
 def comparison(results):
@@ -88,9 +145,10 @@ def comparison(results):
     if not ranked:
         return "No results yet: run `python run.py --norm all`."
     lines = [f"- {LABELS[n]}: {test_accuracy(results[n]):.2f}% mean final test accuracy, seeds "
-             f"{seed_spread(results[n]):.2f} points apart." for n in ranked]
+             f"{seed_range(results[n]):.2f} points apart." for n in ranked]
     pairs = [(a, b) for k, a in enumerate(ranked) for b in ranked[k + 1:]]
-    real = [f"{LABELS[a]} above {LABELS[b]}" for a, b in pairs if differs(results[a], results[b])]
+    real = [f"{LABELS[a]} above {LABELS[b]}" for a, b in pairs
+            if differ(seed_accuracies(results[a]), seed_accuracies(results[b]))]
     lines.append("- Differences beyond the seeds' spread: " + (", ".join(real) if real else
                  "none; on these runs the norms are level") + ".")
     fastest = min(results, key=lambda n: results[n]['seconds_per_epoch_mean'])
@@ -100,27 +158,42 @@ def comparison(results):
     return "\n".join(lines)
 
 
-def replace_between(text, start, end, body, readme):
+def section_markers(name):
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def replace_section(text, name, body, where="the file"):
+    """`text` with what stands between the `name` markers replaced by `body` (unchanged, with a note
+    on stderr, when the markers are missing)."""
+    start, end = section_markers(name)
     if start not in text or end not in text:
-        print(f"note: {readme} has no {start} ... {end} markers; left as it is", file=sys.stderr)
+        print(f"note: {where} has no {start} ... {end} markers; left as it is", file=sys.stderr)
         return text
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-def update_readme(out="."):
-    """Rewrite the generated parts of <out>/README.md (between marker comments) from results/*.json."""
-    readme = Path(out) / "README.md"
-    if not readme.is_file():
+def write_section(path, name, body):
+    """The one writer of generated sections (README.md, docs/*.md): replace what stands between
+    `<!-- name:start -->` and `<!-- name:end -->` in `path` by `body`. Returns True if it changed."""
+    path = Path(path)
+    if not path.is_file():
         return False
-    text = readme.read_text()
-    saved = load_results(out)
-    new = replace_between(text, TABLE_START, TABLE_END, results_table(saved), readme)
-    new = replace_between(new, SUMMARY_START, SUMMARY_END, comparison(saved), readme)
+    text = path.read_text()
+    new = replace_section(text, name, body, path)
     if new != text:
-        write_text(readme, new)
+        write_text(path, new)
     return new != text
+
+
+def update_readme(out=".", saved=None):
+    """Rewrite the generated parts of <out>/README.md from `saved` ({norm: summary}; default: the
+    summaries under `out`)."""
+    saved = load_results(out) if saved is None else saved
+    readme = Path(out) / "README.md"
+    changed = write_section(readme, "results-table", results_table(saved))
+    return write_section(readme, "comparison", comparison(saved)) or changed
 
 
 def observations(norm, results):
@@ -131,7 +204,7 @@ def observations(norm, results):
     others = [n for n in NORMS if n != norm and n in results]
     lines = []
     n_seeds = len(me["seeds"])
-    seeds = f"mean of {n_seeds} seeds, {seed_spread(me):.2f} points apart" if n_seeds > 1 else "one seed"
+    seeds = f"mean of {n_seeds} seeds, {seed_range(me):.2f} points apart" if n_seeds > 1 else "one seed"
     lines.append(f"- {LABELS[norm]} reached {test_accuracy(me):.2f}% test accuracy after {me['epochs']} epochs ({seeds}).")
     for n in others:
         text = versus(me, results[n], LABELS[n])
@@ -161,20 +234,20 @@ def load_sweep(out="."):
 
 def batch_size_observations(norm, table):
     """Two sentences on how `norm`'s accuracy moved from the largest batch to the smallest, judged
-    against the spread of the seeds at those two points."""
+    against the range of the seeds at those two points."""
     if norm not in table:
         return f"No batch-size runs for {LABELS[norm]} yet: run `python sweep.py`."
     points = table[norm]
     small, large = min(points), max(points)
     a, b = points[small], points[large]
-    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
-    spread = max(max(a) - min(a), max(b) - min(b))
+    (mean_a, lo_a, hi_a), (mean_b, lo_b, hi_b) = mean_and_range(a), mean_and_range(b)
+    spread = max(hi_a - lo_a, hi_b - lo_b)
     change = mean_a - mean_b
     text = (f"{LABELS[norm]} scored {mean_b:.1f}% with batches of {large} and {mean_a:.1f}% with batches of "
             f"{small} ({change:+.1f} points; the seeds at those two points are up to {spread:.1f} points apart). ")
     if len(a) < 2 or len(b) < 2:
         return text + "One seed per point shows no spread to judge that by."
-    if abs(change) <= spread:
+    if not differ(a, b):
         text += "That is within the seeds' spread: no measurable effect of the batch size."
     else:
         text += ("Smaller batches cost it accuracy beyond the seeds' spread." if change < 0 else
@@ -182,13 +255,26 @@ def batch_size_observations(norm, table):
     others = []
     for other in (n for n in NORMS if n != norm and small in table.get(n, {})):
         c = table[other][small]
-        gap = mean_a - sum(c) / len(c)
-        level = abs(gap) <= max(max(a) - min(a), max(c) - min(c))
-        others.append(f"level with {LABELS[other]}" if level else
-                      f"{abs(gap):.1f} points {'above' if gap > 0 else 'below'} {LABELS[other]}")
+        gap = mean_a - mean_and_range(c)[0]
+        others.append(f"{abs(gap):.1f} points {'above' if gap > 0 else 'below'} {LABELS[other]}" if differ(a, c)
+                      else f"level with {LABELS[other]}")
     if others:
         text += f" At batches of {small} it was " + " and ".join(others) + ", judged by the same spread."
     return text
+
+
+def sweep_path(out, norm, batch_size, seed):
+    return Path(out) / "results" / "sweep" / f"{norm}-bs{batch_size}-seed{seed}.json"
+
+
+def write_sweep_run(out, result):
+    path = sweep_path(out, result["norm"], result["batch_size"], result["seed"])
+    write_json(path, result)
+    return path
+
+
+def write_batchnorm_gap(out, gap):
+    write_json(Path(out) / "results" / "sweep" / "batchnorm_gap.json", gap)
 
 
 GAP_BATCHES = (2, 8, 32, 128)  # test batch sizes of BatchNorm's train/eval comparison (sweep.py)
@@ -217,7 +303,7 @@ remaining images (`--subset N`, the same seeded subset for every seed of one com
 N/5 of the held-out images) are screening runs: they compare settings with each other at that
 size, not with full runs.
 Seconds per epoch depend on the machine and precision of each run. Generated from
-`results/validation/*.json` by run.py; notes on what was concluded are in README.md.
+`results/validation/*.json` by run.py; what was concluded is in docs/experiments.md.
 
 | tag | norm | differs from the defaults of the time | train images | val images | epochs | seed | precision | val acc | train acc | s/epoch |
 |---|---|---|---:|---:|---:|---:|---|---:|---:|---:|
@@ -243,6 +329,13 @@ def validation_record(entries):
 def _amp_label(amp):
     """The precision a run trained in; early records store amp as True (bf16 autocast) or False."""
     return {True: "bf16", False: "fp32", "off": "fp32"}.get(amp, amp)
+
+
+def write_validation(out, result):
+    """results/validation/<tag>-<norm>[-seed<k>].json (seed 0 has no suffix), then the record."""
+    suffix = f"-seed{result['seed']}" if result["seed"] else ""
+    write_json(Path(out) / "results" / "validation" / f"{result['tag']}-{result['norm']}{suffix}.json", result)
+    write_validation_record(out)
 
 
 def write_validation_record(out):

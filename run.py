@@ -24,14 +24,13 @@ from pathlib import Path
 import torch
 
 import plots
+import results
 import utils
-from atomic import save_figure, torch_save, write_json
+from atomic import save_figure, torch_save
 from data import load_cifar10
 from hardware import AMP_CHOICES
-from models import (ACTIVATIONS, CONVS, ORDERS, ModelConfig, S8_model, canonical_norm, checkpoint, count_parameters,
-                    load_checkpoint)
-from results import (LABELS, NORMS, changed_settings, load_history, load_results, update_readme,
-                     write_validation_record)
+from models import CONVS, ORDERS, PARAMETER_BUDGET, ModelConfig, S8_model, canonical_norm, checkpoint, count_parameters
+from results import LABELS, NORMS, percent
 
 ROOT = Path(__file__).resolve().parent
 
@@ -51,15 +50,12 @@ def parse_args(argv=None):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--validation", type=_count, default=0, metavar="N",
                    help="hold out N seeded training images and evaluate on them instead of the test set "
-                        "(for choosing settings); writes only results/validation/<tag>-<norm>.json and "
-                        "checkpoints/validation/<tag>-<norm>.pt (not committed: a teacher for --teacher)")
+                        "(for choosing settings); writes only results/validation/<tag>-<norm>.json and the record "
+                        "results/validation.md")
     p.add_argument("--tag", default="default", help="name of a validation run")
     p.add_argument("--seeds", type=_count, nargs="+", default=None,
                    help="one run per seed (default 0 1 2; 0 alone for --validation and --dry-run)")
     p.add_argument("--seed", type=lambda text: [_count(text)], dest="seeds", help="a single seed: same as --seeds N")
-    p.add_argument("--teacher", default=None, metavar="CHECKPOINT",
-                   help="distil from this trained model (any widths) with --distill-weight; in a --validation run "
-                        "it must have been trained with the same --validation, so it never saw the held-out images")
     # One flag per field of the model's and the training's configs; a flag left out takes the
     # config's default (for training: the norm's recipe, utils.recipe; for --order: the norm's own).
     add_config_flags(p, ModelConfig, skip=("norm", "num_classes"), special={
@@ -67,7 +63,6 @@ def parse_args(argv=None):
         "groups": dict(type=_positive, help="GroupNorm's groups (default 4)"),
         "order": dict(choices=ORDERS, help="where the norm sits in each C block: before or after the ReLU "
                                            "(default: the norm's own, models.NORM_TYPES)"),
-        "activation": dict(choices=list(ACTIVATIONS), help="the C blocks' activation (default relu)"),
         "conv": dict(choices=list(CONVS), help="the C blocks' 3x3 conv: plain, or ws = Weight Standardization "
                                               "(default plain)"),
     })
@@ -128,29 +123,24 @@ def main(argv=None):
     args.seeds = args.seeds or ([0] if args.validation or args.dry_run else [0, 1, 2])
     if args.dry_run:
         args.epochs = 1
+    # Every setting is checked here, once, as its config is made (the configs check themselves),
+    # before any data is loaded.
     given = {k: getattr(args, k) for k in vars(utils.TrainConfig()) if k != "seed" and getattr(args, k) is not None}
     model_given = {f.name: getattr(args, f.name) for f in fields(ModelConfig)
                    if f.name not in ("norm", "num_classes") and getattr(args, f.name) is not None}
     model_configs = {norm: ModelConfig(norm=norm, **model_given) for norm in norms}
-    for norm in norms:  # every setting is checked before any data is loaded
-        for seed in args.seeds:
-            utils.check_distillation(utils.recipe(norm, **given, seed=seed).check(), args.teacher is not None)
-        S8_model(**asdict(model_configs[norm]))
-    if args.teacher and not (args.validation or args.dry_run) and (not args.out or Path(args.out).resolve() == ROOT):
-        # A distilled model is a separate, labelled result: it must not replace the headline
-        # (results/, checkpoints/, the README table), which is a model trained on labels alone.
-        raise ValueError("a distilled run writes a separate result: give it its own folder with --out "
-                         "(e.g. --out distilled), so the results of models trained on labels alone stay")
+    asked = {norm: [utils.recipe(norm, **given, seed=seed) for seed in args.seeds] for norm in norms}
     if args.out:
         out = Path(args.out)
     elif args.dry_run:  # a one-epoch check must not replace the results of a full run
         out = Path(tempfile.mkdtemp(prefix="s8-dry-run-"))
         print(f"dry run: writing to {out}")
     else:
-        out = Path(__file__).resolve().parent
+        out = ROOT
     ensure_writable(out)
     device = utils.pick_device(args.device)
-    teacher = load_teacher(args.teacher) if args.teacher else None
+    # The precision depends on the device and the norm alone: chosen once per norm and passed down.
+    precisions = {norm: utils.resolve_precision(asked[norm][0], device, norm)[1] for norm in norms}
 
     data = load_cifar10(args.data, cache_dir=args.cache)
     if args.validation:
@@ -158,8 +148,6 @@ def main(argv=None):
             raise ValueError(f"--validation {args.validation} would hold out every one of the {len(data.train_labels):,} "
                              f"training images; use fewer (5000 is the record's)")
         data = data.validation_split(args.validation, seed=0)  # the same held-out images for every run
-    if teacher:
-        check_teacher(teacher, data, args.validation)
     if args.dry_run and not args.subset:
         args.subset = min(512, len(data.train_labels))
     if args.subset:
@@ -172,30 +160,34 @@ def main(argv=None):
 
     run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     provenance = {"run_id": run_id, **code_version()}  # recorded beside every result
-    published, stage = [], None
+    published, stage, summaries, histories = [], None, {}, {}
     try:
         for norm in norms:
             if args.validation:
-                for seed in args.seeds:
-                    cfg = utils.recipe(norm, **given, seed=seed)
-                    run = run_one(norm, data, cfg, device, model_configs[norm], provenance, args.quiet, teacher)
-                    save_validation(out, norm, run, cfg, args.tag)
+                for cfg in asked[norm]:
+                    run = run_one(norm, data, cfg, precisions[norm], device, model_configs[norm], provenance, args.quiet)
+                    defaults = {**vars(utils.recipe(norm)), **ModelConfig(norm=norm).to_dict()}
+                    changed = results.changed_settings({**vars(cfg), **model_configs[norm].to_dict()}, defaults)
+                    results.write_validation(out, {**run["result"], "tag": args.tag, "changed": changed})
                 continue
             # A norm's seeds are written apart and moved into place together once all have finished,
             # so an interrupted run never leaves its files mixed with an earlier run's.
             stage = out / INCOMPLETE / f"{run_id}-{norm}"
             runs = []
-            for seed in args.seeds:
-                cfg = utils.recipe(norm, **given, seed=seed)
-                run = run_one(norm, data, cfg, device, model_configs[norm], provenance, args.quiet, teacher)
-                save_seed(stage, norm, run, data.classes, first=not runs)
+            for cfg in asked[norm]:
+                run = run_one(norm, data, cfg, precisions[norm], device, model_configs[norm], provenance, args.quiet)
+                save_seed(stage, run, data.classes, first=not runs)
                 runs.append(run["result"])
-            write_json(stage / "results" / f"{norm}.json", summarize_seeds(runs))
+            summaries[norm] = results.summarize_seeds(runs)
+            histories[LABELS[norm]] = runs[0]["history"]
+            results.write_summary(stage, summaries[norm])
             publish(stage, out)
             published.append(LABELS[norm])
         if len(norms) == len(NORMS) and not args.validation:
-            save_comparison(out)
-            update_readme(out)
+            fig = plots.plot_comparison(histories)
+            fig.axes[0].set_title(f"Test accuracy by normalization (seed {args.seeds[0]} of each)")
+            save_figure(fig, out / "images" / "comparison.png")
+            results.update_readme(out, summaries)
     except KeyboardInterrupt:
         unfinished = f"; the unfinished norm's finished seeds, if any, are in {stage}" if stage and stage.exists() else ""
         print(f"run.py: interrupted; saved by this run: {', '.join(published) or 'nothing'} (in {out}); "
@@ -244,56 +236,32 @@ def code_version(root=ROOT):
     return {"git_commit": commit, "git_dirty": None if changes is None else bool(changes)}
 
 
-def percent(x):
-    return round(x, 2)
-
-
-def load_teacher(path):
-    """(model, description) of a teacher checkpoint, for distillation: what it is, what it was
-    trained on and how long that took (recorded beside every result distilled from it)."""
-    model, ckpt = load_checkpoint(path)
-    return model, {"checkpoint": Path(path).name, "fingerprint": ckpt["fingerprint"], "model_config": ckpt["model_config"],
-                   "parameters": count_parameters(model), "data": ckpt.get("data"), "training": ckpt.get("training")}
-
-
-def check_teacher(teacher, data, validation):
-    """Refuse a teacher that does not fit `data`, or that saw images a --validation run holds out."""
-    model, about = teacher
-    if model.config.num_classes != len(data.classes):
-        raise ValueError(f"teacher {about['checkpoint']} predicts {model.config.num_classes} classes, the data has "
-                         f"{len(data.classes)}; train a teacher on this data with `python run.py`")
-    if validation and not (about["data"] or "").startswith(data.source):
-        raise ValueError(f"teacher {about['checkpoint']} was trained on {about['data'] or 'data it does not record'}, "
-                         f"not on {data.source}: it may have seen the held-out images this run scores on; train the "
-                         f"teacher with the same --data and --validation {validation} (it is written to "
-                         f"checkpoints/validation/)")
-
-
-def run_one(norm, data, cfg, device, model_config, provenance, quiet=False, teacher=None):
-    """Train one seed; return its result (JSON-ready), checkpoint, model and mistakes. With
-    `teacher` (from load_teacher), the model learns from its predictions too (cfg.distill_weight)."""
+def run_one(norm, data, cfg, precision, device, model_config, provenance, quiet=False):
+    """Train one seed in `precision`; return its result (JSON-ready), checkpoint and mistakes."""
     model_config = replace(model_config, num_classes=len(data.classes))
     torch.manual_seed(cfg.seed)
     model = S8_model(**asdict(model_config))
+    parameters = count_parameters(model)
     print(f"\n=== {type(model).__name__} ({LABELS[norm]}) ===")
     utils.summarize(model, device)
-    history = utils.fit(model, data, cfg, device, progress=not quiet,  # prints the precision it chose, and why
-                        teacher=teacher[0] if teacher else None)
-    cfg, precision = utils.resolve_precision(cfg, device, norm)  # recorded as chosen, not as 'auto'
-    mistakes = utils.get_incorrect_predictions(model, data, cfg)
-    _, flip_tta_accuracy = utils.test(model, data, cfg, flip=True)  # reported apart from the headline
-    for row in history:
-        row.update(train_acc=percent(row["train_acc"]), test_acc=percent(row["test_acc"]),
-                   seconds=round(row["seconds"], 2))
+    within_budget = parameters < PARAMETER_BUDGET
+    print(f"{parameters:,} parameters: " + (f"within the {PARAMETER_BUDGET:,} budget" if within_budget else
+          f"OVER the {PARAMETER_BUDGET:,}-parameter budget (the results will say so)"))
+    history = utils.fit(model, data, cfg, device, precision, progress=not quiet)  # prints the precision and why
+    cfg = replace(cfg, amp=precision.amp, channels_last=precision.channels_last)  # recorded as chosen, not 'auto'
+    scores = history.scores  # the last epoch's one pass over the test set, mirror images included
+    rows = [{**row, "train_acc": percent(row["train_acc"]), "test_acc": percent(row["test_acc"]),
+             "seconds": round(row["seconds"], 2)} for row in history]
     result = {
         "norm": norm,
         "model": type(model).__name__,
-        "parameters": count_parameters(model),
+        "parameters": parameters,
+        "within_budget": within_budget,
         "epochs": cfg.epochs,
         "seed": cfg.seed,
-        "final_train_accuracy": history[-1]["train_acc"],
-        "final_test_accuracy": history[-1]["test_acc"],
-        "final_test_accuracy_flip_tta": percent(flip_tta_accuracy),
+        "final_train_accuracy": rows[-1]["train_acc"],
+        "final_test_accuracy": rows[-1]["test_acc"],
+        "final_test_accuracy_flip_tta": percent(scores.flip_tta_accuracy),  # reported apart from the headline
         "seconds_per_epoch": round(sum(r["seconds"] for r in history) / len(history), 2),
         "device": utils.describe_device(device),
         "precision": precision.describe(),
@@ -303,80 +271,28 @@ def run_one(norm, data, cfg, device, model_config, provenance, quiet=False, teac
         "test_images": len(data.test_labels),
         "config": asdict(cfg),
         "model_config": model_config.to_dict(),
-        **({"teacher": teacher[1]} if teacher else {}),
         **provenance,
-        "history": history,
+        "history": rows,
     }
-    # What a checkpoint was trained on and what that cost: a run distilling from it records both.
-    training = {key: result[key] for key in ("epochs", "seed", "final_test_accuracy", "seconds_per_epoch", "device",
-                                             "precision", "train_images", "test_images")}
     saved = checkpoint(model, classes=list(data.classes), config=asdict(cfg), mean=data.mean.cpu(),
-                       std=data.std.cpu(), data=data.source, training=training, **provenance)
-    return {"result": result, "checkpoint": saved, "model": model, "mistakes": mistakes}
+                       std=data.std.cpu(), data=data.source, **provenance)
+    return {"result": result, "checkpoint": saved, "mistakes": scores.mistakes(data.test_images)}
 
 
-def save_seed(out, norm, run, classes, first):
+def save_seed(out, run, classes, first):
     """One seed's JSON; the first seed also gives the checkpoint and the figures."""
     result = run["result"]
-    path = out / "results" / f"{norm}_seed{result['seed']}.json"
-    write_json(path, result)
+    path = results.write_seed(out, result)
+    norm = result["norm"]
     if first:
         torch_save(run["checkpoint"], out / "checkpoints" / f"{norm}.pt")
         title = f"{LABELS[norm]}, seed {result['seed']}: final test accuracy {result['final_test_accuracy']:.2f}%"
         save_figure(plots.plot_curves(result["history"], title), out / "images" / f"{norm.upper()}_curves.png")
-        save_figure(utils.plot_incorrect_predictions(run["mistakes"], classes),
+        save_figure(plots.plot_incorrect_predictions(run["mistakes"], classes),
                     out / "images" / f"{norm.upper()}_misclassified.png")
     print(f"{LABELS[norm]} seed {result['seed']}: train {result['final_train_accuracy']:.2f}%, "
           f"test {result['final_test_accuracy']:.2f}%, {result['seconds_per_epoch']:.1f} s/epoch "
           f"(results/{path.name}, written when all seeds have finished)")
-
-
-# What a summary keeps of each seed's result, and what the seeds share (taken from the first).
-PER_SEED = ("seed", "final_test_accuracy", "final_train_accuracy", "final_test_accuracy_flip_tta", "seconds_per_epoch")
-SHARED = ("norm", "model", "parameters", "epochs", "data", "train_images", "test_images", "device", "precision",
-          "torch", "model_config", "run_id", "git_commit", "git_dirty")
-
-
-def summarize_seeds(runs):
-    """results/<norm>.json: each seed's final numbers, their mean and sample standard deviation."""
-    def mean(key):
-        return sum(r[key] for r in runs) / len(runs)
-
-    test = torch.tensor([r["final_test_accuracy"] for r in runs], dtype=torch.float64)
-    return {
-        **{key: runs[0][key] for key in SHARED},
-        "config": {k: v for k, v in runs[0]["config"].items() if k != "seed"},
-        "seeds": [r["seed"] for r in runs],
-        "runs": [{key: r[key] for key in PER_SEED} for r in runs],
-        "final_test_accuracy_mean": percent(mean("final_test_accuracy")),
-        "final_test_accuracy_std": percent(test.std().item()) if len(runs) > 1 else 0.0,  # sample std (n-1)
-        "final_train_accuracy_mean": percent(mean("final_train_accuracy")),
-        "final_test_accuracy_flip_tta_mean": percent(mean("final_test_accuracy_flip_tta")),
-        "seconds_per_epoch_mean": round(mean("seconds_per_epoch"), 2),
-    }
-
-
-def save_validation(out, norm, run, cfg, tag):
-    """`cfg` as asked for (amp 'auto' stays 'auto'), so that only settings a flag changed count as changed.
-    The checkpoint is kept beside (not committed) to serve as a teacher trained on the same split."""
-    result = run["result"]
-    defaults = {**vars(utils.recipe(norm)), **ModelConfig(norm=norm, num_classes=result["model_config"]["num_classes"]).to_dict()}
-    changed = changed_settings({**vars(cfg), **result["model_config"]}, defaults)
-    if "teacher" in result:
-        changed += f", teacher={Path(result['teacher']['checkpoint']).stem}"
-    result.update(tag=tag, changed=changed)
-    suffix = f"-seed{result['seed']}" if result["seed"] else ""
-    torch_save(run["checkpoint"], out / "checkpoints" / "validation" / f"{tag}-{norm}{suffix}.pt")
-    write_json(out / "results" / "validation" / f"{tag}-{norm}{suffix}.json", result)
-    write_validation_record(out)
-
-
-def save_comparison(out):
-    results = load_results(out)
-    seeds = sorted({r["seeds"][0] for r in results.values()})
-    fig = plots.plot_comparison({LABELS[n]: load_history(out, r) for n, r in results.items()})
-    fig.axes[0].set_title(f"Test accuracy by normalization (seed {', '.join(map(str, seeds))} of each)")
-    save_figure(fig, Path(out) / "images" / "comparison.png")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ point, and writes
     results/sweep/<norm>-bs<B>-seed<k>.json     one run each (a run already there is kept: resumable)
     results/sweep/batchnorm_gap.json           BatchNorm's train/eval gap (below)
     images/batch_size.png                      test accuracy against batch size
-    README.md, between the batch-size markers  the numbers
+    docs/lessons.md, between the batch-size markers  the numbers
 BatchNorm's train/eval gap: the trained BatchNorm model of run.py (checkpoints/bn.pt) tested with
 its running statistics (eval mode) and with the statistics of test batches of 2, 8, 32 and 128
 images (train mode); then the same for the sweep's BatchNorm model trained with batches of 2.
@@ -19,31 +19,31 @@ images (train mode); then the same for the sweep's BatchNorm model trained with 
 
 import argparse
 import copy
-import json
 import sys
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
 
+import plots
+import results
 import utils
-from atomic import save_figure, torch_save, write_json, write_text
+from atomic import save_figure, torch_save
 from data import load_cifar10, normalize
 from models import S8_model, checkpoint, load_checkpoint
-from results import GAP_BATCHES, LABELS, NORMS, batchnorm_gap_table, load_sweep, replace_between
+from results import GAP_BATCHES, LABELS, NORMS, batchnorm_gap_table, load_sweep, mean_and_range
 
 ROOT = Path(__file__).resolve().parent
 BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128)
 SEEDS = (0, 1)
 BASE_LR, BASE_BATCH = 0.05, 128  # the recipe's peak learning rate at its batch size
-START, END = "<!-- batch-size:start -->", "<!-- batch-size:end -->"
+SECTION = "batch-size"  # the generated section of docs/lessons.md that holds the numbers
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data", help="CIFAR-10 source (see run.py --help)")
     p.add_argument("--cache", default=None, help="folder for decoded images (default: .cache/ beside this file)")
-    p.add_argument("--out", default=str(ROOT), help="where results/sweep/, images/ and README.md are (default: here)")
+    p.add_argument("--out", default=str(ROOT), help="where results/sweep/, images/ and docs/lessons.md are (default: here)")
     p.add_argument("--subset", type=int, default=4000, help="training images, the same seeded ones at every point")
     p.add_argument("--test", type=int, default=2000, help="test images each run is scored on")
     p.add_argument("--epochs", type=int, default=6)
@@ -67,18 +67,14 @@ def parse_args(argv=None):
     return args
 
 
-def run_path(out, norm, batch_size, seed):
-    return Path(out) / "results" / "sweep" / f"{norm}-bs{batch_size}-seed{seed}.json"
-
-
 def train_point(norm, batch_size, seed, data, args, device):
     """Train one (norm, batch size, seed) point; returns its result and the trained model."""
     cfg = utils.recipe(norm, epochs=args.epochs, batch_size=batch_size, lr=BASE_LR * batch_size / BASE_BATCH,
                        seed=seed, amp=args.amp)
     torch.manual_seed(seed)
     model = S8_model(norm)
-    history = utils.fit(model, data, cfg, device, progress=False, log=lambda line: None)
     cfg, precision = utils.resolve_precision(cfg, device, norm)
+    history = utils.fit(model, data, cfg, device, precision, progress=False, log=lambda line: None)
     result = dict(norm=norm, batch_size=batch_size, seed=seed, lr=cfg.lr, epochs=cfg.epochs,
                   train_images=len(data.train_labels), test_images=len(data.test_labels), data=data.source,
                   device=utils.describe_device(device), precision=precision.describe(),
@@ -112,32 +108,13 @@ def accuracy_with_batch_statistics(model, data, batch_size, seed=0):
 
 def batchnorm_gap(model, data):
     """{'eval': accuracy with the running statistics, 'train_bs<B>': with batch statistics}."""
-    row = {"eval": round(utils.test(model, data, utils.TrainConfig(amp="off"))[1], 2)}
+    row = {"eval": round(utils.score(model, data).accuracy, 2)}  # fp32
     for b in GAP_BATCHES:
         row[f"train_bs{b}"] = round(accuracy_with_batch_statistics(model, data, b), 2)
     return row
 
 
-def plot_batch_size(table, caption):
-    fig = Figure(figsize=(7.5, 5), layout="constrained")
-    ax = fig.subplots()
-    for norm in (n for n in NORMS if n in table):
-        sizes = sorted(table[norm])
-        means = [sum(table[norm][b]) / len(table[norm][b]) for b in sizes]
-        low = [m - min(table[norm][b]) for m, b in zip(means, sizes)]
-        high = [max(table[norm][b]) - m for m, b in zip(means, sizes)]
-        ax.errorbar(sizes, means, yerr=[low, high], marker="o", capsize=3, label=LABELS[norm])
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({b for t in table.values() for b in t}), [str(b) for b in sorted({b for t in table.values() for b in t})])
-    ax.set(xlabel="batch size (learning rate scaled with it)", ylabel="test accuracy (%)",
-           title="Test accuracy against batch size (mean; bars: lowest and highest seed)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.supxlabel(caption, fontsize=7)
-    return fig
-
-
-def readme_section(runs, table, gap, out):
+def lessons_section(runs, table, gap, out):
     first = runs[0]
     seeds = sorted({r["seed"] for r in runs})
     sizes = sorted({r["batch_size"] for r in runs})
@@ -150,8 +127,8 @@ def readme_section(runs, table, gap, out):
     for norm in (n for n in NORMS if n in table):
         cells = []
         for b in sizes:
-            accs = table[norm].get(b, [])
-            cells.append(f"{sum(accs) / len(accs):.1f} ({min(accs):.1f}-{max(accs):.1f})" if accs else "-")
+            accs = table[norm].get(b)
+            cells.append("{:.1f} ({:.1f}-{:.1f})".format(*mean_and_range(accs)) if accs else "-")
         lines.append(f"| {LABELS[norm]} | " + " | ".join(cells) + " |")
     if gap:
         lines += ["", "BatchNorm's train/eval gap: test accuracy on the 10,000 test images with the running "
@@ -171,11 +148,10 @@ def main(argv=None):
     for norm in args.norms:
         for batch_size in args.batch_sizes:
             for seed in args.seeds:
-                path = run_path(out, norm, batch_size, seed)
-                if path.is_file():
+                if results.sweep_path(out, norm, batch_size, seed).is_file():
                     continue
                 result, model = train_point(norm, batch_size, seed, data, args, device)
-                write_json(path, result)
+                path = results.write_sweep_run(out, result)
                 if norm == "bn" and batch_size == min(args.batch_sizes) and seed == args.seeds[0]:
                     torch_save(checkpoint(model, classes=list(data.classes)), path.with_suffix(".pt"))
                 print(f"{LABELS[norm]:9s} batch {batch_size:3d} seed {seed}: test {result['final_test_accuracy']:.2f}% "
@@ -188,15 +164,14 @@ def main(argv=None):
     if small:
         model, _ = load_checkpoint(small[0], norm="bn")
         gap[f"the sweep's, trained with batches of {small[0].name.split('-bs')[1].split('-')[0]}"] = batchnorm_gap(model, full)
-    write_json(out / "results" / "sweep" / "batchnorm_gap.json", gap)
+    results.write_batchnorm_gap(out, gap)
     runs, table = load_sweep(out)
     caption = (f"{runs[0]['train_images']:,} training images, {runs[0]['epochs']} epochs, lr = 0.05 x batch/128, "
                f"seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; {runs[0]['data']}; {runs[0]['device']}")
-    save_figure(plot_batch_size(table, caption), out / "images" / "batch_size.png")
-    readme = out / "README.md"
-    if readme.is_file():
-        write_text(readme, replace_between(readme.read_text(), START, END, readme_section(runs, table, gap, out), readme))
-    print(readme_section(runs, table, gap, out))
+    save_figure(plots.plot_batch_size(table, LABELS, caption), out / "images" / "batch_size.png")
+    section = lessons_section(runs, table, gap, out)
+    results.write_section(out / "docs" / "lessons.md", SECTION, section)
+    print(section)
     return 0
 
 

@@ -94,3 +94,51 @@ def add_member(tar, name, data=b"x", kind=tarfile.REGTYPE, linkname=""):
     info.linkname = linkname
     info.size = len(data) if kind == tarfile.REGTYPE else 0
     tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-memory data and stand-in models shared by the test modules.
+
+
+def toy_data(n_train=200, n_test=50, seed=0):
+    """A CIFAR10 of toy images whose colour says the class (labels 0..9 in turn)."""
+    import torch
+
+    from data import CIFAR10
+
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        labels = torch.arange(n) % 10
+        images = torch.stack([torch.from_numpy(class_image(int(y), k, rng)).permute(2, 0, 1) for k, y in enumerate(labels)])
+        return images, labels
+
+    return CIFAR10(*split(n_train), *split(n_test), CLASSES, "toy")
+
+
+# Small, fast and exact: fp32, NCHW, short crops.
+FAST = dict(batch_size=32, pad=2, amp="off", channels_last=False)
+
+
+def fixed_logits(logits):
+    """A model that returns the preset `logits` (one row per test image, in order)."""
+    import torch
+    from torch import nn
+
+    class FixedLogits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return logits[: len(x)] + 0 * self.dummy
+
+    return FixedLogits()
+
+
+def fake_mistakes(n=12):
+    """Mistake dicts as Scores.mistakes makes them: true k % 10, predicted (k + 1) % 10."""
+    import torch
+
+    return [dict(index=k, image=torch.zeros(3, 32, 32, dtype=torch.uint8), true=k % 10, predicted=(k + 1) % 10,
+                 confidence=0.5) for k in range(n)]

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from models import (NORM_TYPES, ModelConfig, Model_Batch_Normalization, Model_Group_Normalization,
-                    Model_Layer_Normalization, NormType, S8Net, S8_model, canonical_norm, count_parameters)
+                    Model_Layer_Normalization, NormType, S8Net, S8_model, canonical_norm, checkpoint, count_parameters,
+                    fingerprint, load_checkpoint, PARAMETER_BUDGET)
 
 VARIANTS = [Model_Batch_Normalization, Model_Layer_Normalization, Model_Group_Normalization]
 
@@ -11,7 +12,7 @@ VARIANTS = [Model_Batch_Normalization, Model_Layer_Normalization, Model_Group_No
 @pytest.mark.parametrize("cls", VARIANTS)
 def test_parameter_budget_and_output_shape(cls):
     model = cls()
-    assert count_parameters(model) < 50_000
+    assert count_parameters(model) < PARAMETER_BUDGET == 50_000
     assert model(torch.randn(3, 3, 32, 32)).shape == (3, 10)
 
 
@@ -48,9 +49,12 @@ def test_unknown_norm_names_the_allowed_ones():
         S8_model("instance")
 
 
-def test_groups_that_do_not_divide_are_refused():
-    with pytest.raises(ValueError, match="groups=3 does not divide"):
-        S8_model("gn", groups=3)
+def test_groups_that_do_not_divide_are_refused_by_the_config_before_a_layer_is_built():
+    with pytest.raises(ValueError, match="groups=3 does not divide a layer of 16 channels"):
+        ModelConfig(norm="gn", groups=3)
+    with pytest.raises(ValueError, match="groups=8 does not divide a layer of 28 channels"):
+        ModelConfig(norm="gn", groups=8)
+    assert ModelConfig(norm="bn", groups=3).groups == 3  # the other norms ignore it
 
 
 class Zero(nn.Module):
@@ -160,66 +164,75 @@ def test_weight_standardized_conv_ignores_each_filters_offset_and_scale():
     assert not torch.allclose(plain, before, atol=1e-2)
 
 
-def test_conv_and_activation_are_config_fields():
-    model = S8_model("gn", conv="ws", activation="gelu")
-    kinds = {type(m).__name__ for m in model.modules()}
-    assert {"StdConv2d", "GELU"} <= kinds and "ReLU" not in kinds
-    assert count_parameters(model) == count_parameters(S8_model("gn"))  # neither adds a parameter
-    assert type(S8_model("gn").C4[0]) is torch.nn.Conv2d
-    for field, bad in (("activation", "tanh"), ("conv", "wide")):
-        with pytest.raises(ValueError, match=f"unknown {field} '{bad}'; use one of"):
-            S8_model("gn", **{field: bad})
+def test_conv_is_a_config_field():
+    model = S8_model("gn", conv="ws")
+    assert type(model.C4[0]).__name__ == "StdConv2d" and type(S8_model("gn").C4[0]) is torch.nn.Conv2d
+    assert count_parameters(model) == count_parameters(S8_model("gn"))  # it adds no parameter
+    with pytest.raises(ValueError, match="unknown conv 'wide'; use one of 'plain', 'ws'"):
+        S8_model("gn", conv="wide")
 
 
-def test_zero_init_residual_makes_each_skip_start_as_the_identity():
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: the weights bound to the description of the model they fit.
+
+
+def saved(tmp_path, model, name="model.pt"):
+    torch.save(checkpoint(model), tmp_path / name)
+    return tmp_path / name
+
+
+def test_checkpoint_loads_as_the_model_it_was_saved_from(tmp_path):
     torch.manual_seed(0)
-    model = S8_model("ln", zero_init_residual=True)
-    plain = S8_model("ln")
-    for first, last, channels, size in (("C4", "C5", 3, 16), ("C8", "C9", 5, 8)):
-        x = torch.randn(2, model.config.widths[channels], size, size)
-        branch = getattr(model, last)(getattr(model, first)(x))
-        assert torch.count_nonzero(branch) == 0  # the branch adds nothing yet
-        assert torch.count_nonzero(getattr(plain, last)(getattr(plain, first)(x))) > 0
-    bn = S8_model("bn", zero_init_residual=True, activation="silu")  # SiLU(0) = 0, with a gradient
-    x = torch.randn(2, bn.config.widths[3], 16, 16)
-    assert torch.count_nonzero(bn.C5(bn.C4(x))) == 0 and bn.C5[1].weight.abs().sum() == 0
-    with pytest.raises(ValueError, match="needs the norm last in each block"):
-        S8_model("bn", zero_init_residual=True)  # a ReLU after a zero scale would never move
-
-
-def test_dirac_init_adds_the_identity_to_the_usual_random_start():
-    torch.manual_seed(0)
-    plain = S8_model("bn")
-    torch.manual_seed(0)
-    dirac = S8_model("bn", dirac_init=True)
-    identity = torch.nn.init.dirac_(torch.empty_like(plain.C4[0].weight))
-    torch.testing.assert_close(dirac.C4[0].weight, plain.C4[0].weight + identity)
-    torch.testing.assert_close(dirac.C3[0].weight, plain.C3[0].weight)  # changes width: left as it was
-
-
-def test_pool_first_moves_each_pool_before_its_1x1_reduction():
-    torch.manual_seed(0)
-    model = S8_model("bn", pool_first=True).eval()
-    torch.manual_seed(0)
-    reference = S8_model("bn").eval()  # the template's order, the same weights
-    assert count_parameters(model) == count_parameters(reference)
-    x = torch.randn(2, 3, 32, 32)
-    h = reference.c2(reference.c1(x))
-    pool = torch.nn.MaxPool2d(2)
-    torch.testing.assert_close(model.pool(model.c3(h)), reference.c3(pool(h)))
-    assert not torch.allclose(reference.c3(pool(h)), reference.pool(reference.c3(h)))  # the order matters
-    assert not torch.allclose(model(x), reference(x))
-    for conv in (model.c3, model.c6):
-        assert [type(m) for m in conv] == [torch.nn.MaxPool2d, torch.nn.Conv2d]
-
-
-def test_checkpoint_of_a_lever_model_loads_as_that_model(tmp_path):
-    from models import checkpoint, load_checkpoint
-
-    torch.manual_seed(0)
-    model = S8_model("gn", conv="ws", activation="silu", zero_init_residual=True, groups=2, pool_first=True)
-    torch.save(checkpoint(model), tmp_path / "gn.pt")
-    loaded, _ = load_checkpoint(tmp_path / "gn.pt", norm="gn")
-    assert loaded.config == model.config
+    model = S8_model("gn", conv="ws", groups=2, widths=(8, 16, 8, 12, 8, 16))
+    loaded, ckpt = load_checkpoint(saved(tmp_path, model), norm="gn")
+    assert loaded.config == model.config and type(loaded) is Model_Group_Normalization
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+
+
+def test_checkpoint_of_another_norm_is_refused(tmp_path):
+    path = saved(tmp_path, S8_model("ln"), "ln.pt")
+    assert load_checkpoint(path, norm="layer")[1]["model_config"]["norm"] == "ln"
+    with pytest.raises(ValueError, match=r"ln\.pt holds a Model_Layer_Normalization, not the "
+                                         r"Model_Group_Normalization asked for; load checkpoints/gn\.pt"):
+        load_checkpoint(path, norm="gn")
+
+
+def test_relabelled_checkpoint_is_refused(tmp_path):
+    """LayerNorm weights under a description that says GroupNorm: same shapes, so only the
+    fingerprint notices."""
+    ckpt = checkpoint(S8_model("ln"))
+    ckpt["model_config"]["norm"] = ckpt["norm"] = "gn"
+    S8_model(**ckpt["model_config"]).load_state_dict(ckpt["model"])  # it would load silently
+    torch.save(ckpt, tmp_path / "gn.pt")
+    with pytest.raises(ValueError, match="does not match the weights saved with it"):
+        load_checkpoint(tmp_path / "gn.pt", norm="gn")
+
+
+def test_checkpoint_without_a_description_is_refused(tmp_path):
+    torch.save({"model": S8_model("bn").state_dict(), "norm": "bn"}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="holds no model description"):
+        load_checkpoint(tmp_path / "old.pt")
+
+
+def test_checkpoint_of_a_removed_option_is_refused_by_name(tmp_path):
+    model = S8_model("bn")
+    config = {**model.config.to_dict(), "pool_first": True}  # an option an earlier version had
+    torch.save({"model": model.state_dict(), "model_config": config, "norm": "bn",
+                "fingerprint": fingerprint(config, model.state_dict())}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"model options this version no longer has \(pool_first\)"):
+        load_checkpoint(tmp_path / "old.pt")
+
+
+def test_missing_checkpoint_says_how_to_make_one(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint at .*; train one with `python run.py --norm NORM`"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_fingerprint_changes_with_any_weight():
+    model = S8_model("gn")
+    config = {"norm": "gn"}
+    before = fingerprint(config, model.state_dict())
+    with torch.no_grad():
+        model.c10.bias[3] += 1e-6
+    assert fingerprint(config, model.state_dict()) != before

@@ -1,24 +1,33 @@
-"""Rehearse the three notebooks as a student on Colab runs them, on this machine.
+"""Rehearse the notebooks' set-up cell as a student on Colab runs it, on this machine.
 
-    python tools/colab_rehearsal.py [--data ../shared/data/cifar10-jpg.tar.gz] [--work DIR]
+    python tools/colab_rehearsal.py [--work DIR]
 
-What it sets up, and why each part is there:
+pytest (nbval) runs every notebook end to end; this runs only what is different on Colab: the
+set-up cell (twice), a cell that imports the project's modules, and a check, in a Colab-like
+kernel started in a fresh bare folder (Colab's /content), for each way the code gets there:
+- address: S8_REPO_URL names this checkout, and the cell clones it (its committed HEAD);
+- files: the project's files are already in the folder (uploaded, or a Drive folder);
+- upload: no address at all (S8_REPO_URL unset, the set-up cell generated with no repository), and
+  the fake Colab's `files.upload()` hands over the zip that `make_notebooks.py --bundle` writes.
+In the last two a fake `git`, first on PATH, records any call and fails, and the rehearsal fails
+if it was called: without an address configured, nothing is cloned from anywhere.
+
+What it sets up, and why:
 - a virtual environment with Colab's versions of what matters here: ipywidgets 7.7.1 (with its
   widgetsnbextension 3.6), and no torchsummary. Everything else (torch, matplotlib, ...) is this
   machine's, seen through a copy of its site-packages that leaves those three out;
-- a fake `google.colab` module, imported when the kernel starts as Colab's is, so the notebooks'
-  set-up cell takes its Colab branch;
-- S8_REPO_URL pointing at this checkout, so that branch clones it (its committed HEAD) into a bare
-  working folder, the way Colab clones the GitHub repository into /content;
-- each notebook's short configuration (S8_EPOCHS=1, S8_SUBSET=2000) run end to end, the set-up
-  cell twice, then a check that the clone was used, torchsummary was installed by the set-up cell
-  and Colab's ipywidgets was left alone.
-It needs the package index (pip installs ipywidgets 7.7.1 and torchsummary) and about two minutes.
+- a fake `google.colab` module, imported when the kernel starts as Colab's is, so the set-up cell
+  takes its Colab branch; its `files.upload()` saves and returns the file the case offers.
+The check then asks that the modules came from the folder the cell chose, the saved results and
+figures came with them, torchsummary was installed by the set-up cell, and Colab's ipywidgets was
+left alone and builds the explorer. It needs the package index (pip installs ipywidgets 7.7.1 and
+torchsummary).
 """
 
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +46,8 @@ import make_notebooks  # noqa: E402
 COLAB_PACKAGES = ["ipywidgets==7.7.1", "widgetsnbextension~=3.6.0"]
 HIDDEN = ("ipywidgets", "widgetsnbextension", "jupyterlab_widgets", "torchsummary")  # Colab's own, or absent
 KERNEL = "s8-colab-rehearsal"
+CASES = ("address", "files", "upload")
+BASE_PATH = os.environ.get("PATH", "")
 
 STARTUP = '''# Colab imports google.colab when its kernel starts; the notebooks' set-up cell looks for it.
 import sys
@@ -44,9 +55,35 @@ sys.path.insert(0, {fake!r})
 import google.colab
 '''
 
-CHECK = '''import importlib.util, os, ipywidgets
-print("REHEARSAL " + __import__("json").dumps({"cwd": os.getcwd(), "ipywidgets": ipywidgets.__version__,
-      "torchsummary": importlib.util.find_spec("torchsummary").origin}))'''
+FAKE_FILES = '''"""Stands in for google.colab.files: upload() saves the file the rehearsal offers where the
+notebook runs, as Colab does, and returns {name: bytes}."""
+import os
+from pathlib import Path
+
+
+def upload():
+    offered = os.environ.get("S8_REHEARSAL_UPLOAD")
+    if not offered:
+        raise RuntimeError("the set-up cell asked for an upload in a case that offers none")
+    data = Path(offered).read_bytes()
+    Path(Path(offered).name).write_bytes(data)
+    return {Path(offered).name: data}
+'''
+
+FAKE_GIT = '''#!/bin/sh
+# Stands in for git where no address is configured: any call is recorded, and fails.
+echo "$@" >> "$S8_REHEARSAL_GIT_LOG"
+exit 1
+'''
+
+IMPORTS = "import models, utils, data, plots, results"
+
+CHECK = '''import importlib.util, json, os, ipywidgets, explorer
+print("REHEARSAL " + json.dumps({
+    "cwd": os.getcwd(), "modules": os.path.dirname(os.path.abspath(models.__file__)),
+    "results": sorted(results.load_results()), "figure": os.path.isfile("images/batch_size.png"),
+    "ipywidgets": ipywidgets.__version__, "torchsummary": importlib.util.find_spec("torchsummary").origin,
+    "explorer": isinstance(explorer.mistake_explorer([], ["cat", "dog"]), ipywidgets.VBox)}))'''
 
 
 def colab_like_env(work):
@@ -77,6 +114,7 @@ def kernel(work, python):
     fake = work / "fake-colab"
     (fake / "google" / "colab").mkdir(parents=True)
     (fake / "google" / "colab" / "__init__.py").write_text('"""Stands in for Colab\'s module."""\n')
+    (fake / "google" / "colab" / "files.py").write_text(FAKE_FILES)
     startup = work / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
     (startup / "00-colab.py").write_text(STARTUP.format(fake=str(fake)))
@@ -90,53 +128,94 @@ def kernel(work, python):
     return work / "jupyter"
 
 
-def rehearse(notebook, content):
-    """Run a copy of `notebook` in the bare folder `content`; return what its check cell printed."""
-    nb = nbformat.read(ROOT / notebook, as_version=4)
-    setup = next(k for k, c in enumerate(nb.cells) if c.cell_type == "code" and "google.colab" in c.source)
-    nb.cells.insert(setup + 1, nbformat.v4.new_code_cell(nb.cells[setup].source))  # run twice: harmless
-    nb.cells.append(nbformat.v4.new_code_cell(CHECK))
+def committed_setup():
+    """The notebooks' set-up cell, the same in all three."""
+    found = set()
+    for spec in make_notebooks.LESSONS.values():
+        cells = nbformat.read(ROOT / spec["file"], as_version=4).cells
+        found |= {c.source for c in cells if c.cell_type == "code" and "google.colab" in c.source}
+    if len(found) != 1:
+        sys.exit(f"colab rehearsal: {len(found)} different set-up cells in the notebooks, not one; "
+                 "regenerate them with python tools/make_notebooks.py")
+    return found.pop()
+
+
+def rehearse(setup, content):
+    """Run the set-up cell twice, the imports and the check in the bare folder `content`; return
+    what the check printed."""
+    sources = (setup, setup, IMPORTS, CHECK)  # the set-up cell twice: the second run must change nothing
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
     for k, cell in enumerate(nb.cells):
         cell.id = f"rehearsal-{k}"
-    NotebookClient(nb, kernel_name=KERNEL, timeout=900, resources={"metadata": {"path": str(content)}}).execute()
+    NotebookClient(nb, kernel_name=KERNEL, timeout=300, resources={"metadata": {"path": str(content)}}).execute()
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     return json.loads(printed.split("REHEARSAL ", 1)[1])
 
 
+def prepare(case, work, content, setup):
+    """Set this process's environment (which the kernel inherits) and `content` for `case`; return
+    the set-up cell to run, the folder the project should end up in, and the fake git's log."""
+    git_log = work / f"git-calls-{case}.log"
+    for name in ("S8_REPO_URL", "S8_REHEARSAL_UPLOAD"):
+        os.environ.pop(name, None)
+    os.environ["PATH"] = os.pathsep.join([str(work / "fake-git"), BASE_PATH]) if case != "address" else BASE_PATH
+    os.environ["S8_REHEARSAL_GIT_LOG"] = str(git_log)
+    if case == "address":
+        os.environ["S8_REPO_URL"] = str(ROOT)
+        return setup, content / re.search(r'^PROJECT = "(.+)"', setup, re.M).group(1), git_log
+    if case == "files":
+        for path in make_notebooks.bundle_files(ROOT):
+            target = content / path.relative_to(ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        return setup, content, git_log
+    bundle = work / make_notebooks.BUNDLE
+    make_notebooks.write_bundle(bundle, ROOT)
+    os.environ["S8_REHEARSAL_UPLOAD"] = str(bundle)
+    return make_notebooks.setup_cell(None), content / make_notebooks.project_folder(None), git_log
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"),
-                   help="CIFAR-10 source the notebooks read (default: the offline copy beside the checkout)")
     p.add_argument("--work", help="folder for the environment and the runs (default: a temporary one, removed)")
     args = p.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="s8-colab-"))
     work.mkdir(parents=True, exist_ok=True)
-    name = make_notebooks.readme_repo(ROOT / "README.md").split("/")[1]
+    work = work.resolve()  # the kernel's os.getcwd() names the real path
+    setup = committed_setup()
+    saved = os.environ.copy()
     try:
         python, site = colab_like_env(work)
-        os.environ.update(
-            JUPYTER_PATH=str(kernel(work, python)), S8_REPO_URL=str(ROOT), S8_DATA=str(Path(args.data).resolve()),
-            S8_CACHE_DIR=str(work / "cache"), S8_EPOCHS=os.environ.get("S8_EPOCHS", "1"),
-            S8_SUBSET=os.environ.get("S8_SUBSET", "2000"))
-        for notebook in (spec["file"] for spec in make_notebooks.LESSONS.values()):
-            content = work / f"content-{notebook[:-6]}"  # a fresh /content for each notebook
+        (work / "fake-git").mkdir()
+        (work / "fake-git" / "git").write_text(FAKE_GIT)
+        (work / "fake-git" / "git").chmod(0o755)
+        os.environ["JUPYTER_PATH"] = str(kernel(work, python))
+        for case in CASES:
+            content = work / f"content-{case}"  # a fresh /content for each case
             content.mkdir()
-            seen = rehearse(notebook, content)
+            cell, project, git_log = prepare(case, work, content, setup)
+            seen = rehearse(cell, content)
             problems = []
-            if seen["cwd"] != str(content / name):
-                problems.append(f"ran in {seen['cwd']}, not in the clone")
-            if seen["ipywidgets"] != "7.7.1":
-                problems.append(f"ipywidgets {seen['ipywidgets']}, not Colab's 7.7.1")
+            if seen["cwd"] != str(project) or seen["modules"] != str(project):
+                problems.append(f"ran in {seen['cwd']} with the modules of {seen['modules']}, not in {project}")
+            if seen["results"] != sorted(make_notebooks.LESSONS) or not seen["figure"]:
+                problems.append(f"saved results {seen['results']}, figure {seen['figure']}: not all came along")
+            if seen["ipywidgets"] != "7.7.1" or not seen["explorer"]:
+                problems.append(f"ipywidgets {seen['ipywidgets']}, not Colab's 7.7.1, or the explorer did not build")
             if not seen["torchsummary"].startswith(str(site)):
                 problems.append(f"torchsummary from {seen['torchsummary']}, not installed by the set-up cell")
+            if git_log.exists():
+                problems.append(f"git was run with no address configured: {git_log.read_text().strip()}")
             if problems:
-                sys.exit(f"colab rehearsal: {notebook}: " + "; ".join(problems))
-            print(f"{notebook}: ran on a fake Colab from a clone, ipywidgets {seen['ipywidgets']}, "
-                  "torchsummary installed by the set-up cell", flush=True)
+                sys.exit(f"colab rehearsal: {case}: " + "; ".join(problems))
+            print(f"{case}: the set-up cell (run twice) found the project in {project.relative_to(work)}, "
+                  "the modules import" + ("" if case == "address" else ", git never ran"), flush=True)
     finally:
+        os.environ.clear()
+        os.environ.update(saved)
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    print("colab rehearsal: all three notebooks ran")
+    print("colab rehearsal: the set-up cell works from a clone, from files already there and from an uploaded zip")
 
 
 if __name__ == "__main__":

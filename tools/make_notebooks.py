@@ -1,15 +1,19 @@
 """Write S8_BN.ipynb, S8_LN.ipynb and S8_GN.ipynb from one template, and point every Colab badge
-and clone address (the notebooks' and README.md's) at one GitHub repository.
+and clone address (the notebooks' and README.md's) at one GitHub repository, or at none.
 
 The three lessons share every cell but the norm's name and its explanation, so they are
 generated, never edited by hand:
 
     python tools/make_notebooks.py [--repo OWNER/NAME]   # a cell whose source is unchanged keeps its outputs
+    python tools/make_notebooks.py --bundle [PATH]      # only the zip the set-up cell asks for on Colab
     S8_DATA=../shared/data/cifar10-jpg.tar.gz jupyter execute --inplace --timeout=-1 \\
         --NotebookClient.store_widget_state=False S8_*.ipynb   # fill in a full run's outputs
 
-The repository is --repo, else the `origin` remote when it is on GitHub, else the one README.md's
-badges already name: README.md is where the address lives between runs.
+The repository is --repo, else the `origin` remote when it is on GitHub, else the one that the badges
+in README.md's generated colab section name: README.md is where the address lives between runs.
+With none known, no address is guessed: there is no Colab badge, the README section says how to get
+to Colab without one, and the set-up cell clones only from S8_REPO_URL, else asks for the zip that
+--bundle writes (every top-level module, results/, images/ and checkpoints/).
 """
 
 import argparse
@@ -18,6 +22,7 @@ import io
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -26,8 +31,15 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import results  # noqa: E402
+from atomic import write_atomically  # noqa: E402
 from models import NORM_TYPES  # noqa: E402
-FALLBACK_REPO = "s8-normalization/s8-normalization"  # only when nothing else names one
+
+# What earlier versions wrote when no repository was known: a valid name that nobody owns, so a
+# README that still names it names none (whoever registered it would have students run their code).
+PLACEHOLDER_REPO = "s8-normalization/s8-normalization"
+BUNDLE = "s8-bundle.zip"  # --bundle's default, in the project root
+BUNDLED_FOLDERS = ("results", "images", "checkpoints")  # with every top-level module
 BADGE_URL = re.compile(r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/")
 GITHUB_REMOTE = re.compile(r"github\.com[:/]([\w.-]+/[\w.-]+?)(?:\.git)?/?$")
 
@@ -103,29 +115,56 @@ y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_{ng}}{\sqrt{\sigma_{ng}^2+\epsilon}} + \
     ),
 }
 
-SETUP = '''# Set-up, safe to run twice. On Colab: fetch this project, unless its files are here already
-# (uploaded, or a Google Drive folder you changed into), and install torchsummary, the one package
-# it needs that Colab lacks. Colab's own torch, torchvision and ipywidgets stay as they are.
-# Anywhere else this cell does nothing. Set S8_REPO_URL to fetch from a fork or another address.
+SETUP = '''# Set-up, safe to run twice. On Colab it finds this project's code and installs torchsummary, the one
+# package the project needs that Colab lacks (Colab's own torch, torchvision and ipywidgets stay as they
+# are). Anywhere else it does nothing. The code comes from the first of these that exists:
+# 1. the project's files where this notebook runs (uploaded, or a Google Drive folder you changed into);
+# 2. the folder an earlier run of this cell made;
+# 3. a clone of S8_REPO_URL, or of the address below when it names one;
+# 4. else the zip you upload when asked, made by `python tools/make_notebooks.py --bundle`.
 import importlib.util
+import io
 import os
 import subprocess
 import sys
+import zipfile
 
-REPO_URL = os.environ.get("S8_REPO_URL", "https://github.com/{repo}")
+PROJECT = "{name}"  # the folder that a clone or an unpacked zip goes into
+REPO_URL = os.environ.get("S8_REPO_URL", "{url}")
 if "google.colab" in sys.modules:
-    if not os.path.exists("models.py"):
-        if not os.path.exists("{name}/models.py"):
-            clone = subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, "{name}"],
-                                   capture_output=True, text=True)
-            if clone.returncode:
-                raise SystemExit(
-                    f"Could not fetch the project from {{REPO_URL}}: {{clone.stderr.strip() or 'git failed'}}\\n"
-                    "To go on without it, put the project's files where this notebook runs: upload its .py "
-                    "files and results/ folder with the Files pane, or copy the project to Google Drive, "
-                    "mount the drive and os.chdir() into that folder; or set os.environ['S8_REPO_URL'] to "
-                    "the address of a copy you can reach. Then run this cell again.")
-        os.chdir("{name}")
+    if os.path.exists("models.py"):
+        pass  # the files are here: use them
+    elif os.path.exists(os.path.join(PROJECT, "models.py")):
+        os.chdir(PROJECT)
+    elif REPO_URL:
+        clone = subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, PROJECT],
+                               capture_output=True, text=True)
+        if clone.returncode:
+            raise SystemExit(
+                f"Could not fetch the project from {{REPO_URL}}: {{clone.stderr.strip() or 'git failed'}}\\n"
+                "To go on without it, put the project's files where this notebook runs: upload its .py "
+                "files and results/ folder with the Files pane, or copy the project to Google Drive, "
+                "mount the drive and os.chdir() into that folder; or set os.environ['S8_REPO_URL'] to "
+                "the address of a copy you can reach, or to '' to upload the zip that "
+                "`python tools/make_notebooks.py --bundle` makes. Then run this cell again.")
+        os.chdir(PROJECT)
+    else:
+        from google.colab import files
+        print("No address to clone: upload the zip that `python tools/make_notebooks.py --bundle` makes.")
+        uploaded = files.upload()
+        zips = [name for name in uploaded if name.endswith(".zip")]
+        if len(zips) != 1:
+            raise SystemExit(f"Upload one .zip, the project's bundle, not {{len(zips)}}. Then run this cell again.")
+        with zipfile.ZipFile(io.BytesIO(uploaded[zips[0]])) as bundle:
+            # A zip can name paths such as ../x or /x that unpack outside PROJECT: refuse the whole zip,
+            # before anything is written, rather than trust where it puts files.
+            for member in bundle.namelist():
+                parts = member.replace("\\\\", "/").split("/")
+                if parts[0] == "" or ":" in parts[0] or ".." in parts:
+                    raise SystemExit(f"Refused {{member!r}} in {{zips[0]}}: it would land outside {{PROJECT}}/. "
+                                     "Rebuild the zip with `python tools/make_notebooks.py --bundle`.")
+            bundle.extractall(PROJECT)
+        os.chdir(PROJECT)
     if importlib.util.find_spec("torchsummary") is None:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "torchsummary"], check=True)
         importlib.invalidate_caches()'''
@@ -178,15 +217,26 @@ def badge(repo, notebook):
             f"(https://colab.research.google.com/github/{repo}/blob/main/{notebook})")
 
 
+def project_folder(repo):
+    """The folder the set-up cell clones or unpacks into: the repository's name, as git would name it."""
+    return repo.split("/")[1] if repo else "s8-project"
+
+
+def setup_cell(repo):
+    """The set-up cell's source; with no repository known, it has no default clone address."""
+    return SETUP.format(name=project_folder(repo), url=f"https://github.com/{repo}" if repo else "")
+
+
 def cells(norm, spec, repo):
     md, code = new_markdown_cell, new_code_cell
+    title = f"# {spec['title']} in a 48k-parameter CNN on CIFAR-10\n\n"
     return [
-        md(f"# {spec['title']} in a 48k-parameter CNN on CIFAR-10\n\n{badge(repo, spec['file'])}\n\n"
+        md(title + (f"{badge(repo, spec['file'])}\n\n" if repo else "") +
            "One of three lessons that train the same network with a different normalization layer "
            "(BatchNorm, LayerNorm, GroupNorm) and compare them. Run the cells in order; on Colab, "
            "choose a GPU runtime first.\n\n" + spec["theory"]),
         md("## 1. Set-up and configuration"),
-        code(SETUP.format(repo=repo, name=repo.split("/")[1])),
+        code(setup_cell(repo)),
         code(CONFIG.format(norm=norm)),
         md("## 2. The data\n\nCIFAR-10: 50,000 training and 10,000 test images of 32x32 pixels in 10 classes. "
            "The whole set is decoded once and kept in memory as uint8 tensors; the training loop "
@@ -343,36 +393,89 @@ def origin_repo(root=ROOT):
 
 
 def readme_repo(readme):
-    """OWNER/NAME that README.md's Colab badges name, else None."""
-    found = BADGE_URL.findall(readme.read_text()) if readme.is_file() else []
+    """OWNER/NAME that the Colab badges in README.md's colab section name, else None. Badges outside
+    that section, and the unowned placeholder, name nothing."""
+    text = readme.read_text() if readme.is_file() else ""
+    start, end = results.section_markers("colab")
+    if start not in text or end not in text:
+        return None
+    section = text.split(start, 1)[1].split(end, 1)[0]
+    found = [repo for repo in BADGE_URL.findall(section) if repo != PLACEHOLDER_REPO]
     return found[0] if found else None
 
 
-def set_readme_badges(readme, repo):
-    """Point every Colab badge in README.md at `repo`."""
-    text = readme.read_text()
-    new = BADGE_URL.sub(f"https://colab.research.google.com/github/{repo}/blob/", text)
-    if new != text:
-        readme.write_text(new)
+def colab_section(repo):
+    """The body of README.md's colab section: a badge per notebook, or, with no repository known, the
+    way to Colab without one."""
+    if repo:
+        rows = [f"| [`{spec['file']}`]({spec['file']}) | {badge(repo, spec['file'])} |" for spec in LESSONS.values()]
+        return "\n".join(["| notebook | open on Colab |", "|---|---|", *rows])
+    return ("This project has no published GitHub address yet, so there are no Colab badges. To use Colab, run\n"
+            "`python tools/make_notebooks.py --bundle` on your machine, upload a notebook to Colab\n"
+            "(File > Upload notebook), run its first cell and upload the zip it asks for. A fork that\n"
+            "publishes the project runs `python tools/make_notebooks.py --repo OWNER/NAME` once and commits;\n"
+            "that puts the badges here.")
+
+
+def bundle_files(root):
+    """What the notebooks need, for the zip: every top-level module, and results/, images/ and
+    checkpoints/ less hidden files (temporary ones), caches and the validation runs' checkpoints."""
+    def wanted(relative):
+        return not (any(part.startswith(".") or part == "__pycache__" for part in relative.parts)
+                    or relative.as_posix().startswith("checkpoints/validation/"))
+
+    files = sorted(root.glob("*.py"))
+    for folder in BUNDLED_FOLDERS:
+        files += sorted(path for path in (root / folder).rglob("*")
+                        if path.is_file() and wanted(path.relative_to(root)))
+    return files
+
+
+def write_bundle(path, root):
+    """Zip bundle_files(root) into `path`, each under its path relative to `root`; returns how many."""
+    files = bundle_files(root)
+
+    def write(tmp):
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for file in files:
+                bundle.write(file, file.relative_to(root).as_posix())
+
+    write_atomically(path, write)  # never half a zip at `path`
+    return len(files)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repo", help="GitHub OWNER/NAME the badges and the set-up cell point at (default: the origin "
-                                  "remote when it is on GitHub, else the one README.md names)")
+                                  "remote when it is on GitHub, else the one README.md's colab section names)")
     p.add_argument("--clear-outputs", action="store_true", help="drop every output, not only those of changed cells")
+    p.add_argument("--bundle", nargs="?", const="", metavar="PATH",
+                   help=f"write only the zip the set-up cell asks for on Colab when it has no address to clone "
+                        f"(default PATH: {BUNDLE} in the project root); no notebook is written")
     args = p.parse_args(argv)
+    if args.bundle is not None:
+        if args.repo or args.clear_outputs:
+            p.error("--bundle writes only the zip: give --repo or --clear-outputs in a run of their own")
+        path = Path(args.bundle or ROOT / BUNDLE).resolve()
+        count = write_bundle(path, ROOT)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {count} files): on Colab, run a notebook's "
+              "first cell and upload it when it asks")
+        return
     readme = ROOT / "README.md"
-    repo = args.repo or origin_repo() or readme_repo(readme) or FALLBACK_REPO
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+    repo = args.repo or origin_repo() or readme_repo(readme)
+    if repo and not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
         p.error(f"--repo takes OWNER/NAME as on GitHub (e.g. jane/s8-normalization), got {repo!r}")
     for norm, spec in LESSONS.items():
         path = ROOT / spec["file"]
         old = None if args.clear_outputs or not path.exists() else nbformat.read(path, as_version=4)
         nbformat.write(build(norm, repo, old), path)
         print(f"wrote {spec['file']}")
-    set_readme_badges(readme, repo)
-    print(f"Colab badges and clone address: github.com/{repo}")
+    results.write_section(readme, "colab", colab_section(repo))
+    if repo:
+        print(f"Colab badges and clone address: github.com/{repo}")
+    else:
+        print("no repository known (give --repo OWNER/NAME): no Colab badge, no clone address; on Colab the "
+              "set-up cell asks for the zip that --bundle writes")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,432 @@
+"""The Colab path without Colab: badges and clone addresses agree, and the notebooks' set-up cell is
+run with a faked `google.colab` module against a clone address that points at a local repository."""
+
+import importlib.util
+import io
+import re
+import subprocess
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import make_notebooks  # noqa: E402
+
+NOTEBOOKS = [spec["file"] for spec in make_notebooks.LESSONS.values()]
+CLONE_URL = re.compile(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?[\"']")
+
+
+def sources(path):
+    """Every cell's source of a notebook, joined."""
+    return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
+
+
+def setup_source(notebook="S8_BN.ipynb"):
+    nb = nbformat.read(ROOT / notebook, as_version=4)
+    return next(c.source for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source)
+
+
+README_WITH_SECTION = """# S8
+
+A badge outside the generated section names nothing:
+[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/someone/elsewhere/blob/main/S8_BN.ipynb)
+
+<!-- colab:start -->
+{body}
+<!-- colab:end -->
+
+The rest of the README.
+"""
+
+# The section as earlier versions generated it: badges naming the unowned placeholder.
+PLACEHOLDER_TABLE = "| notebook | open on Colab |\n|---|---|\n" + "\n".join(
+    f"| [`{name}`]({name}) | {make_notebooks.badge(make_notebooks.PLACEHOLDER_REPO, name)} |" for name in NOTEBOOKS)
+
+
+def section(readme):
+    return readme.read_text().split("<!-- colab:start -->", 1)[1].split("<!-- colab:end -->", 1)[0]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """make_notebooks pointed at a scratch project root holding a README with a colab section, and no
+    GitHub origin."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "README.md").write_text(README_WITH_SECTION.format(body="(to be generated)"))
+    monkeypatch.setattr(make_notebooks, "ROOT", root)
+    monkeypatch.setattr(make_notebooks, "origin_repo", lambda: None)
+    return root
+
+
+def test_notebooks_name_the_repository_of_readmes_colab_section_or_none():
+    repo = make_notebooks.readme_repo(ROOT / "README.md")
+    for name in NOTEBOOKS:
+        text = sources(ROOT / name)
+        assert make_notebooks.PLACEHOLDER_REPO not in text
+        if repo:
+            assert f"/blob/main/{name})" in text  # the notebook's own badge opens itself
+            assert make_notebooks.BADGE_URL.findall(text) == [repo] and CLONE_URL.findall(text) == [repo]
+        else:  # no badge, and the set-up cell has no default clone address
+            assert "colab.research.google.com" not in text and CLONE_URL.findall(text) == []
+            assert 'os.environ.get("S8_REPO_URL", "")' in text
+
+
+def test_readme_badges_are_the_generated_section_and_name_one_repository():
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    assert make_notebooks.PLACEHOLDER_REPO not in text
+    repo = make_notebooks.readme_repo(readme)
+    assert set(make_notebooks.BADGE_URL.findall(text)) == ({repo} if repo else set())
+    if repo:  # one badge per notebook, each to a notebook that exists
+        linked = re.findall(r"colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/main/(\S+?\.ipynb)", text)
+        assert sorted(linked) == sorted(NOTEBOOKS)
+
+
+def test_make_notebooks_repo_rewrites_badges_and_set_up_cell(project):
+    readme = project / "README.md"
+    make_notebooks.main(["--repo", "jane/s8-fork"])
+    assert make_notebooks.readme_repo(readme) == "jane/s8-fork"
+    body = section(readme)
+    assert set(make_notebooks.BADGE_URL.findall(body)) == {"jane/s8-fork"}
+    assert sorted(re.findall(r"/blob/main/(\S+?\.ipynb)\)", body)) == sorted(NOTEBOOKS)  # a row per notebook
+    assert "someone/elsewhere" in readme.read_text() and readme.read_text().endswith("The rest of the README.\n")
+    for name in NOTEBOOKS:
+        text = sources(project / name)
+        assert CLONE_URL.findall(text) == ["jane/s8-fork"] and "s8-normalization/" not in text
+        assert make_notebooks.BADGE_URL.findall(text) == ["jane/s8-fork"] and f"/blob/main/{name})" in text
+        assert 'PROJECT = "s8-fork"' in text
+    # Without --repo and without a GitHub origin, the address README.md's section names stays.
+    make_notebooks.main([])
+    assert set(CLONE_URL.findall(sources(project / "S8_GN.ipynb"))) == {"jane/s8-fork"}
+    assert make_notebooks.readme_repo(readme) == "jane/s8-fork"
+
+
+@pytest.mark.parametrize("body", ["(to be generated)", PLACEHOLDER_TABLE])
+def test_no_repository_known_means_no_badge_and_no_clone_address(project, body, capsys):
+    readme = project / "README.md"
+    readme.write_text(README_WITH_SECTION.format(body=body))
+    assert make_notebooks.readme_repo(readme) is None  # the placeholder is no repository
+    make_notebooks.main([])
+    assert "no repository known" in capsys.readouterr().out
+    for name in NOTEBOOKS:
+        text = sources(project / name)
+        assert "colab.research.google.com" not in text and "github.com" not in text
+        assert 'REPO_URL = os.environ.get("S8_REPO_URL", "")' in text
+    body = section(readme)
+    assert make_notebooks.BADGE_URL.findall(body) == [] and make_notebooks.PLACEHOLDER_REPO not in readme.read_text()
+    assert "python tools/make_notebooks.py --bundle" in body and "File > Upload notebook" in body
+    assert "python tools/make_notebooks.py --repo OWNER/NAME" in body
+    assert make_notebooks.readme_repo(readme) is None  # and it stays so on the next run
+
+
+def test_readme_badges_outside_the_colab_section_name_nothing(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# S8\n\n{make_notebooks.badge('jane/s8', 'S8_BN.ipynb')}\n")
+    assert make_notebooks.readme_repo(readme) is None
+    readme.write_text(README_WITH_SECTION.format(body=make_notebooks.colab_section("jane/s8")))
+    assert make_notebooks.readme_repo(readme) == "jane/s8"
+
+
+def test_origin_remote_on_github_is_the_default(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert make_notebooks.origin_repo(tmp_path) is None
+    subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin", "git@github.com:jane/s8.git"], check=True)
+    assert make_notebooks.origin_repo(tmp_path) == "jane/s8"
+
+
+def test_bad_repo_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        make_notebooks.main(["--repo", "https://github.com/jane"])
+    assert "OWNER/NAME" in capsys.readouterr().err
+
+
+def test_regenerating_keeps_the_outputs_of_unchanged_cells():
+    for norm, spec in make_notebooks.LESSONS.items():
+        committed = nbformat.read(ROOT / spec["file"], as_version=4)
+        rebuilt = make_notebooks.build(norm, make_notebooks.readme_repo(ROOT / "README.md"), committed)
+        assert [c.source for c in rebuilt.cells] == [c.source for c in committed.cells]  # committed = template
+        assert [c.get("outputs") for c in rebuilt.cells] == [c.get("outputs") for c in committed.cells]
+
+
+def fake_project(root):
+    """A project tree with a file in every place --bundle takes from or leaves out."""
+    for name in ("models.py", "utils.py", "results/bn.json", "results/sweep/sweep.json", "images/bn.png",
+                 "checkpoints/bn.pt", "checkpoints/validation/teacher.pt", "results/.bn.json.tmp123",
+                 "results/__pycache__/x.pyc", "tests/test_x.py", "tools/make_notebooks.py", ".git/HEAD",
+                 ".cache/cifar.npz", "data/cifar.tar.gz", "README.md", "S8_BN.ipynb"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(f"# {name}\n")
+    return root
+
+
+BUNDLED = ["checkpoints/bn.pt", "images/bn.png", "models.py", "results/bn.json", "results/sweep/sweep.json",
+           "utils.py"]
+
+
+def test_bundle_holds_the_modules_results_images_and_checkpoints_only(project, monkeypatch, capsys):
+    fake_project(project)
+    notebooks_before = sorted(p.name for p in project.glob("*.ipynb"))
+    monkeypatch.setattr(make_notebooks, "build", lambda *a, **k: pytest.fail("--bundle wrote a notebook"))
+    make_notebooks.main(["--bundle"])
+    bundle = project / "s8-bundle.zip"
+    assert sorted(zipfile.ZipFile(bundle).namelist()) == BUNDLED
+    assert zipfile.ZipFile(bundle).read("models.py") == b"# models.py\n"
+    out = capsys.readouterr().out
+    assert str(bundle) in out and "MB" in out
+    assert sorted(p.name for p in project.glob("*.ipynb")) == notebooks_before
+    make_notebooks.main(["--bundle", str(project / "elsewhere" / "b.zip")])
+    assert sorted(zipfile.ZipFile(project / "elsewhere" / "b.zip").namelist()) == BUNDLED
+    with pytest.raises(SystemExit):
+        make_notebooks.main(["--bundle", "--repo", "jane/s8"])  # only the zip, or only the notebooks
+
+
+def test_bundle_of_this_checkout_leaves_out_tests_tools_and_git(tmp_path):
+    bundle = tmp_path / "s8-bundle.zip"
+    make_notebooks.write_bundle(bundle, ROOT)
+    names = zipfile.ZipFile(bundle).namelist()
+    for module in ("models.py", "utils.py", "data.py", "plots.py", "results.py", "atomic.py", "explorer.py"):
+        assert module in names
+    assert "results/bn.json" in names and "images/batch_size.png" in names and "checkpoints/bn.pt" in names
+    assert not [n for n in names if n.split("/")[0] in ("tests", "tools", ".git", "data", ".cache")]
+
+
+@pytest.fixture
+def colab(tmp_path, monkeypatch):
+    """A fake Colab: `google.colab` imported, a bare /content folder as the working directory, pip
+    calls recorded instead of run, torchsummary absent until 'installed', git calls recorded (and
+    run), and `files.upload()` returning (and, as Colab does, saving) what a test puts in `uploads`."""
+    google = types.ModuleType("google")
+    google.colab = types.ModuleType("google.colab")
+    google.colab.files = types.ModuleType("google.colab.files")
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", google.colab)
+    monkeypatch.setitem(sys.modules, "google.colab.files", google.colab.files)
+    content = tmp_path / "content"
+    content.mkdir()
+    monkeypatch.chdir(content)
+    fake = types.SimpleNamespace(content=content, pip_calls=[], git_calls=[], uploads={}, upload_calls=0)
+
+    def upload():
+        fake.upload_calls += 1
+        for name, data in fake.uploads.items():
+            Path(name).write_bytes(data)
+        return dict(fake.uploads)
+
+    google.colab.files.upload = upload
+    real_run = subprocess.run
+
+    def run(cmd, *args, **kwargs):
+        if cmd[1:3] == ["-m", "pip"]:
+            fake.pip_calls.append(cmd)
+            return subprocess.CompletedProcess(cmd, 0)
+        if cmd[0] == "git":
+            fake.git_calls.append(cmd)
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torchsummary" and not fake.pip_calls else real_find_spec(name, *a))
+    monkeypatch.delenv("S8_REPO_URL", raising=False)
+    return fake
+
+
+REAL_RUN = subprocess.run  # for the tests' own git calls, which the fake Colab must not record
+
+
+def local_repo(tmp_path):
+    """A git repository holding a stand-in models.py: what the clone address points at."""
+    repo = tmp_path / "origin"
+    repo.mkdir()
+    (repo / "models.py").write_text("# stand-in\n")
+    for cmd in (["init", "-q"], ["add", "models.py"],
+                ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        REAL_RUN(["git", "-C", str(repo), *cmd], check=True)
+    return repo
+
+
+def bundle_bytes(tmp_path):
+    """The zip that --bundle writes, of a small project tree."""
+    path = tmp_path / "made-here" / "s8-bundle.zip"
+    make_notebooks.write_bundle(path, fake_project(tmp_path / "tree"))
+    return path.read_bytes()
+
+
+def zip_bytes(members):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for name in members:
+            bundle.writestr(name, "print('pwned')\n")
+    return buffer.getvalue()
+
+
+def run_cell(source):
+    exec(compile(source, "setup-cell", "exec"), {})
+
+
+@pytest.mark.parametrize("source", [setup_source(), make_notebooks.setup_cell(None),
+                                    make_notebooks.setup_cell("jane/s8")])
+def test_set_up_cell_does_nothing_off_colab(tmp_path, monkeypatch, source):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
+    run_cell(source)
+    assert calls == [] and Path.cwd() == tmp_path and list(tmp_path.iterdir()) == []
+
+
+def test_set_up_cell_clones_installs_torchsummary_only_and_is_safe_twice(tmp_path, colab, monkeypatch):
+    monkeypatch.setenv("S8_REPO_URL", str(local_repo(tmp_path)))
+    run_cell(setup_source())
+    name = make_notebooks.project_folder(make_notebooks.readme_repo(ROOT / "README.md"))
+    assert Path.cwd() == colab.content / name and (Path.cwd() / "models.py").is_file()
+    assert len(colab.pip_calls) == 1 and colab.pip_calls[0][-2:] == ["--no-deps", "torchsummary"]
+    assert not {"torch", "torchvision", "ipywidgets"} & set(colab.pip_calls[0])
+    run_cell(setup_source())  # again, from inside the clone: no second clone, no second install
+    assert Path.cwd() == colab.content / name and len(colab.pip_calls) == 1
+    monkeypatch.chdir(colab.content)  # again, from /content, with the clone already there
+    run_cell(setup_source())
+    assert Path.cwd() == colab.content / name
+    assert len(colab.git_calls) == 1 and colab.upload_calls == 0
+
+
+@pytest.mark.parametrize("repo", [None, "jane/s8-fork"])
+def test_set_up_cell_clones_from_s8_repo_url_when_set(tmp_path, colab, monkeypatch, repo):
+    origin = local_repo(tmp_path)
+    monkeypatch.setenv("S8_REPO_URL", str(origin))
+    run_cell(make_notebooks.setup_cell(repo))
+    assert Path.cwd() == colab.content / make_notebooks.project_folder(repo)
+    assert (Path.cwd() / "models.py").read_text() == "# stand-in\n"
+    assert [cmd[-2:] for cmd in colab.git_calls] == [[str(origin), make_notebooks.project_folder(repo)]]
+    assert colab.upload_calls == 0
+
+
+def test_set_up_cell_clones_the_generated_address_when_s8_repo_url_is_unset(colab, monkeypatch):
+    def no_network(cmd, *args, **kwargs):
+        colab.git_calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 128, stdout="", stderr="fatal: unable to access (no network here)")
+
+    monkeypatch.setattr(subprocess, "run", no_network)
+    with pytest.raises(SystemExit, match="Could not fetch the project from https://github.com/jane/s8-fork"):
+        run_cell(make_notebooks.setup_cell("jane/s8-fork"))
+    assert colab.git_calls[0][:4] == ["git", "clone", "--depth", "1"]
+    assert "https://github.com/jane/s8-fork" in colab.git_calls[0] and colab.upload_calls == 0
+
+
+@pytest.mark.parametrize("source, address", [(setup_source(), "nowhere"), (make_notebooks.setup_cell(None), None)])
+def test_set_up_cell_uses_the_files_already_here(colab, monkeypatch, source, address):
+    (colab.content / "models.py").write_text("# uploaded\n")
+    if address:  # a clone would fail if tried; without one, an upload would be asked for (and get nothing)
+        monkeypatch.setenv("S8_REPO_URL", str(colab.content / address))
+    run_cell(source)
+    assert Path.cwd() == colab.content and sorted(p.name for p in colab.content.iterdir()) == ["models.py"]
+    assert colab.git_calls == [] and colab.upload_calls == 0 and len(colab.pip_calls) == 1
+
+
+def test_failed_clone_says_what_to_do_in_one_paragraph(tmp_path, colab, monkeypatch):
+    monkeypatch.setenv("S8_REPO_URL", str(tmp_path / "no-such-repo"))
+    with pytest.raises(SystemExit) as stop:
+        run_cell(setup_source())
+    message = str(stop.value)
+    assert f"Could not fetch the project from {tmp_path / 'no-such-repo'}" in message
+    assert "upload" in message and "S8_REPO_URL" in message and "Drive" in message and "--bundle" in message
+    assert colab.pip_calls == [] and Path.cwd() == colab.content
+
+
+def test_set_up_cell_without_an_address_unpacks_the_uploaded_bundle_once(tmp_path, colab, monkeypatch):
+    colab.uploads = {"s8-bundle.zip": bundle_bytes(tmp_path)}
+    run_cell(make_notebooks.setup_cell(None))
+    project = colab.content / "s8-project"
+    assert Path.cwd() == project
+    assert sorted(p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()) == BUNDLED
+    assert colab.git_calls == [] and colab.upload_calls == 1 and len(colab.pip_calls) == 1
+    run_cell(make_notebooks.setup_cell(None))  # again, from inside the project folder
+    assert Path.cwd() == project
+    monkeypatch.chdir(colab.content)  # again, from /content, with the unpacked folder there
+    run_cell(make_notebooks.setup_cell(None))
+    assert Path.cwd() == project and colab.upload_calls == 1 and colab.git_calls == []
+
+
+def test_an_empty_s8_repo_url_asks_for_the_bundle_even_with_an_address(tmp_path, colab, monkeypatch):
+    monkeypatch.setenv("S8_REPO_URL", "")  # the failed-clone message's way out
+    colab.uploads = {"s8-bundle (1).zip": bundle_bytes(tmp_path), "notes.txt": b"not the bundle"}
+    run_cell(make_notebooks.setup_cell("jane/s8-fork"))
+    assert Path.cwd() == colab.content / "s8-fork" and (Path.cwd() / "models.py").is_file()
+    assert colab.git_calls == []
+
+
+@pytest.mark.parametrize("uploads", [{}, {"a.zip": zip_bytes(["models.py"]), "b.zip": zip_bytes(["models.py"])}])
+def test_set_up_cell_wants_exactly_one_zip(colab, uploads):
+    colab.uploads = uploads
+    with pytest.raises(SystemExit, match="Upload one .zip"):
+        run_cell(make_notebooks.setup_cell(None))
+    assert Path.cwd() == colab.content and not (colab.content / "s8-project").exists()
+
+
+@pytest.mark.parametrize("evil", ["../evil.py", "results/../../evil.py", "results\\..\\..\\evil.py", "ABSOLUTE",
+                                  "C:/evil.py"])
+def test_set_up_cell_refuses_a_zip_that_writes_outside_its_folder(tmp_path, colab, evil):
+    if evil == "ABSOLUTE":
+        evil = str(tmp_path / "evil.py")
+    colab.uploads = {"s8-bundle.zip": zip_bytes(["models.py", evil])}
+    with pytest.raises(SystemExit) as stop:
+        run_cell(make_notebooks.setup_cell(None))
+    message = str(stop.value)
+    assert repr(evil) in message and "python tools/make_notebooks.py --bundle" in message
+    assert "\n" not in message  # one line
+    assert not (tmp_path / "evil.py").exists() and not (colab.content.parent / "evil.py").exists()
+    assert sorted(p.name for p in colab.content.iterdir()) == ["s8-bundle.zip"]  # nothing unpacked at all
+    assert Path.cwd() == colab.content and colab.pip_calls == [] and colab.git_calls == []
+
+
+def test_readme_file_table_names_every_file_of_the_tree():
+    """Top-level files by name, tools/ and .ci/ files by path, other folders as 'folder/'."""
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True).stdout
+    expected = set()
+    for path in tracked.split():
+        folder = path.split("/")[0]
+        if path in ("README.md", ".gitignore"):
+            continue
+        expected.add(path if "/" not in path or folder in ("tools", ".ci") else folder + "/")
+    table = (ROOT / "README.md").read_text().split("| file | job |", 1)[1].split("\n\n", 1)[0]
+    assert expected - set(re.findall(r"`([^`]+)`", table)) == set()
+
+
+def test_figures_are_stored_as_palette_pngs_once():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 4, (60, 80, 4), dtype=np.uint8) * 60  # few colours, like a plot
+    pixels[..., 3] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buffer, "PNG")
+    rgba = base64.b64encode(buffer.getvalue()).decode()
+    committed = make_notebooks.build("bn", "jane/s8")
+    k = next(k for k, c in enumerate(committed.cells) if c.source == "plots.plot_samples(data)")
+    committed.cells[k].outputs = [nbformat.v4.new_output("display_data", data={"image/png": rgba})]
+    rebuilt = make_notebooks.build("bn", "jane/s8", committed)
+    stored = rebuilt.cells[k].outputs[0]["data"]["image/png"]
+    image = Image.open(io.BytesIO(base64.b64decode(stored)))
+    assert image.mode == "P" and image.size == (80, 60)
+    assert np.array_equal(np.asarray(image.convert("RGB")), pixels[..., :3])  # at most 64 colours: kept exactly
+    assert make_notebooks.palette_png(stored) == stored  # regenerating changes nothing
+
+
+@pytest.mark.parametrize("notebook", ["S8_BN.ipynb", "S8_LN.ipynb", "S8_GN.ipynb"])
+def test_committed_notebooks_are_small_and_hold_no_widget_state(notebook):
+    path = ROOT / notebook
+    assert path.stat().st_size < 500_000
+    nb = nbformat.read(path, as_version=4)
+    assert "widgets" not in nb.metadata
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                   for c in nb.cells for o in c.get("outputs", []))

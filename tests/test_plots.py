@@ -1,0 +1,72 @@
+"""The figures (plots.py)."""
+
+import pytest
+import torch
+
+import plots
+import utils
+from conftest import CLASSES, fake_mistakes, fixed_logits, toy_data
+
+
+def test_misclassified_grid_has_ten_titled_panels_in_5_rows_2_columns():
+    fig = plots.plot_incorrect_predictions(fake_mistakes(), CLASSES)
+    axes = fig.get_axes()
+    assert len(axes) == 10
+    geometry = {ax.get_subplotspec().get_geometry()[:2] for ax in axes}
+    assert geometry == {(5, 2)}
+    assert axes[0].get_title() == "true: airplane | pred: automobile\nconfidence 0.50"
+    assert all(ax.get_title() and ax.get_images() for ax in axes)
+    assert utils.plot_incorrect_predictions is plots.plot_incorrect_predictions  # the notebooks' name for it
+
+
+def test_curves_show_train_and_test_loss_and_accuracy():
+    history = [dict(epoch=e, train_loss=2 / e, test_loss=2.1 / e, train_acc=10 * e, test_acc=9 * e) for e in (1, 2, 3)]
+    fig = plots.plot_curves(history)
+    loss_ax, acc_ax = fig.get_axes()
+    # The two losses are different quantities: each line says which.
+    assert [l.get_label() for l in loss_ax.get_lines()] == ["train: label-smoothed, augmented, epoch average",
+                                                             "test: plain, after the epoch"]
+    assert [l.get_label() for l in acc_ax.get_lines()] == ["train", "test"]
+    assert list(acc_ax.get_lines()[1].get_ydata()) == [9, 18, 27]
+    assert all(tick == int(tick) for tick in acc_ax.xaxis.get_major_locator().tick_values(1, 3))  # whole epochs
+
+
+def test_confusion_matrix_counts_true_against_predicted():
+    data = toy_data(10, 6)  # test labels 0..5
+    logits = torch.full((6, 10), -5.0)
+    for i, p in enumerate([0, 1, 9, 3, 9, 5]):
+        logits[i, p] = 5
+    counts = plots.confusion_matrix(fixed_logits(logits), data, utils.TrainConfig(amp="off"))
+    assert counts.shape == (10, 10) and counts.sum() == 6
+    assert counts[2, 9] == 1 and counts[4, 9] == 1 and counts.diag()[:6].tolist() == [1, 1, 0, 1, 0, 1]
+    acc = plots.per_class_accuracy(counts)
+    assert acc[:6].tolist() == [100, 100, 0, 100, 0, 100] and acc[7] == 0
+
+
+def test_sample_and_augmentation_figures():
+    data = toy_data(40, 10)
+    assert len(plots.plot_samples(data, per_class=2).get_axes()) == 20
+    fig = plots.plot_augmentation(data, index=3, cfg=utils.TrainConfig(pad=4), variants=5)
+    axes = fig.get_axes()
+    assert [a.get_title() for a in axes][:2] == ["original", "augmented 1"] and len(axes) == 6
+    shown = [torch.from_numpy(a.get_images()[0].get_array().data).permute(2, 0, 1) for a in axes]
+    assert torch.equal(shown[0], data.train_images[3])  # the original, then copies made from it
+    assert all(s.shape == shown[0].shape and not torch.equal(s, shown[0]) for s in shown[1:])
+
+
+def test_learning_rate_schedule_plot_rises_then_falls():
+    cfg = utils.TrainConfig(epochs=4, lr=0.1, warmup=0.25)
+    line = plots.plot_lr_schedule(cfg, steps_per_epoch=10).axes[0].get_lines()[0]
+    rates = list(line.get_ydata())
+    assert len(rates) == 40 and max(rates) == pytest.approx(0.1) and rates.index(max(rates)) in (9, 10)
+    assert rates[0] == pytest.approx(0.01) and rates[-1] < rates[0]
+
+
+def test_batch_size_figure_draws_each_norms_mean_and_seed_range():
+    table = {"bn": {2: [40.0, 42.0], 128: [50.0, 51.0]}, "gn": {2: [54.0, 54.0], 128: [49.0, 50.0]}}
+    ax = plots.plot_batch_size(table, {"bn": "BatchNorm", "gn": "GroupNorm"}, "caption").axes[0]
+    lines = ax.get_lines()
+    assert [c.get_label() for c in ax.containers] == ["BatchNorm", "GroupNorm"]
+    assert list(lines[0].get_ydata()) == [41.0, 50.5] and list(lines[0].get_xdata()) == [2, 128]
+    low, high = ax.containers[0].lines[2][0].get_segments()[0][:, 1]  # the bar at batch 2
+    assert (low, high) == (40.0, 42.0)

@@ -1,0 +1,132 @@
+"""Results files, the seeds' statistic and the generated sections (results.py)."""
+
+import pytest
+
+import results
+from models import NORM_TYPES
+
+
+def fake_result(norm, test_acc, train_acc=80.0, tta=81.0):
+    """A results/<norm>.json summary of one seed."""
+    run = dict(seed=0, final_test_accuracy=test_acc, final_train_accuracy=train_acc,
+               final_test_accuracy_flip_tta=tta, seconds_per_epoch=15.0)
+    return dict(norm=norm, model=NORM_TYPES[norm].class_name, parameters=47970, epochs=20, seeds=[0], runs=[run],
+                final_test_accuracy_mean=test_acc, final_test_accuracy_std=0.0, final_train_accuracy_mean=train_acc,
+                final_test_accuracy_flip_tta_mean=tta, seconds_per_epoch_mean=15.0, data="x.tar.gz", device="CPU")
+
+
+def summary(norm, accs):
+    runs = [dict(seed=k, final_test_accuracy=a) for k, a in enumerate(accs)]
+    return dict(norm=norm, runs=runs, seeds=list(range(len(accs))), final_test_accuracy_mean=sum(accs) / len(accs),
+                seconds_per_epoch_mean=10.0, device="CPU")
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ([80.0, 81.0], [82.1, 82.5], True),  # 1.8 apart, ranges 1.0 and 0.4
+    ([80.0, 81.0], [81.0, 81.4], False),  # 0.7 apart: within the 1.0 range
+    ([80.0], [90.0], False),  # one seed shows no range to judge by
+])
+def test_a_difference_counts_only_beyond_the_seeds_range(a, b, expected):
+    assert results.differ(a, b) is expected and results.differ(b, a) is expected
+
+
+def test_mean_and_range():
+    assert results.mean_and_range([81.0, 80.0, 82.5]) == (pytest.approx(81.1666, abs=1e-3), 80.0, 82.5)
+
+
+def test_summary_of_seeds_gives_mean_sample_std_and_each_seed():
+    runs = [dict(seed=s, final_test_accuracy=a, final_train_accuracy=a + 1, final_test_accuracy_flip_tta=a + 0.5,
+                 seconds_per_epoch=10.0 + s, config={"lr": 0.05, "seed": s}, history=[], norm="bn",
+                 **{k: k for k in ("model", "parameters", "within_budget", "epochs", "data", "train_images",
+                                   "test_images", "device", "precision", "torch", "model_config", "run_id",
+                                   "git_commit", "git_dirty")})
+            for s, a in ((0, 80.0), (1, 81.0), (2, 82.0))]
+    s = results.summarize_seeds(runs)
+    assert s["final_test_accuracy_mean"] == 81.0 and s["final_test_accuracy_std"] == 1.0  # sample std (n - 1)
+    assert s["seeds"] == [0, 1, 2] and [r["final_test_accuracy"] for r in s["runs"]] == [80.0, 81.0, 82.0]
+    assert s["config"] == {"lr": 0.05} and "history" not in s and s["seconds_per_epoch_mean"] == 11.0
+
+
+def test_results_table_and_observations():
+    saved = {"bn": fake_result("bn", 81.0), "ln": fake_result("ln", 79.5), "gn": fake_result("gn", 80.0)}
+    table = results.results_table(saved)
+    assert table.count("\n| `Model_") == 3 and "**81.00% ± 0.00**" in table and "47,970" in table
+    text = results.observations("gn", saved)
+    assert "80.00% test accuracy after 20 epochs (one seed)" in text
+    assert "1.00 points below BatchNorm (81.00%), from one seed: no spread to judge that by" in text
+    assert "0.50 points above LayerNorm" in text
+    assert "run.py --norm all" in results.observations("ln", {})
+
+
+def test_flip_tta_is_a_separate_column():
+    table = results.results_table({"bn": fake_result("bn", 81.0, tta=82.25), "ln": fake_result("ln", 79.5)})
+    header, _, bn_row, ln_row = table.splitlines()
+    assert header.rstrip(" |").endswith("with flip TTA")
+    assert bn_row.endswith("| 82.25% |") and "**81.00% ± 0.00**" in bn_row
+    assert ln_row.endswith("| 81.00% |")
+
+
+def test_a_difference_within_the_seeds_spread_is_reported_as_none():
+    level = {"bn": summary("bn", [80.6, 81.0, 81.0]), "gn": summary("gn", [80.5, 81.5, 80.9])}
+    assert "none; on these runs the norms are level" in results.comparison(level)
+    apart = {"bn": summary("bn", [82.0, 82.2]), "ln": summary("ln", [80.0, 80.3])}
+    assert "BatchNorm above LayerNorm" in results.comparison(apart)
+    assert results.versus(level["gn"], level["bn"], "BatchNorm").startswith("no difference from BatchNorm")
+
+
+@pytest.mark.parametrize("points, verdict", [
+    ({2: [40.0, 41.0], 128: [50.0, 51.0]}, "cost it accuracy beyond the seeds' spread"),
+    ({2: [49.0, 51.5], 128: [50.0, 51.0]}, "no measurable effect"),
+    ({2: [55.0, 56.0], 128: [50.0, 51.0]}, "did better with small batches"),
+    ({2: [40.0], 128: [50.0]}, "One seed per point"),
+])
+def test_batch_size_observations_judge_against_the_seeds_spread(points, verdict):
+    text = results.batch_size_observations("bn", {"bn": points})
+    assert verdict in text and "batches of 128" in text
+
+
+def test_batch_size_observations_compare_the_norms_at_the_smallest_batch():
+    table = {"bn": {2: [40.0, 41.0], 128: [50.0, 51.0]}, "ln": {2: [51.0, 52.0], 128: [47.0, 48.0]},
+             "gn": {2: [40.5, 41.5], 128: [49.0, 50.0]}}
+    text = results.batch_size_observations("bn", table)
+    assert "At batches of 2 it was 11.0 points below LayerNorm and level with GroupNorm" in text
+
+
+def test_write_section_replaces_only_what_stands_between_its_markers(tmp_path, capsys):
+    doc = tmp_path / "doc.md"
+    doc.write_text("top\n<!-- a:start -->\nold a\n<!-- a:end -->\nmiddle\n<!-- b:start -->\nold b\n<!-- b:end -->\n")
+    assert results.write_section(doc, "a", "new a") is True
+    assert doc.read_text() == "top\n<!-- a:start -->\nnew a\n<!-- a:end -->\nmiddle\n<!-- b:start -->\nold b\n<!-- b:end -->\n"
+    assert results.write_section(doc, "a", "new a") is False  # nothing to change
+    assert results.write_section(doc, "missing", "x") is False and "no <!-- missing:start -->" in capsys.readouterr().err
+    assert results.write_section(tmp_path / "absent.md", "a", "x") is False
+
+
+def test_readme_without_markers_is_left_alone(tmp_path):
+    (tmp_path / "README.md").write_text("no markers\n")
+    assert results.update_readme(tmp_path, {"bn": fake_result("bn", 81.0)}) is False
+    assert (tmp_path / "README.md").read_text() == "no markers\n"
+
+
+@pytest.mark.parametrize("train_acc, verdict", [(79.0, "not overfitting"), (81.5, "little overfitting"),
+                                                (84.0, "begun to overfit")])
+def test_observations_judge_the_train_test_gap(train_acc, verdict):
+    assert verdict in results.observations("bn", {"bn": fake_result("bn", 80.0, train_acc)})
+
+
+def test_validation_record_names_the_data_sizes_and_precision_of_each_run():
+    def entry(tag, amp, train_images):
+        return dict(tag=tag, norm="gn", changed="conv=ws", train_images=train_images, test_images=train_images // 9,
+                    epochs=8, seed=1,
+                    config={"amp": amp}, final_test_accuracy=70.123, final_train_accuracy=71.0, seconds_per_epoch=12.34)
+
+    seed0 = {**entry("b-screen", "off", 9000), "seed": 0}
+    rows = results.validation_record([entry("b-screen", "off", 9000), entry("a-full", True, 45000), seed0]).splitlines()[-3:]
+    assert rows.pop(1).startswith("| b-screen | GroupNorm | conv=ws | 9,000 | 1,000 | 8 | 0 |")  # seeds in order
+    assert rows[0] == "| a-full | GroupNorm | conv=ws | 45,000 | 5,000 | 8 | 1 | bf16 | 70.12% | 71.00% | 12.3 |"
+    assert rows[1].startswith("| b-screen | GroupNorm | conv=ws | 9,000 | 1,000 | 8 | 1 | fp32 |")
+
+
+def test_changed_settings_name_only_what_differs_from_the_defaults():
+    assert results.changed_settings({"lr": 0.1, "seed": 3, "epochs": 20}, {"lr": 0.05, "seed": 0, "epochs": 20}) == "lr=0.1"
+    assert results.changed_settings({"lr": 0.05}, {"lr": 0.05}) == "-"

@@ -19,7 +19,11 @@ from tqdm.auto import tqdm
 from data import normalize, train_batches
 from hardware import AMP_CHOICES, Precision, choose_precision, describe_device, pick_device  # noqa: F401 (notebooks)
 from models import canonical_norm
+from muon import MuonSGD
 from plots import plot_incorrect_predictions  # noqa: F401 (the notebooks call utils.plot_incorrect_predictions)
+
+
+OPTIMIZERS = ("sgd", "muon")
 
 
 @dataclass
@@ -38,6 +42,10 @@ class TrainConfig:
     cutout: int = 0  # side of the square cut out of each training image; 0 = off
     amp: str = "auto"  # auto | bf16 | fp16 | off: auto takes what the hardware does natively (hardware.py)
     channels_last: Optional[bool] = None  # None: where measured faster for the norm (hardware.CHANNELS_LAST)
+    optimizer: str = "sgd"  # sgd | muon: Muon (muon.py) for the conv kernels a norm follows, SGD for the rest
+    muon_lr: float = 0.03  # Muon's peak rate, on the same one-cycle schedule
+    muon_momentum: float = 0.9  # Muon's Nesterov momentum (constant)
+    muon_weight_decay: float = 0.0  # decoupled: each Muon step shrinks the kernel by lr x this
     seed: int = 0
 
     def __post_init__(self):
@@ -54,6 +62,10 @@ class TrainConfig:
             ("pad", 0 <= self.pad <= 16, "from 0 to 16 pixels"),
             ("cutout", 0 <= self.cutout <= 32, "from 0 to 32 pixels"),
             ("amp", self.amp in AMP_CHOICES, f"one of {', '.join(AMP_CHOICES)}"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+            ("muon_lr", self.muon_lr > 0, "above 0"),
+            ("muon_momentum", 0 <= self.muon_momentum < 1, "from 0 up to, not including, 1"),
+            ("muon_weight_decay", self.muon_weight_decay >= 0, "0 or more"),
             ("seed", self.seed >= 0, "a whole number of 0 or more"),
         ]
         problems = []
@@ -85,21 +97,41 @@ def resolve_precision(cfg, device, norm=None):
     return replace(cfg, amp=precision.amp, channels_last=precision.channels_last), precision
 
 
+def optimizer_groups(model, cfg):
+    """{"muon": [names], "sgd": [names]}: which parameters each update rule moves. With cfg.optimizer
+    'muon', Muon takes the conv kernels that a norm follows, every one but the classifier c10 (a
+    norm makes its layer's output blind to the kernel's scale, so a fixed-size orthogonal step
+    suits it; c10's scale is the logits' scale); SGD takes c10 and every 1-D parameter (norm scales
+    and shifts, biases). With 'sgd', SGD takes everything."""
+    names = [name for name, _ in model.named_parameters()]
+    muon = [n for n, p in model.named_parameters() if cfg.optimizer == "muon" and p.ndim == 4 and not n.startswith("c10.")]
+    return {"muon": muon, "sgd": [n for n in names if n not in muon]}
+
+
 def make_optimizer(model, cfg, steps_per_epoch):
-    decay = [p for p in model.parameters() if p.ndim == 4]  # conv kernels
-    no_decay = [p for p in model.parameters() if p.ndim != 4]  # norm scales/shifts, biases
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-    )
+    """The optimizer and its one-cycle schedule. SGD's weight decay falls on conv kernels only."""
+    params = dict(model.named_parameters())
+    muon = optimizer_groups(model, cfg)["muon"]
+    sgd_kernels = [p for n, p in params.items() if p.ndim == 4 and n not in muon]
+    others = [p for p in params.values() if p.ndim != 4]  # norm scales/shifts, biases
+    groups = [{"params": sgd_kernels, "weight_decay": cfg.weight_decay}, {"params": others, "weight_decay": 0.0}]
+    # one-cycle: the rate rises to its peak and falls; SGD's momentum falls by 0.1 while the rate peaks
+    max_lr, top, bottom = [cfg.lr] * 2, [cfg.momentum] * 2, [cfg.momentum - 0.1] * 2
+    if cfg.optimizer == "muon":
+        groups.append({"params": [params[n] for n in muon], "muon": True, "lr": cfg.muon_lr,
+                       "momentum": cfg.muon_momentum, "weight_decay": cfg.muon_weight_decay})
+        max_lr, top, bottom = max_lr + [cfg.muon_lr], top + [cfg.muon_momentum], bottom + [cfg.muon_momentum]
+        optimizer = MuonSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     # OneCycleLR divides by zero when the warm-up is exactly one step (a 5-step run with warmup
     # 0.2); such a run warms up for one and a half steps instead. Every other run keeps cfg.warmup.
     total = cfg.epochs * steps_per_epoch
     warmup = cfg.warmup if cfg.warmup * total != 1 else 1.5 / total
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+        optimizer, max_lr=max_lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
         pct_start=warmup, anneal_strategy="linear", div_factor=10, final_div_factor=100,
-        max_momentum=cfg.momentum, base_momentum=cfg.momentum - 0.1,
+        max_momentum=top, base_momentum=bottom,
     )
     return optimizer, scheduler
 

@@ -1,0 +1,114 @@
+"""Muon for the conv kernels (muon.py) and how the training loop hands parameters to it."""
+
+import math
+
+import pytest
+import torch
+
+import utils
+from models import S8_model
+from muon import NEWTON_SCHULZ, MuonSGD, orthogonalize
+
+
+def quintic_by_hand(x, steps=5):
+    """What the iteration does to one singular value: x -> a x + b x^3 + c x^5."""
+    a, b, c = NEWTON_SCHULZ
+    for _ in range(steps):
+        x = a * x + b * x ** 3 + c * x ** 5
+    return x
+
+
+def rotation(angle):
+    return torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+
+
+def test_newton_schulz_matches_the_iteration_worked_by_hand():
+    # diag(3, 4) has Frobenius norm 5: normalized, its singular values are 0.6 and 0.8
+    expected = torch.diag(torch.tensor([quintic_by_hand(0.6), quintic_by_hand(0.8)]))
+    torch.testing.assert_close(orthogonalize(torch.diag(torch.tensor([3.0, 4.0]))), expected)
+    # rotated on both sides, the same singular values come out with the same rotations around them
+    u, v = rotation(0.3), rotation(-1.1)
+    torch.testing.assert_close(orthogonalize(u @ torch.diag(torch.tensor([3.0, 4.0])) @ v.T), u @ expected @ v.T)
+    assert 0.7 < quintic_by_hand(0.6) < 1.2 and 0.7 < quintic_by_hand(0.8) < 1.2  # near 1, not exactly
+
+
+def test_tall_and_wide_matrices_come_out_near_orthogonal():
+    torch.manual_seed(0)
+    for shape in ((8, 72), (72, 8)):
+        singular = torch.linalg.svdvals(orthogonalize(torch.randn(shape)))
+        assert len(singular) == 8 and singular.min() > 0.6 and singular.max() < 1.25
+
+
+def test_muon_takes_the_kernels_a_norm_follows_and_sgd_the_classifier_and_1d_parameters():
+    model = S8_model("bn")
+    groups = utils.optimizer_groups(model, utils.TrainConfig(optimizer="muon"))
+    assert len(groups["muon"]) == 10 and all(n.endswith("weight") for n in groups["muon"])
+    assert "c10.weight" in groups["sgd"] and "c10.bias" in groups["sgd"] and "c3.weight" in groups["muon"]
+    shapes = dict(model.named_parameters())
+    assert all(shapes[n].ndim == 4 for n in groups["muon"]) and all(shapes[n].ndim == 1 for n in groups["sgd"]
+                                                                     if n != "c10.weight")
+    assert utils.optimizer_groups(model, utils.TrainConfig())["muon"] == []
+
+
+def test_one_step_moves_each_kernel_by_its_orthogonalized_gradient_and_the_rest_by_sgd():
+    torch.manual_seed(0)
+    model = S8_model("gn")
+    cfg = utils.TrainConfig(optimizer="muon", muon_lr=0.1, muon_momentum=0.9, lr=0.05, weight_decay=5e-4, epochs=1)
+    optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=10)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    lrs = {g.get("muon", False): g["lr"] for g in optimizer.param_groups}
+    sgd_momentum = optimizer.param_groups[0]["momentum"]
+    optimizer.step()
+    after = dict(model.named_parameters())
+    g = grads["C4.0.weight"]  # first step: buffer = 0.1 g, Nesterov update = 0.1 g + 0.9 * 0.1 g
+    update = orthogonalize((0.19 * g).reshape(len(g), -1)).view_as(g) * max(1.0, len(g) / g[0].numel()) ** 0.5
+    torch.testing.assert_close(after["C4.0.weight"], before["C4.0.weight"] - lrs[True] * update)
+    d = grads["c10.weight"] + 5e-4 * before["c10.weight"]  # SGD, Nesterov, coupled decay
+    torch.testing.assert_close(after["c10.weight"], before["c10.weight"] - lrs[False] * (1 + sgd_momentum) * d)
+    torch.testing.assert_close(after["C4.2.bias"], before["C4.2.bias"] - lrs[False] * (1 + sgd_momentum) * grads["C4.2.bias"])
+    assert lrs[True] == pytest.approx(0.01) and lrs[False] == pytest.approx(0.005)  # each peak / 10 at the start
+
+
+def test_one_cycle_drives_both_rates_and_keeps_muons_momentum():
+    model = S8_model("bn")
+    cfg = utils.TrainConfig(optimizer="muon", muon_lr=0.03, epochs=1, warmup=0.5)
+    optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=10)
+    seen = []
+    for _ in range(10):
+        seen.append([(g["lr"], g["momentum"]) for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    sgd, muon = [[s[k] for s in seen] for k in (0, 2)]
+    assert max(lr for lr, _ in muon) == pytest.approx(0.03) and max(lr for lr, _ in sgd) == pytest.approx(0.05)
+    assert {m for _, m in muon} == {0.9} and min(m for _, m in sgd) == pytest.approx(0.85)
+
+
+def test_muon_trains_the_model():
+    from conftest import FAST, toy_data
+
+    torch.manual_seed(0)
+    history = utils.fit(S8_model("bn"), toy_data(), utils.TrainConfig(epochs=3, optimizer="muon", **FAST), "cpu",
+                        progress=False, log=lambda s: None)
+    assert history[-1]["train_loss"] < history[0]["train_loss"] and math.isfinite(history[-1]["test_loss"])
+
+
+def test_bad_muon_settings_are_refused():
+    with pytest.raises(ValueError, match="--optimizer must be one of sgd, muon, got 'adam'.*--muon-lr must be above 0"):
+        utils.TrainConfig(optimizer="adam", muon_lr=0)
+
+
+def test_muon_sgd_alone_is_sgd_with_nesterov():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    b.load_state_dict(a.state_dict())
+    ours = MuonSGD([{"params": a.parameters(), "weight_decay": 1e-3}], lr=0.1, momentum=0.9)
+    reference = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    for _ in range(3):
+        x = torch.randn(5, 3)
+        for model, opt in ((a, ours), (b, reference)):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    torch.testing.assert_close(a.weight, b.weight)

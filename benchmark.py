@@ -6,9 +6,10 @@ Public pipeline: torchvision transforms on PIL images (RandomCrop with padding 4
 RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with two workers, batch 64, fp32.
 This suite: uint8 tensors in memory, whole-batch augmentation, batch 128, and the precision and
 memory layout hardware.py chooses for this machine and norm (bf16 autocast only where the CPU has
-native bf16; --amp forces one). Both train the same model with the same optimizer.
-Prints images per second, seconds per 50,000-image epoch and the ratio; on a GPU also the time
-for 20 epochs of each norm. Writes the report to --report (default results/benchmark.txt).
+native bf16; --amp forces one), once with SGD and once with Muon for the conv kernels (the
+Newton-Schulz steps cost time: the last row of each norm gives Muon's images per second over SGD's).
+Prints images per second, seconds per 50,000-image epoch and the ratio to the public pipeline; on a
+GPU also the time for 20 epochs of each norm. Writes the report to --report (default results/benchmark.txt).
 """
 
 import argparse
@@ -121,15 +122,17 @@ def main(argv=None):
              f"{'pipeline':52s} {'norm':9s}  images/s  s/epoch(50k)  ratio"]
     print(lines[0] + "\n" + lines[1])
     for norm in args.norms.split(","):
-        public = public_pipeline_ips(data, norm, args.steps)
-        cfg = utils.recipe(norm, amp=args.amp)
-        precision = choose_precision(cpu, norm, cfg.amp, cfg.channels_last)
-        ours = suite_ips(data, norm, args.images, cpu, cfg)
-        suite = f"suite: uint8 tensors, batch augment, bs128, {_short(precision)}"
-        for name, ips, ratio in (("public: PIL transforms, DataLoader x2, bs64, fp32", public, "1.00x"),
-                                 (suite, ours, f"{ours / public:.2f}x")):
-            lines.append(f"{name:52s} {LABELS[norm]:9s} {ips:9.0f}  {50000 / ips:12.1f}  {ratio}")
+        rows = [("public: PIL transforms, DataLoader x2, bs64, fp32", public_pipeline_ips(data, norm, args.steps))]
+        for optimizer in utils.OPTIMIZERS:  # the suite with each optimizer: what Muon's Newton-Schulz steps cost
+            cfg = utils.recipe(norm, amp=args.amp, optimizer=optimizer)
+            precision = choose_precision(cpu, norm, cfg.amp, cfg.channels_last)
+            rows.append((f"suite: uint8, batch augment, bs128, {_short(precision)}, {optimizer}",
+                         suite_ips(data, norm, args.images, cpu, cfg)))
+        for name, ips in rows:
+            lines.append(f"{name:52s} {LABELS[norm]:9s} {ips:9.0f}  {50000 / ips:12.1f}  {ips / rows[0][1]:.2f}x")
             print(lines[-1], flush=True)
+        lines.append(f"{'  muon / sgd images per second':52s} {LABELS[norm]:9s} {rows[2][1] / rows[1][1]:.2f}x")
+        print(lines[-1], flush=True)
     if torch.cuda.is_available():
         device = torch.device("cuda")
         precision = choose_precision(device, None, args.amp)

@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from atomic import write_json, write_text
+import plots
+from atomic import save_figure, write_json, write_text
 from models import NORM_TYPES
 
 NORMS = tuple(NORM_TYPES)
@@ -97,16 +98,23 @@ def test_accuracy(r):
     return r["final_test_accuracy_mean"]
 
 
+def optimizer_label(config):
+    """'SGD', or 'Muon 0.1 + SGD' (Muon's peak rate for the conv kernels, SGD for the rest)."""
+    if config.get("optimizer", "sgd") == "muon":  # results written before Muon record no optimizer
+        return f"Muon {config['muon_lr']} + SGD"
+    return "SGD"
+
+
 def results_table(results):
     lines = [
-        "| model | norm | parameters | epochs | seeds | train acc | test acc, mean ± std | test acc per seed "
+        "| model | norm | parameters | epochs | optimizer | seeds | train acc | test acc, mean ± std | test acc per seed "
         "| s/epoch | data | device | separate: with flip TTA |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---|---|---:|",
+        "|---|---|---:|---:|---|---:|---:|---:|---|---:|---|---|---:|",
     ]
     for norm, r in results.items():
         per_seed = ", ".join(f"{run['final_test_accuracy']:.2f}" for run in r["runs"])
         lines.append(
-            f"| `{r['model']}` | {LABELS[norm]} | {r['parameters']:,} | {r['epochs']} | "
+            f"| `{r['model']}` | {LABELS[norm]} | {r['parameters']:,} | {r['epochs']} | {optimizer_label(r['config'])} | "
             f"{', '.join(map(str, r['seeds']))} | {r['final_train_accuracy_mean']:.2f}% | "
             f"**{test_accuracy(r):.2f}% ± {r['final_test_accuracy_std']:.2f}** | "
             f"{per_seed} | "
@@ -194,6 +202,24 @@ def update_readme(out=".", saved=None):
     readme = Path(out) / "README.md"
     changed = write_section(readme, "results-table", results_table(saved))
     return write_section(readme, "comparison", comparison(saved)) or changed
+
+
+def write_comparison(out, saved, histories):
+    """images/comparison.png (the seed-0 test curves, {label: history}) and README.md's table and
+    comparison, from `saved` ({norm: summary})."""
+    fig = plots.plot_comparison(histories)
+    seeds = sorted({r["seeds"][0] for r in saved.values()})
+    fig.axes[0].set_title(f"Test accuracy by normalization (seed {', '.join(map(str, seeds))} of each)")
+    save_figure(fig, Path(out) / "images" / "comparison.png")
+    update_readme(out, saved)
+
+
+def main(out=Path(__file__).resolve().parent):
+    """`python results.py`: the comparison figure and README's generated sections again, from the
+    results under this folder (after norms were trained by separate runs of run.py)."""
+    saved = load_results(out)
+    write_comparison(out, saved, {LABELS[n]: load_history(out, r) for n, r in saved.items()})
+    print(f"README.md and images/comparison.png regenerated from {', '.join(f'results/{n}.json' for n in saved)}")
 
 
 def observations(norm, results):
@@ -342,3 +368,7 @@ def write_validation_record(out):
     folder = Path(out) / "results" / "validation"
     entries = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     write_text(Path(out) / "results" / "validation.md", validation_record(entries))
+
+
+if __name__ == "__main__":
+    main()

@@ -186,10 +186,7 @@ def main(argv=None):
             publish(stage, out)
             published.append(LABELS[norm])
         if len(norms) == len(NORMS) and not args.validation:
-            fig = plots.plot_comparison(histories)
-            fig.axes[0].set_title(f"Test accuracy by normalization (seed {args.seeds[0]} of each)")
-            save_figure(fig, out / "images" / "comparison.png")
-            results.update_readme(out, summaries)
+            results.write_comparison(out, summaries, histories)
     except KeyboardInterrupt:
         unfinished = f"; the unfinished norm's finished seeds, if any, are in {stage}" if stage and stage.exists() else ""
         print(f"run.py: interrupted; saved by this run: {', '.join(published) or 'nothing'} (in {out}); "

@@ -6,13 +6,14 @@ import results
 from models import NORM_TYPES
 
 
-def fake_result(norm, test_acc, train_acc=80.0, tta=81.0):
+def fake_result(norm, test_acc, train_acc=80.0, tta=81.0, config=None):
     """A results/<norm>.json summary of one seed."""
     run = dict(seed=0, final_test_accuracy=test_acc, final_train_accuracy=train_acc,
                final_test_accuracy_flip_tta=tta, seconds_per_epoch=15.0)
     return dict(norm=norm, model=NORM_TYPES[norm].class_name, parameters=47970, epochs=20, seeds=[0], runs=[run],
                 final_test_accuracy_mean=test_acc, final_test_accuracy_std=0.0, final_train_accuracy_mean=train_acc,
-                final_test_accuracy_flip_tta_mean=tta, seconds_per_epoch_mean=15.0, data="x.tar.gz", device="CPU")
+                final_test_accuracy_flip_tta_mean=tta, seconds_per_epoch_mean=15.0, data="x.tar.gz", device="CPU",
+                config=config or {"lr": 0.05})
 
 
 def summary(norm, accs):
@@ -56,6 +57,14 @@ def test_results_table_and_observations():
     assert "1.00 points below BatchNorm (81.00%), from one seed: no spread to judge that by" in text
     assert "0.50 points above LayerNorm" in text
     assert "run.py --norm all" in results.observations("ln", {})
+
+
+def test_the_table_names_each_norms_optimizer():
+    table = results.results_table({"bn": fake_result("bn", 82.0, config={"optimizer": "muon", "muon_lr": 0.1}),
+                                   "ln": fake_result("ln", 80.0)})  # written before Muon existed: no optimizer
+    header, _, bn_row, ln_row = table.splitlines()
+    column = header.split(" | ").index("optimizer")
+    assert bn_row.split(" | ")[column] == "Muon 0.1 + SGD" and ln_row.split(" | ")[column] == "SGD"
 
 
 def test_flip_tta_is_a_separate_column():

@@ -264,3 +264,14 @@ def test_committed_checkpoints_load_as_their_results_describe(norm):
     model, ckpt = load_checkpoint(run.ROOT / "checkpoints" / f"{norm}.pt", norm=norm)
     summary = json.loads((run.ROOT / "results" / f"{norm}.json").read_text())
     assert ckpt["model_config"] == summary["model_config"] and type(model).__name__ == summary["model"]
+
+
+def test_results_py_regenerates_the_readme_and_comparison_a_run_of_all_norms_wrote(full_run, tmp_path):
+    """After norms trained by separate runs, `python results.py` writes what `run.py --norm all` would."""
+    out = tmp_path / "out"
+    shutil.copytree(full_run.out, out)
+    (out / "README.md").write_text(README)
+    (out / "images" / "comparison.png").unlink()
+    results.main(out)
+    assert (out / "README.md").read_text() == (full_run.out / "README.md").read_text()
+    assert (out / "images" / "comparison.png").read_bytes() == (full_run.out / "images" / "comparison.png").read_bytes()

@@ -227,6 +227,20 @@ def setup_cell(repo):
     return SETUP.format(name=project_folder(repo), url=f"https://github.com/{repo}" if repo else "")
 
 
+def training_recipe(norm):
+    """One sentence on the optimizer of `norm`'s recipe (utils.recipe), chosen on the validation split."""
+    import utils
+
+    cfg = utils.recipe(norm)
+    if cfg.optimizer == "muon":
+        return (f"Muon (`muon.py`: each conv kernel's update made orthogonal, peak rate {cfg.muon_lr}) for the conv "
+                "kernels that a norm follows, SGD with Nesterov momentum for the classifier and the norms' scales "
+                "and shifts, one one-cycle learning-rate schedule for both, label smoothing "
+                f"{cfg.label_smoothing}; chosen on the validation split (`docs/experiments.md`).")
+    return (f"SGD with Nesterov momentum, a one-cycle learning rate, label smoothing {cfg.label_smoothing} "
+            "and weight decay on the conv kernels only.")
+
+
 def cells(norm, spec, repo):
     md, code = new_markdown_cell, new_code_cell
     title = f"# {spec['title']} in a 48k-parameter CNN on CIFAR-10\n\n"
@@ -253,8 +267,7 @@ def cells(norm, spec, repo):
         md("What each C block computes, and how the blocks and the two skips are wired: the code itself "
            "(`models.py`)."),
         code("print(inspect.getsource(ConvBlock))\nprint(inspect.getsource(S8Net.forward))"),
-        md("## 4. Training\n\nSGD with Nesterov momentum, a one-cycle learning rate, label smoothing 0.1 "
-           "and weight decay on the conv kernels only. The settings this run uses, and the learning "
+        md("## 4. Training\n\n" + training_recipe(norm) + " The settings this run uses, and the learning "
            "rate at every step:"),
         code("print(cfg)\nplots.plot_lr_schedule(cfg, steps_per_epoch=math.ceil(len(data.train_labels) / cfg.batch_size))"),
         md("One row per epoch; test accuracy is measured after every epoch, and the last row is the result. "

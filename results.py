@@ -142,7 +142,9 @@ def versus(a, b, label_b):
     if len(a["runs"]) < 2 or len(b["runs"]) < 2:
         return f"{where}, from one seed: no spread to judge that by"
     if differ(seed_accuracies(a), seed_accuracies(b)):
-        return where
+        optimizers = [optimizer_label(r.get("config", {})) for r in (a, b)]
+        return where + ("" if optimizers[0] == optimizers[1] else
+                        f", trained with different optimizers ({optimizers[0]} against {optimizers[1]})")
     return (f"no difference from {label_b} ({test_accuracy(b):.2f}%): {where[:where.index(' (')]}, within the "
             f"{max(seed_range(a), seed_range(b)):.2f} points by which seeds of the same norm differ")
 
@@ -155,14 +157,24 @@ def comparison(results):
     lines = [f"- {LABELS[n]}: {test_accuracy(results[n]):.2f}% mean final test accuracy, seeds "
              f"{seed_range(results[n]):.2f} points apart." for n in ranked]
     pairs = [(a, b) for k, a in enumerate(ranked) for b in ranked[k + 1:]]
-    real = [f"{LABELS[a]} above {LABELS[b]}" for a, b in pairs
-            if differ(seed_accuracies(results[a]), seed_accuracies(results[b]))]
+    real = []
+    for a, b in pairs:
+        if differ(seed_accuracies(results[a]), seed_accuracies(results[b])):
+            optimizers = [optimizer_label(results[n].get("config", {})) for n in (a, b)]
+            # a norm trained with another optimizer: the difference is not the norm's alone
+            real.append(f"{LABELS[a]} above {LABELS[b]}" + ("" if optimizers[0] == optimizers[1] else
+                        f" (trained with different optimizers: {optimizers[0]} against {optimizers[1]})"))
     lines.append("- Differences beyond the seeds' spread: " + (", ".join(real) if real else
                  "none; on these runs the norms are level") + ".")
-    fastest = min(results, key=lambda n: results[n]['seconds_per_epoch_mean'])
-    lines.append(f"- Fastest per epoch: {LABELS[fastest]} ({results[fastest]['seconds_per_epoch_mean']:.1f} s "
-                 f"on {results[fastest]['device']}); " + ", ".join(
-                     f"{LABELS[n]} {results[n]['seconds_per_epoch_mean']:.1f} s" for n in results if n != fastest) + ".")
+    if len({r["device"] for r in results.values()}) > 1:  # seconds on different machines do not compare
+        lines.append("- Seconds per epoch: " + ", ".join(f"{LABELS[n]} {results[n]['seconds_per_epoch_mean']:.1f} s"
+                                                        for n in results) + "; measured on different machines "
+                     "(the device column), so not compared.")
+    else:
+        fastest = min(results, key=lambda n: results[n]['seconds_per_epoch_mean'])
+        lines.append(f"- Fastest per epoch: {LABELS[fastest]} ({results[fastest]['seconds_per_epoch_mean']:.1f} s "
+                     f"on {results[fastest]['device']}); " + ", ".join(
+                         f"{LABELS[n]} {results[n]['seconds_per_epoch_mean']:.1f} s" for n in results if n != fastest) + ".")
     return "\n".join(lines)
 
 

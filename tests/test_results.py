@@ -75,6 +75,21 @@ def test_flip_tta_is_a_separate_column():
     assert ln_row.endswith("| 81.00% |")
 
 
+def test_a_difference_between_norms_trained_with_different_optimizers_says_so():
+    muon = {**summary("bn", [82.0, 82.2]), "config": {"optimizer": "muon", "muon_lr": 0.1}}
+    text = results.comparison({"bn": muon, "ln": summary("ln", [80.0, 80.3])})
+    assert "BatchNorm above LayerNorm (trained with different optimizers: Muon 0.1 + SGD against SGD)" in text
+    assert "Fastest per epoch" in text  # one device
+    assert results.versus(muon, summary("ln", [80.0, 80.3]), "LayerNorm").endswith(
+        "trained with different optimizers (Muon 0.1 + SGD against SGD)")
+
+
+def test_seconds_from_different_machines_are_not_compared():
+    other = {**summary("ln", [80.0, 80.3]), "device": "CPU AMD EPYC (AVX512), 2 threads"}
+    text = results.comparison({"bn": summary("bn", [82.0, 82.2]), "ln": other})
+    assert "Fastest" not in text and "measured on different machines (the device column), so not compared" in text
+
+
 def test_a_difference_within_the_seeds_spread_is_reported_as_none():
     level = {"bn": summary("bn", [80.6, 81.0, 81.0]), "gn": summary("gn", [80.5, 81.5, 80.9])}
     assert "none; on these runs the norms are level" in results.comparison(level)

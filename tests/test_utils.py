@@ -163,7 +163,7 @@ def test_the_last_epochs_scores_are_the_final_numbers():
 
 
 def test_recipe_layers_defaults_norm_settings_and_overrides(monkeypatch):
-    monkeypatch.setitem(utils.RECIPES, "gn", {"lr": 0.2, "channels_last": False})
+    monkeypatch.setattr(utils, "RECIPES", {"gn": {"lr": 0.2, "channels_last": False}})
     assert utils.recipe("bn") == utils.TrainConfig()
     assert utils.recipe("group") == utils.TrainConfig(lr=0.2, channels_last=False)
     assert utils.recipe("gn", lr=0.01, seed=3) == utils.TrainConfig(lr=0.01, channels_last=False, seed=3)

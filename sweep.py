@@ -144,7 +144,6 @@ def main(argv=None):
     full = load_cifar10(args.data, cache_dir=args.cache)
     data = full.subset(args.subset, args.test, seed=0)
     print(f"sweep: {data.source}, {args.epochs} epochs, on {utils.describe_device(device)}", flush=True)
-    small_bn = None
     for norm in args.norms:
         for batch_size in args.batch_sizes:
             for seed in args.seeds:

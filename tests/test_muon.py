@@ -112,3 +112,14 @@ def test_muon_sgd_alone_is_sgd_with_nesterov():
             model(x).square().sum().backward()
             opt.step()
     torch.testing.assert_close(a.weight, b.weight)
+
+
+def test_muon_steps_through_a_grad_scaler_in_fp16():
+    """Colab's T4 trains in fp16 with a GradScaler: the scaler unscales the gradients Muon orthogonalizes."""
+    from conftest import FAST, toy_data
+
+    torch.manual_seed(0)
+    cfg = utils.TrainConfig(epochs=2, optimizer="muon", **{**FAST, "amp": "fp16"})
+    history = utils.fit(S8_model("bn"), toy_data(64, 10), cfg, "cpu", progress=False, log=lambda s: None)
+    assert all(math.isfinite(row["train_loss"]) for row in history)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -430,3 +430,19 @@ def test_committed_notebooks_are_small_and_hold_no_widget_state(notebook):
     assert "widgets" not in nb.metadata
     assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
                    for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_regenerating_drops_progress_bars_left_without_their_widget():
+    from nbformat.v4 import new_output
+
+    old = make_notebooks.build("bn", None)
+    training = next(c for c in old.cells if c.cell_type == "code" and "utils.fit(" in c.source)
+    table = new_output("stream", name="stdout", text="    1      1.7192     42.85%\n")
+    bar = new_output("display_data", data={"text/plain": "epoch 1:   0%|          | 0/391 [00:00<?, ?batch/s]"})
+    figure = new_output("display_data", data={"text/plain": "<Figure size 700x300 with 1 Axes>"})
+    training.outputs = [bar, table, figure]
+    again = make_notebooks.build("bn", None, old)
+    kept = next(c for c in again.cells if c.source == training.source).outputs
+    assert kept == [table, figure]
+    for notebook in ("S8_BN.ipynb", "S8_LN.ipynb", "S8_GN.ipynb"):  # the committed ones are clean
+        assert not re.search(r"[0-9]+: +0%\|", (ROOT / notebook).read_text())

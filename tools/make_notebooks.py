@@ -353,6 +353,7 @@ OBSERVATIONS = {
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+PROGRESS_BAR = re.compile(r"[^\n]*: +\d+%\|")  # tqdm's text: 'epoch 3:   0%|          | 0/391 ...'
 
 
 def palette_png(encoded):
@@ -395,7 +396,18 @@ def build(norm, repo, old=None):
             data.pop(WIDGET_VIEW, None)
             if "image/png" in data:
                 data["image/png"] = palette_png(data["image/png"])
+        # Without its widget, a progress bar is left as its first frame ('epoch 3:   0%|'), which
+        # says nothing true about the finished run: the per-epoch table beside it does.
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not stale_progress_bar(o)]
     return nb
+
+
+def stale_progress_bar(output):
+    """True for a tqdm bar saved as plain text only, its widget gone."""
+    data = output.get("data", {})
+    return (output.get("output_type") == "display_data" and set(data) == {"text/plain"}
+            and bool(PROGRESS_BAR.match(data["text/plain"])))
 
 
 def origin_repo(root=ROOT):

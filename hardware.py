@@ -28,10 +28,12 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 #   cpu, off:  AVX2 CPU, fp32: channels-last 612/662/632 images/s against NCHW 509/574/574 (bn/ln/gn)
 #   cpu, bf16: AVX-512 BF16 CPU: channels-last about twice NCHW for BatchNorm and LayerNorm; GroupNorm
 #              with 4 groups is slow in channels-last (21.0 against 16.7 s an epoch), so NCHW
-# CUDA and MPS are not measured yet, so they keep NCHW.
+# CUDA and MPS are not measured yet, so they keep NCHW. The lessons' controls were not measured:
+# each takes its nearest relative's layout (InstanceNorm GroupNorm's, no norm BatchNorm's, the
+# per-pixel LayerNorm LayerNorm's).
 CHANNELS_LAST = {
-    ("cpu", "off"): {"bn", "ln", "gn"},
-    ("cpu", "bf16"): {"bn", "ln"},
+    ("cpu", "off"): {"bn", "ln", "gn", "in", "none", "lnc"},
+    ("cpu", "bf16"): {"bn", "ln", "none", "lnc"},
 }
 
 

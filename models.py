@@ -10,9 +10,11 @@ c  = 1x1 conv that reduces channels (c3, c6)
 P  = 2x2 max-pool, GAP = global average pool, c10 = 1x1 conv to the 10 logits
 
 with two identity skip connections: the output of C3 is added to the output of C5,
-and the output of C7 to the output of C9. The norm is a constructor argument: each block takes
-a `norm_layer(channels)` built from one table of norms (NORM_TYPES), so swapping BatchNorm for
-GroupNorm changes one word, and adding a norm is one new row.
+and the output of C7 to the output of C9 (ModelConfig.skips=False removes both, for the lesson on
+what they do). The norm is a constructor argument: each block takes a `norm_layer(channels)` built
+from one table of norms (NORM_TYPES), so swapping BatchNorm for GroupNorm changes one word, and
+adding a norm is one new row. The suite compares three (SUITE_NORMS); the table's other rows are
+the lessons' controls: InstanceNorm, no norm at all, and LayerNorm taken per pixel over the channels.
 """
 
 import hashlib
@@ -35,17 +37,48 @@ def _layer_norm(channels, groups):
     return nn.GroupNorm(1, channels)
 
 
-def _group_norm(channels, groups):
-    _check_groups(groups, (channels,))
+def _group_norm(channels, groups, channels_per_group=None):
+    if channels_per_group:
+        _check_divides("channels_per_group", channels_per_group, (channels,))
+        return nn.GroupNorm(channels // channels_per_group, channels)
+    _check_divides("groups", groups, (channels,))
     return nn.GroupNorm(groups, channels)
 
 
-def _check_groups(groups, widths):
+def _instance_norm(channels, groups):
+    # One channel per group: statistics over (H, W) of each channel of each image. GroupNorm keeps
+    # the per-channel scale and shift that nn.InstanceNorm2d leaves out by default.
+    return nn.GroupNorm(channels, channels)
+
+
+def _no_norm(channels, groups):
+    return nn.Identity()
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm as ConvNeXt and transformers use it: each pixel of each image normalized over its
+    C channels alone (statistics over C, a scale and shift per channel). The suite's LayerNorm,
+    GroupNorm(1, C), takes its statistics over C, H and W of each image together."""
+
+    def __init__(self, channels, eps=1e-5):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=eps)
+
+    def forward(self, x):
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _channel_layer_norm(channels, groups):
+    return ChannelLayerNorm(channels)
+
+
+def _check_divides(name, value, widths):
+    """GroupNorm's `groups` or `channels_per_group` must divide every layer's channels."""
     for channels in widths:
-        if groups < 1 or channels % groups:
+        if value < 1 or channels % value:
             raise ValueError(
-                f"GroupNorm groups={groups} does not divide a layer of {channels} channels; "
-                f"choose groups that divide every width (here a divisor of {channels})"
+                f"GroupNorm {name}={value} does not divide a layer of {channels} channels; "
+                f"choose a value of {name} that divides every width (here a divisor of {channels})"
             )
 
 
@@ -62,14 +95,22 @@ class NormType:
 # Where the norm sits in each C block: before the ReLU (as in ResNet) or after it.
 ORDERS = ("norm-relu", "relu-norm")
 
-# The one table of norms. The placements were chosen on the validation split
+# The one table of norms. The placements of the first three were chosen on the validation split
 # (results/validation.md): after the ReLU, LayerNorm and GroupNorm scored 1.7 points higher
-# each, BatchNorm 1.0 point lower.
+# each, BatchNorm 1.0 point lower. The controls sit where their nearest relative does.
 NORM_TYPES = {t.key: t for t in (
     NormType("bn", ("batch", "batchnorm"), "BatchNorm", "Model_Batch_Normalization", _batch_norm, "norm-relu"),
     NormType("ln", ("layer", "layernorm"), "LayerNorm", "Model_Layer_Normalization", _layer_norm, "relu-norm"),
     NormType("gn", ("group", "groupnorm"), "GroupNorm", "Model_Group_Normalization", _group_norm, "relu-norm"),
+    NormType("in", ("instance", "instancenorm"), "InstanceNorm", "Model_Instance_Normalization", _instance_norm,
+             "relu-norm"),
+    NormType("none", ("identity", "no-norm"), "no norm", "Model_No_Normalization", _no_norm, "norm-relu"),
+    NormType("lnc", ("channel-layernorm", "layernorm-c"), "LayerNorm over C", "Model_Channel_Layer_Normalization",
+             _channel_layer_norm, "relu-norm"),
 )}
+
+# The three norms the suite trains, compares and teaches one notebook each.
+SUITE_NORMS = ("bn", "ln", "gn")
 
 class StdConv2d(nn.Conv2d):
     """A conv with Weight Standardization (Qiao et al., 2019): each filter is shifted to mean 0
@@ -109,13 +150,16 @@ def norm_type(norm):
 
 
 def canonical_norm(norm):
-    """'bn', 'ln' or 'gn' (a NORM_TYPES key) for any accepted name of a norm."""
+    """The NORM_TYPES key ('bn', 'ln', 'gn', 'in', 'none', 'lnc') for any accepted name of a norm."""
     return norm_type(norm).key
 
 
-def norm_layer(norm, groups=DEFAULT_GROUPS):
+def norm_layer(norm, groups=DEFAULT_GROUPS, channels_per_group=None):
     """The constructor a block calls: norm_layer(norm)(channels) -> the norm's layer."""
-    return partial(norm_type(norm).layer, groups=groups)
+    t = norm_type(norm)
+    if channels_per_group:
+        return partial(t.layer, groups=groups, channels_per_group=channels_per_group)
+    return partial(t.layer, groups=groups)
 
 
 @dataclass
@@ -126,8 +170,10 @@ class ModelConfig:
     norm: str = "bn"
     widths: tuple = DEFAULT_WIDTHS  # channels after C1, C2, c3, C3-C5, c6, C7-C9
     groups: int = DEFAULT_GROUPS  # GroupNorm's groups (the other norms ignore it)
+    channels_per_group: Optional[int] = None  # GroupNorm: this many channels per group instead of `groups`
     order: Optional[str] = None  # norm-relu | relu-norm; None: the norm's own (NORM_TYPES)
     conv: str = "plain"  # plain | ws: the C blocks' 3x3 convs, ws = Weight Standardization (CONVS)
+    skips: bool = True  # the two identity skips (C3 -> C5, C7 -> C9); False for the lesson on them
     num_classes: int = 10
 
     def __post_init__(self):
@@ -140,8 +186,13 @@ class ModelConfig:
             raise ValueError(f"widths takes 6 channel counts of 1 or more, got {self.widths}")
         if self.conv not in CONVS:
             raise ValueError(f"unknown conv {self.conv!r}; use one of {', '.join(map(repr, CONVS))}")
+        if self.channels_per_group is not None and self.norm != "gn":
+            raise ValueError(f"channels_per_group is GroupNorm's; the {self.norm} model has no groups (leave it out)")
         if self.norm == "gn":  # checked here, with the rest, rather than when the first layer is built
-            _check_groups(self.groups, self.widths)
+            if self.channels_per_group is None:
+                _check_divides("groups", self.groups, self.widths)
+            else:
+                _check_divides("channels_per_group", self.channels_per_group, self.widths)
 
     def to_dict(self):
         return {**asdict(self), "widths": list(self.widths)}
@@ -150,11 +201,12 @@ class ModelConfig:
 class ConvBlock(nn.Sequential):
     """C: 3x3 conv -> norm -> ReLU (order 'norm-relu') or 3x3 conv -> ReLU -> norm ('relu-norm').
     Before a norm the conv needs no bias (the norm's shift replaces it); before a ReLU it does,
-    to set where the ReLU cuts off. The conv is a constructor argument too (plain or ws)."""
+    to set where the ReLU cuts off, and so it does where there is no norm at all. The conv is a
+    constructor argument too (plain or ws)."""
 
     def __init__(self, c_in, c_out, norm_layer, order="norm-relu", conv_layer=nn.Conv2d):
-        conv = conv_layer(c_in, c_out, 3, padding=1, bias=order == "relu-norm")
         norm, relu = norm_layer(c_out), nn.ReLU(inplace=True)
+        conv = conv_layer(c_in, c_out, 3, padding=1, bias=order == "relu-norm" or isinstance(norm, nn.Identity))
         super().__init__(*([conv, norm, relu] if order == "norm-relu" else [conv, relu, norm]))
 
 
@@ -174,7 +226,8 @@ class S8Net(nn.Module):
         a, b, c, d, e, f = self.config.widths
 
         def conv(c_in, c_out):
-            return ConvBlock(c_in, c_out, norm_layer(self.norm, config.groups), config.order, CONVS[config.conv])
+            layer = norm_layer(self.norm, config.groups, config.channels_per_group)
+            return ConvBlock(c_in, c_out, layer, config.order, CONVS[config.conv])
 
         self.c1, self.c2 = conv(3, a), conv(a, b)
         self.c3 = nn.Conv2d(b, c, 1, bias=False)
@@ -187,10 +240,10 @@ class S8Net(nn.Module):
     def forward(self, x):
         x = self.pool(self.c3(self.c2(self.c1(x))))  # 32x32 -> 16x16
         x = self.C3(x)
-        x = x + self.C5(self.C4(x))  # skip: C3's output joins C5's
+        x = self.C5(self.C4(x)) + (x if self.config.skips else 0)  # skip: C3's output joins C5's
         x = self.pool(self.c6(x))  # 16x16 -> 8x8
         x = self.C7(x)
-        x = x + self.C9(self.C8(x))  # skip: C7's output joins C9's
+        x = self.C9(self.C8(x)) + (x if self.config.skips else 0)  # skip: C7's output joins C9's
         x = x.mean((2, 3), keepdim=True)  # GAP
         return self.c10(x).flatten(1)
 
@@ -224,8 +277,9 @@ def model_class(norm):
 
 
 def S8_model(norm="bn", **kwargs):
-    """The model for `norm` ('bn'/'batch', 'ln'/'layer', 'gn'/'group'), an instance of its named
-    class (Model_Batch_Normalization, ...); kwargs are ModelConfig fields."""
+    """The model for `norm` ('bn'/'batch', 'ln'/'layer', 'gn'/'group', or a control: 'in', 'none',
+    'lnc'), an instance of its named class (Model_Batch_Normalization, ...); kwargs are ModelConfig
+    fields."""
     config = ModelConfig(norm=norm, **kwargs)
     return model_class(config.norm)(config)
 

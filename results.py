@@ -14,9 +14,9 @@ from pathlib import Path
 
 import plots
 from atomic import save_figure, write_json, write_text
-from models import NORM_TYPES
+from models import NORM_TYPES, SUITE_NORMS
 
-NORMS = tuple(NORM_TYPES)
+NORMS = SUITE_NORMS  # the three the suite compares; the lessons' controls are in lessons.py
 LABELS = {key: t.label for key, t in NORM_TYPES.items()}
 
 # What a summary keeps of each seed's result, and what the seeds share (taken from the first).
@@ -234,33 +234,6 @@ def main(out=Path(__file__).resolve().parent):
     print(f"README.md and images/comparison.png regenerated from {', '.join(f'results/{n}.json' for n in saved)}")
 
 
-def observations(norm, results):
-    """A few sentences comparing `norm` with the other norms, from the saved results."""
-    if norm not in results:
-        return f"No saved result for {LABELS[norm]} yet: run `python run.py --norm all` first."
-    me = results[norm]
-    others = [n for n in NORMS if n != norm and n in results]
-    lines = []
-    n_seeds = len(me["seeds"])
-    seeds = f"mean of {n_seeds} seeds, {seed_range(me):.2f} points apart" if n_seeds > 1 else "one seed"
-    lines.append(f"- {LABELS[norm]} reached {test_accuracy(me):.2f}% test accuracy after {me['epochs']} epochs ({seeds}).")
-    for n in others:
-        text = versus(me, results[n], LABELS[n])
-        lines.append(f"- {text[0].upper()}{text[1:]}.")
-    gap = me['final_train_accuracy_mean'] - test_accuracy(me)
-    if gap < 0:
-        verdict = "augmented training images are harder than test images, and the net is not overfitting."
-    elif gap < 2:
-        verdict = "little overfitting; the net is limited more by its size than by memorizing."
-    else:
-        verdict = "the net has begun to overfit."
-    lines.append(f"- Train accuracy on augmented images was {me['final_train_accuracy_mean']:.2f}%, "
-                 f"{abs(gap):.2f} points {'above' if gap >= 0 else 'below'} test accuracy: {verdict}")
-    speeds = ", ".join(f"{LABELS[n]} {results[n]['seconds_per_epoch_mean']:.1f} s" for n in results)
-    lines.append(f"- Seconds per training epoch on {me['device']}: {speeds}.")
-    return "\n".join(lines)
-
-
 def load_sweep(out="."):
     """The batch-size experiment's runs (sweep.py): (list of run dicts, {norm: {batch size: [accuracies]}})."""
     runs = [json.loads(p.read_text()) for p in sorted((Path(out) / "results" / "sweep").glob("*-bs*-seed*.json"))]
@@ -268,37 +241,6 @@ def load_sweep(out="."):
     for r in runs:
         table.setdefault(r["norm"], {}).setdefault(r["batch_size"], []).append(r["final_test_accuracy"])
     return runs, table
-
-
-def batch_size_observations(norm, table):
-    """Two sentences on how `norm`'s accuracy moved from the largest batch to the smallest, judged
-    against the range of the seeds at those two points."""
-    if norm not in table:
-        return f"No batch-size runs for {LABELS[norm]} yet: run `python sweep.py`."
-    points = table[norm]
-    small, large = min(points), max(points)
-    a, b = points[small], points[large]
-    (mean_a, lo_a, hi_a), (mean_b, lo_b, hi_b) = mean_and_range(a), mean_and_range(b)
-    spread = max(hi_a - lo_a, hi_b - lo_b)
-    change = mean_a - mean_b
-    text = (f"{LABELS[norm]} scored {mean_b:.1f}% with batches of {large} and {mean_a:.1f}% with batches of "
-            f"{small} ({change:+.1f} points; the seeds at those two points are up to {spread:.1f} points apart). ")
-    if len(a) < 2 or len(b) < 2:
-        return text + "One seed per point shows no spread to judge that by."
-    if not differ(a, b):
-        text += "That is within the seeds' spread: no measurable effect of the batch size."
-    else:
-        text += ("Smaller batches cost it accuracy beyond the seeds' spread." if change < 0 else
-                 "It did better with small batches, beyond the seeds' spread (more steps at the scaled rate).")
-    others = []
-    for other in (n for n in NORMS if n != norm and small in table.get(n, {})):
-        c = table[other][small]
-        gap = mean_a - mean_and_range(c)[0]
-        others.append(f"{abs(gap):.1f} points {'above' if gap > 0 else 'below'} {LABELS[other]}" if differ(a, c)
-                      else f"level with {LABELS[other]}")
-    if others:
-        text += f" At batches of {small} it was " + " and ".join(others) + ", judged by the same spread."
-    return text
 
 
 def sweep_path(out, norm, batch_size, seed):
@@ -357,7 +299,7 @@ def changed_settings(settings, defaults):
 def validation_record(entries):
     """Markdown table of validation runs, in the order of their tags."""
     rows = []
-    for r in sorted(entries, key=lambda r: (r.get("tag", ""), NORMS.index(r["norm"]), r["seed"])):
+    for r in sorted(entries, key=lambda r: (r.get("tag", ""), list(NORM_TYPES).index(r["norm"]), r["seed"])):
         rows.append(f"| {r.get('tag', '')} | {LABELS[r['norm']]} | {r.get('changed', '?')} | {r['train_images']:,} | "
                     f"{r['test_images']:,} | {r['epochs']} | {r['seed']} | {_amp_label(r['config']['amp'])} | {r['final_test_accuracy']:.2f}% | "
                     f"{r['final_train_accuracy']:.2f}% | {r['seconds_per_epoch']:.1f} |")
@@ -384,3 +326,23 @@ def write_validation_record(out):
 
 if __name__ == "__main__":
     main()
+
+
+# ---------------------------------------------------------------------------------------------
+# The lessons' records (lessons.py): results/lessons/<experiment>/<name>.json, one run or measurement each.
+
+
+def lesson_path(out, experiment, name):
+    return Path(out) / "results" / "lessons" / experiment / f"{name}.json"
+
+
+def write_lesson(out, experiment, name, record):
+    path = lesson_path(out, experiment, name)
+    write_json(path, record)
+    return path
+
+
+def read_lesson(out, experiment, name):
+    """The record, or None where there is none yet."""
+    path = lesson_path(out, experiment, name)
+    return json.loads(path.read_text()) if path.is_file() else None

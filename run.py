@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--norm", default="all", help="bn | ln | gn (or batch | layer | group) | all")
+    p.add_argument("--norm", default="all", help="bn | ln | gn (or batch | layer | group) | all; also the "
+                   "lessons' controls in (InstanceNorm), none, lnc (LayerNorm over the channels of each pixel)")
     p.add_argument("--data", default="data", help="CIFAR-10 source: a folder (downloaded into if empty), "
                    "a cifar-10-batches-py folder, an image-folder tree, or a .tar.gz of one")
     p.add_argument("--out", default=None, help="where results/, checkpoints/, images/ go (default: this folder; "
@@ -61,6 +62,10 @@ def parse_args(argv=None):
     add_config_flags(p, ModelConfig, skip=("norm", "num_classes"), special={
         "widths": dict(type=_widths, help="channels after C1,C2,c3,C3-C5,c6,C7-C9 (default 16,32,16,28,16,32)"),
         "groups": dict(type=_positive, help="GroupNorm's groups (default 4)"),
+        "channels_per_group": dict(type=_positive, help="GroupNorm: this many channels in each group instead "
+                                                        "of --groups groups"),
+        "skips": dict(action=argparse.BooleanOptionalAction, help="the two identity skips C3->C5 and C7->C9 "
+                                                                  "(default on; --no-skips removes them)"),
         "order": dict(choices=ORDERS, help="where the norm sits in each C block: before or after the ReLU "
                                            "(default: the norm's own, models.NORM_TYPES)"),
         "conv": dict(choices=list(CONVS), help="the C blocks' 3x3 conv: plain, or ws = Weight Standardization "

@@ -84,11 +84,17 @@ class TrainConfig:
 # peak rate that won each norm's screen. Full validation runs, seeds 0 and 1, against SGD's:
 # BatchNorm (Muon 0.1) 82.30/83.00 against 81.78/81.54; GroupNorm (Muon 0.03) 81.98/81.82 against
 # 80.34/80.32; LayerNorm (Muon 0.1) 82.34/82.10 against 80.70/80.20.
+# The lessons' controls (InstanceNorm, no norm, LayerNorm over the channels) were not tuned: they
+# take BatchNorm's and LayerNorm's recipe, so that a comparison with them changes the norm alone.
 # (The memory layout is a speed setting of the hardware, chosen in hardware.py.)
+_MUON_01 = {"optimizer": "muon", "muon_lr": 0.1, "weight_decay": 0.0}
 RECIPES = {
-    "bn": {"optimizer": "muon", "muon_lr": 0.1, "weight_decay": 0.0},
-    "ln": {"optimizer": "muon", "muon_lr": 0.1, "weight_decay": 0.0},
+    "bn": _MUON_01,
+    "ln": _MUON_01,
     "gn": {"optimizer": "muon", "muon_lr": 0.03, "weight_decay": 0.0},
+    "in": _MUON_01,
+    "none": _MUON_01,
+    "lnc": _MUON_01,
 }
 
 
@@ -267,9 +273,12 @@ class History(list):
     scores = None
 
 
-def fit(model, data, cfg=None, device=None, precision=None, progress=True, log=print):
+def fit(model, data, cfg=None, device=None, precision=None, progress=True, log=print, stop_after=None, history=None):
     """Train `model` for cfg.epochs on `data`, testing after every epoch; return the History.
-    `precision` is the run's choice (utils.resolve_precision); None chooses it here, once."""
+    `precision` is the run's choice (utils.resolve_precision); None chooses it here, once.
+    `stop_after` trains only the first that many epochs of cfg.epochs' schedule (a look at early
+    training: the same steps as the full run's first epochs). With `history` (a History), the rows
+    go there as they come, so a caller keeps the epochs before a divergence."""
     cfg = cfg or TrainConfig()
     device = pick_device(device)
     precision = precision or choose_precision(device, getattr(model, "norm", None), cfg.amp, cfg.channels_last)
@@ -280,10 +289,10 @@ def fit(model, data, cfg=None, device=None, precision=None, progress=True, log=p
     steps = math.ceil(len(data.train_labels) / cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     scaler = precision.grad_scaler(device)
-    history = History()
+    history = History() if history is None else history
     log(f"precision: {precision.describe()}")
     log(EPOCH_HEADER)
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, min(cfg.epochs, stop_after or cfg.epochs) + 1):
         start = time.perf_counter()
         train_loss, train_acc, lr = train(model, data, optimizer, scheduler, cfg, generator, precision, epoch,
                                           progress, scaler)

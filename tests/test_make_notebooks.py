@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import make_notebooks  # noqa: E402
 
-NOTEBOOKS = [spec["file"] for spec in make_notebooks.LESSONS.values()]
+NOTEBOOKS = list(make_notebooks.notebook_files().values())
 CLONE_URL = re.compile(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?[\"']")
 
 
@@ -147,9 +147,9 @@ def test_bad_repo_is_refused(capsys):
 
 
 def test_regenerating_keeps_the_outputs_of_unchanged_cells():
-    for norm, spec in make_notebooks.LESSONS.items():
-        committed = nbformat.read(ROOT / spec["file"], as_version=4)
-        rebuilt = make_notebooks.build(norm, make_notebooks.readme_repo(ROOT / "README.md"), committed)
+    for key, file in make_notebooks.notebook_files().items():
+        committed = nbformat.read(ROOT / file, as_version=4)
+        rebuilt = make_notebooks.build(key, make_notebooks.readme_repo(ROOT / "README.md"), committed)
         assert [c.source for c in rebuilt.cells] == [c.source for c in committed.cells]  # committed = template
         assert [c.get("outputs") for c in rebuilt.cells] == [c.get("outputs") for c in committed.cells]
 
@@ -411,10 +411,10 @@ def test_figures_are_stored_as_palette_pngs_once():
     buffer = io.BytesIO()
     Image.fromarray(pixels, "RGBA").save(buffer, "PNG")
     rgba = base64.b64encode(buffer.getvalue()).decode()
-    committed = make_notebooks.build("bn", "jane/s8")
+    committed = make_notebooks.build("compare", "jane/s8")
     k = next(k for k, c in enumerate(committed.cells) if c.source == "plots.plot_samples(data)")
     committed.cells[k].outputs = [nbformat.v4.new_output("display_data", data={"image/png": rgba})]
-    rebuilt = make_notebooks.build("bn", "jane/s8", committed)
+    rebuilt = make_notebooks.build("compare", "jane/s8", committed)
     stored = rebuilt.cells[k].outputs[0]["data"]["image/png"]
     image = Image.open(io.BytesIO(base64.b64decode(stored)))
     assert image.mode == "P" and image.size == (80, 60)
@@ -422,7 +422,7 @@ def test_figures_are_stored_as_palette_pngs_once():
     assert make_notebooks.palette_png(stored) == stored  # regenerating changes nothing
 
 
-@pytest.mark.parametrize("notebook", ["S8_BN.ipynb", "S8_LN.ipynb", "S8_GN.ipynb"])
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_committed_notebooks_are_small_and_hold_no_widget_state(notebook):
     path = ROOT / notebook
     assert path.stat().st_size < 500_000
@@ -444,5 +444,35 @@ def test_regenerating_drops_progress_bars_left_without_their_widget():
     again = make_notebooks.build("bn", None, old)
     kept = next(c for c in again.cells if c.source == training.source).outputs
     assert kept == [table, figure]
-    for notebook in ("S8_BN.ipynb", "S8_LN.ipynb", "S8_GN.ipynb"):  # the committed ones are clean
+    for notebook in NOTEBOOKS:  # the committed ones are clean
         assert not re.search(r"[0-9]+: +0%\|", (ROOT / notebook).read_text())
+
+
+def code_cells(notebook):
+    return [c.source for c in make_notebooks.build(notebook, None).cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("norm", list(make_notebooks.LESSONS))
+def test_each_lesson_is_mostly_its_own(norm):
+    """Fewer than half of a lesson's code cells are the same as a cell of another lesson."""
+    mine = code_cells(norm)
+    others = {source for other in make_notebooks.LESSONS if other != norm for source in code_cells(other)}
+    shared = [source for source in mine if source in others]
+    assert len(shared) < len(mine) / 2, (len(shared), len(mine))
+
+
+def test_student_cells_say_nothing_about_ci_or_nbval():
+    for key in make_notebooks.notebook_files():
+        for cell in make_notebooks.build(key, None).cells:
+            text = cell.source.replace("NBVAL_CHECK_OUTPUT", "")  # nbval's marker is not a note to the student
+            assert not re.search(r"\bCI\b|nbval", text), (key, text[:80])
+
+
+def test_the_compare_notebook_trains_nothing_and_links_each_lesson():
+    cells = make_notebooks.build("compare", None).cells
+    text = "\n".join(c.source for c in cells)
+    assert "utils.fit(" not in text and "run.py" in text
+    for spec in make_notebooks.LESSONS.values():
+        assert f"[`{spec['file']}`]({spec['file']})" in text
+    for norm in make_notebooks.LESSONS:  # and each lesson links it
+        assert "(S8_compare.ipynb)" in "\n".join(c.source for c in make_notebooks.build(norm, None).cells)

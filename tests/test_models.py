@@ -45,8 +45,8 @@ def test_group_count_is_an_argument():
 
 
 def test_unknown_norm_names_the_allowed_ones():
-    with pytest.raises(ValueError, match="'bn'.*'ln'.*'gn'"):
-        S8_model("instance")
+    with pytest.raises(ValueError, match="'bn'.*'ln'.*'gn'.*'in'.*'none'.*'lnc'"):
+        S8_model("weightnorm")
 
 
 def test_groups_that_do_not_divide_are_refused_by_the_config_before_a_layer_is_built():
@@ -124,16 +124,76 @@ def test_s8_model_returns_the_norms_named_class():
 
 
 def test_a_new_norm_is_one_row_of_the_table(monkeypatch):
-    """InstanceNorm (GroupNorm with a group per channel), added in one row and nowhere else."""
-    row = NormType("in", ("instance",), "InstanceNorm", "Model_Instance_Normalization",
-                   lambda channels, groups: nn.GroupNorm(channels, channels), "relu-norm")
-    monkeypatch.setitem(NORM_TYPES, "in", row)
-    model = S8_model("Instance", num_classes=10)
-    assert type(model).__name__ == "Model_Instance_Normalization" and model.config.order == "relu-norm"
-    assert all(m.num_groups == m.num_channels for m in norms_in(model)) and len(norms_in(model)) == 8
+    """GroupNorm with two channels per group, added in one row and nowhere else."""
+    row = NormType("g2", ("pairs",), "GroupNorm of pairs", "Model_Pair_Normalization",
+                   lambda channels, groups: nn.GroupNorm(channels // 2, channels), "relu-norm")
+    monkeypatch.setitem(NORM_TYPES, "g2", row)
+    model = S8_model("Pairs", num_classes=10)
+    assert type(model).__name__ == "Model_Pair_Normalization" and model.config.order == "relu-norm"
+    assert all(m.num_groups * 2 == m.num_channels for m in norms_in(model)) and len(norms_in(model)) == 8
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert count_parameters(model) == count_parameters(S8_model("gn"))
-    assert canonical_norm("instance") == "in"
+    assert canonical_norm("pairs") == "g2"
+
+
+def test_the_controls_are_rows_of_the_table_and_stay_under_budget():
+    instance, plain, per_pixel = S8_model("instance"), S8_model("none"), S8_model("channel-layernorm")
+    assert type(instance).__name__ == "Model_Instance_Normalization"
+    assert len(norms_in(instance)) == 8 and all(m.num_groups == m.num_channels for m in norms_in(instance))
+    assert norms_in(plain) == [] and type(plain).__name__ == "Model_No_Normalization"
+    assert len([m for m in per_pixel.modules() if isinstance(m, nn.LayerNorm)]) == 8
+    for model in (instance, plain, per_pixel):
+        assert count_parameters(model) < PARAMETER_BUDGET
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_without_a_norm_every_conv_keeps_its_bias():
+    """The norm's shift replaced the conv's bias; with no norm the bias is back, before the ReLU."""
+    blocks = [m for m in S8_model("none").modules() if type(m).__name__ == "ConvBlock"]
+    assert len(blocks) == 8 and all(b[0].bias is not None for b in blocks)
+    assert all(b[0].bias is None for b in S8_model("bn").modules() if type(b).__name__ == "ConvBlock")
+
+
+def test_channel_layer_norm_normalizes_each_pixel_over_the_channels_alone():
+    torch.manual_seed(0)
+    layer = S8_model("lnc").c1[2]  # conv, ReLU, norm
+    x = torch.randn(2, 16, 5, 5) * 3 + 1
+    y = layer(x)
+    assert torch.allclose(y.mean(1), torch.zeros(2, 5, 5), atol=1e-5)
+    assert torch.allclose(y.var(1, unbiased=False), torch.ones(2, 5, 5), atol=1e-3)
+    # the suite's LayerNorm takes one mean over C, H and W: its pixels keep different means
+    z = S8_model("ln").c1[2](x)
+    assert torch.allclose(z.mean((1, 2, 3)), torch.zeros(2), atol=1e-5) and z.mean(1).std() > 0.1
+
+
+def test_channels_per_group_sets_the_group_size_in_every_layer():
+    model = S8_model("gn", channels_per_group=2)
+    assert all(m.num_channels == 2 * m.num_groups for m in norms_in(model)) and len(norms_in(model)) == 8
+    with pytest.raises(ValueError, match="channels_per_group=3 does not divide a layer of 16 channels"):
+        ModelConfig(norm="gn", channels_per_group=3)
+    with pytest.raises(ValueError, match="channels_per_group is GroupNorm's"):
+        ModelConfig(norm="bn", channels_per_group=2)
+
+
+def test_the_skips_switch_removes_both_additions_and_nothing_else():
+    torch.manual_seed(0)
+    on = S8_model("ln")
+    off = S8_model("ln", skips=False)
+    off.load_state_dict(on.state_dict())  # same weights: only the two additions differ
+    x = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(on(x), off(x))
+    # without skips, forward is the plain chain of the layers
+    chain = [off.c1, off.c2, off.c3, off.pool, off.C3, off.C4, off.C5, off.c6, off.pool, off.C7, off.C8, off.C9]
+    h = x
+    for layer in chain:
+        h = layer(h)
+    assert torch.allclose(off(x), off.c10(h.mean((2, 3), keepdim=True)).flatten(1), atol=1e-6)
+    # with them, C3's output joins C5's and C7's joins C9's
+    h = on.C3(on.pool(on.c3(on.c2(on.c1(x)))))
+    h = on.C7(on.pool(on.c6(on.C5(on.C4(h)) + h)))
+    h = on.C9(on.C8(h)) + h
+    assert torch.allclose(on(x), on.c10(h.mean((2, 3), keepdim=True)).flatten(1), atol=1e-6)
+    assert count_parameters(on) == count_parameters(off)
 
 
 def test_model_config_is_what_the_model_is_built_from():

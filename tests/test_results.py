@@ -48,15 +48,10 @@ def test_summary_of_seeds_gives_mean_sample_std_and_each_seed():
     assert s["config"] == {"lr": 0.05} and "history" not in s and s["seconds_per_epoch_mean"] == 11.0
 
 
-def test_results_table_and_observations():
+def test_results_table():
     saved = {"bn": fake_result("bn", 81.0), "ln": fake_result("ln", 79.5), "gn": fake_result("gn", 80.0)}
     table = results.results_table(saved)
     assert table.count("\n| `Model_") == 3 and "**81.00% ± 0.00**" in table and "47,970" in table
-    text = results.observations("gn", saved)
-    assert "80.00% test accuracy after 20 epochs (one seed)" in text
-    assert "1.00 points below BatchNorm (81.00%), from one seed: no spread to judge that by" in text
-    assert "0.50 points above LayerNorm" in text
-    assert "run.py --norm all" in results.observations("ln", {})
 
 
 def test_the_table_names_each_norms_optimizer():
@@ -98,24 +93,6 @@ def test_a_difference_within_the_seeds_spread_is_reported_as_none():
     assert results.versus(level["gn"], level["bn"], "BatchNorm").startswith("no difference from BatchNorm")
 
 
-@pytest.mark.parametrize("points, verdict", [
-    ({2: [40.0, 41.0], 128: [50.0, 51.0]}, "cost it accuracy beyond the seeds' spread"),
-    ({2: [49.0, 51.5], 128: [50.0, 51.0]}, "no measurable effect"),
-    ({2: [55.0, 56.0], 128: [50.0, 51.0]}, "did better with small batches"),
-    ({2: [40.0], 128: [50.0]}, "One seed per point"),
-])
-def test_batch_size_observations_judge_against_the_seeds_spread(points, verdict):
-    text = results.batch_size_observations("bn", {"bn": points})
-    assert verdict in text and "batches of 128" in text
-
-
-def test_batch_size_observations_compare_the_norms_at_the_smallest_batch():
-    table = {"bn": {2: [40.0, 41.0], 128: [50.0, 51.0]}, "ln": {2: [51.0, 52.0], 128: [47.0, 48.0]},
-             "gn": {2: [40.5, 41.5], 128: [49.0, 50.0]}}
-    text = results.batch_size_observations("bn", table)
-    assert "At batches of 2 it was 11.0 points below LayerNorm and level with GroupNorm" in text
-
-
 def test_write_section_replaces_only_what_stands_between_its_markers(tmp_path, capsys):
     doc = tmp_path / "doc.md"
     doc.write_text("top\n<!-- a:start -->\nold a\n<!-- a:end -->\nmiddle\n<!-- b:start -->\nold b\n<!-- b:end -->\n")
@@ -130,12 +107,6 @@ def test_readme_without_markers_is_left_alone(tmp_path):
     (tmp_path / "README.md").write_text("no markers\n")
     assert results.update_readme(tmp_path, {"bn": fake_result("bn", 81.0)}) is False
     assert (tmp_path / "README.md").read_text() == "no markers\n"
-
-
-@pytest.mark.parametrize("train_acc, verdict", [(79.0, "not overfitting"), (81.5, "little overfitting"),
-                                                (84.0, "begun to overfit")])
-def test_observations_judge_the_train_test_gap(train_acc, verdict):
-    assert verdict in results.observations("bn", {"bn": fake_result("bn", 80.0, train_acc)})
 
 
 def test_validation_record_names_the_data_sizes_and_precision_of_each_run():

@@ -1,7 +1,8 @@
-"""Write S8_BN.ipynb, S8_LN.ipynb and S8_GN.ipynb from one template, and point every Colab badge
-and clone address (the notebooks' and README.md's) at one GitHub repository, or at none.
+"""Write S8_BN.ipynb, S8_LN.ipynb, S8_GN.ipynb and S8_compare.ipynb from one template, and point every
+Colab badge and clone address (the notebooks' and README.md's) at one GitHub repository, or at none.
 
-The three lessons share every cell but the norm's name and its explanation, so they are
+The three lessons share a short first part (set-up, data, model, training, curves, mistakes) and
+then teach their own norm; the fourth puts the cross-norm results side by side. They are
 generated, never edited by hand:
 
     python tools/make_notebooks.py [--repo OWNER/NAME]   # a cell whose source is unchanged keeps its outputs
@@ -46,14 +47,8 @@ GITHUB_REMOTE = re.compile(r"github\.com[:/]([\w.-]+/[\w.-]+?)(?:\.git)?/?$")
 
 def after_relu(abbr):
     """The 'Where it sits' bullet of a per-image norm placed after the ReLU."""
-    return f"""- **Where it sits:** after each 3x3 conv's ReLU (conv → ReLU → {abbr}), unlike BatchNorm. On the
-  validation split (5,000 held-out training images, one seed) this scored 1.7 points higher than
-  conv → {abbr} → ReLU (`results/validation.md`); on the test set, means of three seeds each, the
-  move took LayerNorm from 78.65% to 80.52% and GroupNorm from 79.12% to 80.97% (README, "What
-  moved the numbers"). A likely reason: placed before the ReLU, a per-image norm sets where the
-  ReLU cuts off relative to each image's own mean and spread; placed after, the cut-off is fixed by
-  the conv's bias, and the norm then subtracts the image's (or group's) mean of what passed and
-  divides by its spread, so its output is centred again and can be negative."""
+    return f"""- **Where it sits:** after each 3x3 conv's ReLU (conv → ReLU → {abbr}), unlike BatchNorm; chosen on
+  the validation split (the runs are in section 4 of the LayerNorm lesson, `S8_LN.ipynb`)."""
 
 
 LESSONS = {  # the prose of each norm's lesson, keyed as models.NORM_TYPES
@@ -71,11 +66,10 @@ y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_c}{\sqrt{\sigma_c^2+\epsilon}} + \beta_c
 - **Train vs eval:** training uses the batch's own statistics and updates running averages
   (momentum 0.1); evaluation uses the running averages, so a prediction does not depend on the
   other images in the batch.
-- **Small batches:** the batch statistics get noisy and drift from the running averages; the
-  batch-size experiment in section 8 measures what that costs this network.
-- **Where it sits:** after each 3x3 conv and before its ReLU (conv → BN → ReLU), as in ResNet.
-  On the validation split, BatchNorm after the ReLU scored a point lower
-  (`results/validation.md`).""",
+- **Small batches:** each step's statistics come from fewer images; the batch-size experiment in
+  `S8_compare.ipynb` measures what that costs this network.
+- **Where it sits:** after each 3x3 conv and before its ReLU (conv → BN → ReLU), as in ResNet;
+  chosen on the validation split (the runs are in section 4 of the LayerNorm lesson, `S8_LN.ipynb`).""",
     ),
     "ln": dict(
         file="S8_LN.ipynb", title="Layer Normalization",
@@ -89,10 +83,11 @@ y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_n}{\sqrt{\sigma_n^2+\epsilon}} + \beta_c
 - **Axes:** mean and variance over (C, H, W), one pair per image. The suite builds it as
   `nn.GroupNorm(1, C)`: GroupNorm with a single group is exactly this, and it keeps a per-channel
   scale and shift (`nn.LayerNorm([C, H, W])` would learn one per pixel and fix the image size).
+  ConvNeXt's and the transformers' LayerNorm is another norm: section 4 compares the two.
 - **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
 - **Train vs eval:** identical; there are no running statistics.
 - **Small batches:** nothing is shared across the batch, so the batch size changes only the
-  optimization (more, smaller steps); section 8 measures it.
+  optimization (more, smaller steps); the batch-size experiment in `S8_compare.ipynb` measures it.
 """ + after_relu("LN"),
     ),
     "gn": dict(
@@ -110,7 +105,7 @@ y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_{ng}}{\sqrt{\sigma_{ng}^2+\epsilon}} + \
 - **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
 - **Train vs eval:** identical; there are no running statistics.
 - **Small batches:** nothing is shared across the batch, so the batch size changes only the
-  optimization (more, smaller steps); section 8 measures it.
+  optimization (more, smaller steps); the batch-size experiment in `S8_compare.ipynb` measures it.
 """ + after_relu("GN"),
     ),
 }
@@ -170,35 +165,13 @@ if "google.colab" in sys.modules:
         importlib.invalidate_caches()'''
 
 CONFIG = '''NORM = "{norm}"  # the only line that differs between the three notebooks
-# Environment variables override these, so CI can run a short version (S8_EPOCHS=1 S8_SUBSET=2000).
+# Environment variables override these: a short version runs with e.g. S8_EPOCHS=1 S8_SUBSET=2000.
 EPOCHS = int(os.environ.get("S8_EPOCHS", 20))
 BATCH_SIZE = int(os.environ.get("S8_BATCH_SIZE", 128))
 SEED = int(os.environ.get("S8_SEED", 0))
 SUBSET = int(os.environ.get("S8_SUBSET", 0))  # 0 = all 50,000 training images
 DATA = os.environ.get("S8_DATA", "data")  # a folder to download into, or a local copy (see README)
 AMP = os.environ.get("S8_AMP", "auto")  # auto | bf16 | fp16 | off; auto: what this hardware does natively'''
-
-LOAD = '''%matplotlib inline
-import inspect
-import math
-
-import torch
-from IPython.display import Image, Markdown
-
-import plots
-import results
-import utils
-from data import load_cifar10
-from explorer import mistake_explorer, select
-from models import ConvBlock, S8Net, S8_model, count_parameters
-
-device = utils.pick_device()
-cfg = utils.recipe(NORM, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED, amp=AMP)
-data = load_cifar10(DATA)
-if SUBSET:
-    data = data.subset(SUBSET, seed=SEED)
-print(f"{data.source}: {len(data.train_labels):,} training and {len(data.test_labels):,} test images")
-print(f"training on {utils.describe_device(device)}")'''
 
 MODEL = '''# NBVAL_CHECK_OUTPUT
 torch.manual_seed(SEED)
@@ -242,114 +215,248 @@ def training_recipe(norm):
 
 
 def cells(norm, spec, repo):
+    """A per-norm lesson: the short shared part (set-up, data, model, training, curves, mistakes),
+    then the norm's own section, LESSON_CELLS[norm]."""
     md, code = new_markdown_cell, new_code_cell
     title = f"# {spec['title']} in a 48k-parameter CNN on CIFAR-10\n\n"
     return [
         md(title + (f"{badge(repo, spec['file'])}\n\n" if repo else "") +
            "One of three lessons that train the same network with a different normalization layer "
-           "(BatchNorm, LayerNorm, GroupNorm) and compare them. Run the cells in order; on Colab, "
-           "choose a GPU runtime first.\n\n" + spec["theory"]),
-        md("## 1. Set-up and configuration"),
+           "(BatchNorm, LayerNorm, GroupNorm); what they do side by side (the skip connections, no norm at "
+           "all, the learning rate, the activations, the batch size) is in "
+           f"[`{COMPARE['file']}`]({COMPARE['file']}). Run the cells in order; on Colab, choose a GPU "
+           "runtime first.\n\n" + spec["theory"]),
+        md("## 1. Set-up, data and model"),
         code(setup_cell(repo)),
         code(CONFIG.format(norm=norm)),
-        md("## 2. The data\n\nCIFAR-10: 50,000 training and 10,000 test images of 32x32 pixels in 10 classes. "
-           "The whole set is decoded once and kept in memory as uint8 tensors; the training loop "
-           "augments whole batches on the training device."),
+        md("CIFAR-10: 50,000 training and 10,000 test images of 32x32 pixels in 10 classes, decoded once and "
+           "kept in memory as uint8 tensors; training augments whole batches on the device (random shifts of "
+           "up to 4 pixels, left-right flips)."),
         code(LOAD),
-        code("plots.plot_samples(data)"),
-        md("Each training step shows the network a new random version of every image: shifted by up to "
-           "4 pixels (the border filled by reflection) and flipped left-right half of the time."),
-        code("plots.plot_augmentation(data, index=7, cfg=cfg)"),
-        md(f"## 3. The model\n\n`{NORM_TYPES[norm].class_name}`: `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`, with C3's "
-           "output added to C5's and C7's to C9's. The summary below is checked by nbval in CI, so a "
-           "change to the architecture shows up there."),
+        md(f"`{NORM_TYPES[norm].class_name}`: `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`, with C3's output "
+           "added to C5's and C7's to C9's (`models.py`)."),
         code(MODEL),
-        md("What each C block computes, and how the blocks and the two skips are wired: the code itself "
-           "(`models.py`)."),
-        code("print(inspect.getsource(ConvBlock))\nprint(inspect.getsource(S8Net.forward))"),
-        md("## 4. Training\n\n" + training_recipe(norm) + " The settings this run uses, and the learning "
-           "rate at every step:"),
-        code("print(cfg)\nplots.plot_lr_schedule(cfg, steps_per_epoch=math.ceil(len(data.train_labels) / cfg.batch_size))"),
-        md("One row per epoch; test accuracy is measured after every epoch, and the last row is the result. "
-           "The first line names the precision chosen for this hardware (`hardware.py`)."),
-        code("history = utils.fit(model, data, cfg, device)"),
-        md("## 5. Loss and accuracy curves\n\nThe two losses measure different things: training minimizes "
-           "label-smoothed cross-entropy on augmented images, averaged over the epoch while the weights "
-           "move, which stays higher than the plain cross-entropy of the finished epoch's model on the "
-           "untouched test images. Compare their trends, not their levels; accuracy is comparable."),
-        code(f'plots.plot_curves(history, title="{spec["title"]}")'),
-        code('final = history[-1]\n'
-             'print(f"after {final[\'epoch\']} epochs: train accuracy {final[\'train_acc\']:.2f}% '
-             '(augmented images), test accuracy {final[\'test_acc\']:.2f}%")'),
-        md("## 6. Mistakes\n\nThe ten test images the model got wrong with the most confidence, "
-           "with their true and predicted classes."),
-        code('mistakes = utils.get_incorrect_predictions(model, data, cfg)\n'
-             'print(f"{len(mistakes):,} of {len(data.test_labels):,} test images misclassified")\n'
-             'utils.plot_incorrect_predictions(mistakes, data.classes)'),
-        md("Per-class accuracy (in the row labels) and the confusion matrix: which classes are taken "
-           "for which."),
-        code("counts = plots.confusion_matrix(model, data, cfg)\n"
-             "plots.plot_confusion_matrix(counts, data.classes)"),
-        md("## 7. Explore the mistakes\n\nPick a true and a predicted class and step through those "
-           "mistakes with the slider (this needs a live kernel; on GitHub the widget does not show). "
-           "Below it, a static view of the most frequent confusion."),
-        code("mistake_explorer(mistakes, data.classes)"),
-        code('off_diagonal = counts - torch.diag(counts.diag())\n'
-             'true_class, predicted_class = divmod(int(off_diagonal.argmax()), len(data.classes))\n'
-             'pair = select(mistakes, data.classes, data.classes[true_class], data.classes[predicted_class])\n'
-             'print(f"most frequent confusion: {data.classes[true_class]} taken for '
-             '{data.classes[predicted_class]}, {len(pair)} times")\n'
-             'utils.plot_incorrect_predictions(pair, data.classes)'),
-        md("## 8. What the batch size does to each norm\n\n" + BATCH_SIZE_INTRO),
-        code('Image("images/batch_size.png")'),
-        code("sweep_runs, sweep_table = results.load_sweep()\nMarkdown(results.batch_size_observations(NORM, sweep_table))"),
-        md(GAP_INTRO[norm]),
-        code("Markdown(results.batchnorm_gap_table())"),
-        md("## 9. How the three norms compare\n\nThe saved results of the full runs "
-           "(`python run.py --norm all`: 20 epochs on all of CIFAR-10, seeds 0, 1 and 2), read from "
-           "`results/*.json`. This notebook trains seed 0: on the machine named in the table, in the "
-           "precision its JSON records (`precision`), it repeats that seed's run exactly; on another device "
-           "or in another precision (the first line of the training output above says which) expect a "
-           "difference of about the seeds' spread."),
-        code("saved = results.load_results()\nMarkdown(results.results_table(saved))"),
-        md("## 10. Observations\n\n" + OBSERVATIONS[norm]),
-        code("Markdown(results.observations(NORM, saved))"),
+        md("## 2. Training\n\n" + training_recipe(norm) + " One row per epoch; the first line names the "
+           "precision chosen for this hardware (`hardware.py`)."),
+        code("print(cfg)\nhistory = utils.fit(model, data, cfg, device)"),
+        md("The two losses measure different things: training minimizes label-smoothed cross-entropy on "
+           "augmented images, averaged over the epoch while the weights move; the test loss is plain "
+           "cross-entropy of the finished epoch's model on the untouched test images. Compare their trends, "
+           "not their levels."),
+        code(CURVES),
+        md("## 3. Mistakes\n\nThe ten test images the model got wrong with the most confidence, with their true "
+           "and predicted classes; below them, a browser of every mistake by true and predicted class (it needs "
+           "a live kernel)."),
+        code(MISTAKES),
+        md(f"## 4. What only {NORM_TYPES[norm].label} does"),
+        *LESSON_CELLS[norm],
     ]
 
 
-BATCH_SIZE_INTRO = (
-    "BatchNorm takes its statistics from the batch; LayerNorm and GroupNorm from each image. Wu and He "
-    "(Group Normalization, 2018) found BatchNorm's ImageNet error rising steeply below 16 images per "
-    "batch while GroupNorm's stayed flat. `python sweep.py` repeats that experiment on this network: "
-    "each norm trained at batch sizes 2 to 128, the learning rate scaled with the batch, the same "
-    "epochs and the same seeded subset of the data at every point, two seeds each (the README gives "
-    "the settings and the numbers).")
+LOAD = """%matplotlib inline
+import torch
+from IPython.display import Markdown
 
-GAP_INTRO = {
-    "bn": "BatchNorm behaves differently in training (statistics of the batch) and in evaluation "
-          "(running averages gathered in training). The table tests the trained models both ways: "
-          "with the running averages, and with the statistics of test batches of 2 to 128 images.",
-    "ln": "For contrast, BatchNorm's own train/eval gap: a BatchNorm model tested with its running "
-          "averages and with the statistics of test batches. LayerNorm has no such gap: it computes "
-          "the same statistics, from each image alone, in training and in evaluation.",
-    "gn": "For contrast, BatchNorm's own train/eval gap: a BatchNorm model tested with its running "
-          "averages and with the statistics of test batches. GroupNorm has no such gap: it computes "
-          "the same statistics, from each image alone, in training and in evaluation.",
+import lessons
+import plots
+import probes
+import results
+import utils
+from data import load_cifar10, normalize
+from explorer import mistake_explorer
+from models import S8_model, count_parameters
+
+device = utils.pick_device()
+cfg = utils.recipe(NORM, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED, amp=AMP)
+data = load_cifar10(DATA)
+if SUBSET:
+    data = data.subset(SUBSET, seed=SEED)
+print(f"{data.source}: {len(data.train_labels):,} training and {len(data.test_labels):,} test images")
+print(f"training on {utils.describe_device(device)}")
+# 1,000 test images, normalized, on the device: what section 4 feeds the trained model
+x = normalize(data.test_images[:1000].to(device), data.mean.to(device), data.std.to(device))"""
+
+CURVES = """plots.plot_curves(history, title=f"{type(model).__name__}, seed {SEED}: test accuracy "
+                                 f"{history[-1]['test_acc']:.2f}%, train {history[-1]['train_acc']:.2f}% (augmented)")"""
+
+MISTAKES = """mistakes = utils.get_incorrect_predictions(model, data, cfg)
+print(f"{len(mistakes):,} of {len(data.test_labels):,} test images misclassified")
+display(utils.plot_incorrect_predictions(mistakes, data.classes))
+mistake_explorer(mistakes, data.classes)"""
+
+md, code = new_markdown_cell, new_code_cell
+
+LESSON_CELLS = {
+    "bn": [
+        md("### Training and evaluation are two different computations\n\nIn training, BatchNorm normalizes "
+           "each channel with the mean and variance of the batch in front of it; in evaluation, with running "
+           "averages gathered during training. The model just trained, tested both ways on the test set:"),
+        code("""from sweep import accuracy_with_batch_statistics
+
+print(f"eval mode, running averages:            {utils.score(model, data).accuracy:6.2f}%")
+for batch in (2, 8, 32, 128):
+    print(f"train mode, statistics of {batch:3d} test images: {accuracy_with_batch_statistics(model, data, batch):6.2f}%")"""),
+        md("The same measurement, recorded by `python sweep.py` for the full run's model and for a model that "
+           "was trained with batches of 2 (`docs/lessons.md`, the batch-size experiment):"),
+        code("Markdown(results.batchnorm_gap_table())"),
+        md("### An image alone against inside a batch\n\nThe 128 first of `x` passed as one batch and each passed "
+           "alone: the largest difference in any logit, and how many predictions change."),
+        code("""for mode in ("eval", "train"):
+    difference, changed = probes.batch_dependence(model, x[:128], mode)
+    print(f"BatchNorm in {mode} mode: largest logit difference {difference:.1e}, {changed} of 128 predictions change")"""),
+        md("### Folding BatchNorm into the conv\n\nIn eval mode BatchNorm is a fixed scale and shift per "
+           "channel, $y = \\gamma_c (x - \\mu_c) / \\sqrt{\\sigma_c^2 + \\epsilon} + \\beta_c$ with the running "
+           "averages, so the conv before it can absorb it: its weights scaled by "
+           "$\\gamma_c / \\sqrt{\\sigma_c^2 + \\epsilon}$ per output channel, the shift moved into its bias "
+           "(`torch.nn.utils.fusion.fuse_conv_bn_eval`). LayerNorm and GroupNorm compute their statistics "
+           "from each image, so there is nothing fixed to absorb."),
+        code("""folded = probes.fold_batchnorm(model)
+with torch.no_grad():
+    difference = (model.eval()(x) - folded(x)).abs().max().item()
+print(f"parameters: {count_parameters(model):,} with BatchNorm, {count_parameters(folded):,} folded")
+print(f"largest logit difference on {len(x):,} test images: {difference:.1e}")
+print(folded.C3)"""),
+        md("What folding saves at inference, timed here on this device (eval mode, the median of 5 passes):"),
+        code("""for batch in (1, 256):
+    sample = x[:200] if batch == 1 else x
+    plain, fused = (probes.seconds_per_image(m, sample, batch) for m in (model, folded))
+    print(f"batches of {batch:3d}: {1000 * plain:.3f} ms per image with BatchNorm, {1000 * fused:.3f} ms folded "
+          f"({plain / fused:.2f}x)")"""),
+        md("The same, recorded by `python lessons.py fold` for the full run's model on a 2-core CPU:"),
+        code('lessons.show("fold")'),
+    ],
+    "ln": [
+        md("### One mean and variance per image\n\nWhat enters the norm of C5 for four test images, and the "
+           "same normalized before LayerNorm's scale and shift: each image as a whole gets mean 0 and "
+           "standard deviation 1, while its channels keep means of their own."),
+        code("""before = probes.norm_input(model, "C5", x[:4])
+after = torch.nn.functional.group_norm(before, 1)  # LayerNorm's normalization, without its scale and shift
+for name, t in (("entering the norm", before), ("normalized", after)):
+    print(f"{name:17s} per-image mean {t.mean((1, 2, 3)).cpu().numpy().round(3)}, "
+          f"std {t.std((1, 2, 3)).cpu().numpy().round(3)}")
+print("normalized, image 0, the means of its first 6 channels:", after[0].mean((1, 2))[:6].cpu().numpy().round(2))"""),
+        md("### Training and evaluation are the same computation\n\nNothing is carried over from training: "
+           "train mode and eval mode give the same logits."),
+        code("""with torch.no_grad():
+    train_mode, eval_mode = model.train()(x[:256]), model.eval()(x[:256])
+print(f"LayerNorm, train against eval mode: largest logit difference {(train_mode - eval_mode).abs().max().item():.1e}")"""),
+        md("### An image alone against inside a batch\n\nThe 128 first of `x` passed as one batch and each passed "
+           "alone; the same for all five norms, recorded with the models of the learning-rate lesson, "
+           "below it."),
+        code("""for mode in ("eval", "train"):
+    difference, changed = probes.batch_dependence(model, x[:128], mode)
+    print(f"LayerNorm in {mode} mode: largest logit difference {difference:.1e}, {changed} of 128 predictions change")"""),
+        code('lessons.show("batch-of-one")'),
+        md("### Two things called LayerNorm\n\nThis suite's LayerNorm is `nn.GroupNorm(1, C)`: one mean and "
+           "variance over C, H and W of each image, as in the GroupNorm paper. ConvNeXt and transformers use "
+           "`nn.LayerNorm(C)` on each pixel's C channels: a mean and variance per pixel. The two on the same "
+           "tensor (C5's input of one image):"),
+        code("""t = before[:1]
+over_image = torch.nn.functional.group_norm(t, 1)
+over_channels = torch.nn.functional.layer_norm(t.permute(0, 2, 3, 1), (t.shape[1],)).permute(0, 3, 1, 2)
+print(f"statistics: GroupNorm(1, C) takes 1 mean and variance, the per-pixel LayerNorm {t.shape[2] * t.shape[3]}")
+for name, y in (("GroupNorm(1, C)", over_image), ("per-pixel LayerNorm", over_channels)):
+    pixel_means = y.mean(1)  # the mean over the channels at each pixel
+    print(f"{name:20s} pixel means from {pixel_means.min().item():+.2f} to {pixel_means.max().item():+.2f}")"""),
+        md("Which one trains better here, each trained at screening size (`python lessons.py layernorms`):"),
+        code('lessons.show("layernorms")'),
+        md("### Before or after the ReLU\n\nThis suite places LayerNorm (and GroupNorm) after the ReLU, "
+           "BatchNorm before it. The runs that decided it, from the validation record:"),
+        code('lessons.show("placement")'),
+    ],
+    "gn": [
+        md("### The groups of each layer\n\nGroupNorm splits each layer's channels into 4 groups and takes a "
+           "mean and variance per group of each image:"),
+        code("""for label, block in probes.c_blocks(model):
+    gn = block[2]  # conv, ReLU, norm
+    print(f"{label}: {gn.num_channels} channels in {gn.num_groups} groups of {gn.num_channels // gn.num_groups}")"""),
+        md("What enters the norm of C5 for one test image, normalized per group before GroupNorm's scale and "
+           "shift: each group gets mean 0 and standard deviation 1, and the channels inside a group keep "
+           "means of their own."),
+        code("""t = probes.norm_input(model, "C5", x[:1])
+groups = torch.nn.functional.group_norm(t, 4).view(1, 4, -1, *t.shape[2:])  # (image, group, channel, H, W)
+print("per group: mean", groups.mean((2, 3, 4))[0].cpu().numpy().round(3), "std", groups.std((2, 3, 4))[0].cpu().numpy().round(3))
+print("group 0, its channels' means:", groups[0, 0].mean((1, 2)).cpu().numpy().round(2))"""),
+        md("### From LayerNorm to InstanceNorm\n\nOne group is LayerNorm over (C, H, W); one channel per group "
+           "is InstanceNorm. Both, checked on the same tensor:"),
+        code("""C = t.shape[1]
+print("GroupNorm(1, C) equals LayerNorm over (C, H, W):",
+      torch.allclose(torch.nn.functional.group_norm(t, 1), torch.nn.functional.layer_norm(t, t.shape[1:]), atol=1e-4))
+print("GroupNorm(C, C) equals InstanceNorm:",
+      torch.allclose(torch.nn.functional.group_norm(t, C), torch.nn.functional.instance_norm(t), atol=1e-4))"""),
+        md("How many channels per group this network wants, each size trained at screening size "
+           "(`python lessons.py groups`):"),
+        code('lessons.show("groups")'),
+        md("### Training and evaluation are the same computation\n\nLike LayerNorm, GroupNorm takes its "
+           "statistics from each image: no running averages, the same logits in train and eval mode, and an "
+           "image's prediction does not depend on its batch."),
+        code("""with torch.no_grad():
+    train_mode, eval_mode = model.train()(x[:256]), model.eval()(x[:256])
+print(f"GroupNorm, train against eval mode: largest logit difference {(train_mode - eval_mode).abs().max().item():.1e}")"""),
+        code("""difference, changed = probes.batch_dependence(model, x[:128], "train")
+print(f"GroupNorm, each of 128 images alone against in one batch: largest logit difference {difference:.1e}, "
+      f"{changed} predictions change")"""),
+    ],
 }
 
-OBSERVATIONS = {
-    "bn": "BatchNorm's statistics come from the batch, so every image is normalized a little "
-          "differently in every step. The other two norms see one image at a time. How the three "
-          "compare here, from the saved results (a difference within the spread of the seeds is "
-          "reported as none):",
-    "ln": "LayerNorm pools one mean and variance over all channels of an image, so a channel that is "
-          "strongly active can shift the normalization of every other one. How the three compare "
-          "here, from the saved results (a difference within the spread of the seeds is reported as "
-          "none):",
-    "gn": "GroupNorm sits between the two per-image extremes: with 4 groups, channels in different "
-          "groups no longer share statistics. How the three compare here, from the saved results (a "
-          "difference within the spread of the seeds is reported as none):",
-}
+COMPARE = dict(file="S8_compare.ipynb", title="BatchNorm, LayerNorm, GroupNorm, and what a norm and the skips do")
+
+COMPARE_LOAD = """%matplotlib inline
+import os
+
+from IPython.display import Image, Markdown
+
+import lessons
+import plots
+import results
+import sweep
+import utils
+from data import load_cifar10
+
+DATA = os.environ.get("S8_DATA", "data")  # a folder to download into, or a local copy (see README)
+data = load_cifar10(DATA)
+print(f"{data.source}: {len(data.train_labels):,} training and {len(data.test_labels):,} test images")"""
+
+
+def compare_cells(repo):
+    """The fourth notebook: the cross-norm results, read from disk (it trains nothing)."""
+    lessons_links = ", ".join(f"[`{spec['file']}`]({spec['file']})" for spec in LESSONS.values())
+    return [
+        md(f"# {COMPARE['title']}\n\n" + (f"{badge(repo, COMPARE['file'])}\n\n" if repo else "") +
+           f"The three lessons, {lessons_links}, each train one norm. This notebook puts their results side by "
+           "side, with the experiments that need many runs: each was made by one command "
+           "(`python lessons.py ...`, `python sweep.py`, `python run.py`) and is read here from `results/`, "
+           "so this notebook trains nothing. The numbers and the commands are also in `docs/lessons.md`."),
+        md("## 1. Set-up and the data"),
+        code(setup_cell(repo)),
+        code(COMPARE_LOAD),
+        md("Four training images of each class, and one image as training shows it: shifted by up to 4 pixels "
+           "(the border filled by reflection) and flipped left-right half of the time."),
+        code("plots.plot_samples(data)"),
+        code('plots.plot_augmentation(data, index=7, cfg=utils.recipe("bn"))'),
+        md("## 2. The three norms on the test set\n\n`python run.py --norm all`: 20 epochs on all 50,000 "
+           "training images, seeds 0, 1 and 2, each norm with its recipe. A difference smaller than the seeds' "
+           "range is reported as none."),
+        code("saved = results.load_results()\nMarkdown(results.results_table(saved) + \"\\n\\n\" + results.comparison(saved))"),
+        code('Image("images/comparison.png")'),
+        md("## 3. What a norm buys: no norm, and the learning rate\n\nThe claim for BatchNorm (Ioffe and "
+           "Szegedy, 2015) is that it lets a network train at much higher learning rates. Here the five "
+           "variants (the three norms, InstanceNorm, and no norm at all) train with one recipe, its rates "
+           "multiplied by 1/4 to 16."),
+        code('lessons.show("lr")'),
+        md("## 4. What the skip connections do\n\nThe network adds C3's output to C5's and C7's to C9's. Each "
+           "norm, and no norm, trained at full length with and without the two additions; beside the "
+           "accuracies, the training loss and how large each layer's gradient is at the start."),
+        code('lessons.show("skips")'),
+        md("## 5. Inside the network\n\nWhat enters each ReLU (the pre-activation), as percentiles over the "
+           "training batch, through the first epoch and at the end."),
+        code('lessons.show("activations")'),
+        md("## 6. The batch size\n\n`python sweep.py`: each norm trained at batch sizes 2 to 128, the learning "
+           "rate scaled with the batch, on a seeded 4,000-image subset (Wu and He, 2018, on ImageNet: "
+           "BatchNorm's error rises below 16 images per batch, GroupNorm's stays flat)."),
+        code('Image("images/batch_size.png")'),
+        code("sweep_runs, sweep_table = results.load_sweep()\nMarkdown(sweep.lessons_section(sweep_runs, sweep_table, True, \".\"))"),
+    ]
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -370,11 +477,15 @@ def palette_png(encoded):
     return base64.b64encode(buffer.getvalue()).decode() + "\n"
 
 
+def notebook_files():
+    """{key: file} of every generated notebook: the three lessons (keyed by norm), then 'compare'."""
+    return {**{norm: spec["file"] for norm, spec in LESSONS.items()}, "compare": COMPARE["file"]}
+
+
 def build(norm, repo, old=None):
-    """The notebook for `norm`; a code cell whose source is the same as one of `old`'s keeps that
-    cell's outputs (matched by source, so inserting a cell loses no outputs)."""
-    spec = LESSONS[norm]
-    nb = new_notebook(cells=cells(norm, spec, repo))
+    """The notebook for `norm` (a lesson) or 'compare'; a code cell whose source is the same as one of
+    `old`'s keeps that cell's outputs (matched by source, so inserting a cell loses no outputs)."""
+    nb = new_notebook(cells=compare_cells(repo) if norm == "compare" else cells(norm, LESSONS[norm], repo))
     kept = {}
     for before in (old.cells if old else []):
         if before.cell_type == "code":
@@ -433,7 +544,7 @@ def colab_section(repo):
     """The body of README.md's colab section: a badge per notebook, or, with no repository known, the
     way to Colab without one."""
     if repo:
-        rows = [f"| [`{spec['file']}`]({spec['file']}) | {badge(repo, spec['file'])} |" for spec in LESSONS.values()]
+        rows = [f"| [`{file}`]({file}) | {badge(repo, file)} |" for file in notebook_files().values()]
         return "\n".join(["| notebook | open on Colab |", "|---|---|", *rows])
     return ("This project has no published GitHub address yet, so there are no Colab badges. To use Colab, run\n"
             "`python tools/make_notebooks.py --bundle` on your machine, upload a notebook to Colab\n"
@@ -490,11 +601,11 @@ def main(argv=None):
     repo = args.repo or origin_repo() or readme_repo(readme)
     if repo and not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
         p.error(f"--repo takes OWNER/NAME as on GitHub (e.g. jane/s8-normalization), got {repo!r}")
-    for norm, spec in LESSONS.items():
-        path = ROOT / spec["file"]
+    for key, file in notebook_files().items():
+        path = ROOT / file
         old = None if args.clear_outputs or not path.exists() else nbformat.read(path, as_version=4)
-        nbformat.write(build(norm, repo, old), path)
-        print(f"wrote {spec['file']}")
+        nbformat.write(build(key, repo, old), path)
+        print(f"wrote {file}")
     results.write_section(readme, "colab", colab_section(repo))
     if repo:
         print(f"Colab badges and clone address: github.com/{repo}")

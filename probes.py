@@ -1,0 +1,163 @@
+"""Measurements of a model's insides, for the lessons (lessons.py): what enters each ReLU while it
+trains, each layer's gradient norm, BatchNorm folded into the convs before it, and whether an
+image's prediction depends on the other images of its batch."""
+
+import copy
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from data import normalize
+from models import ConvBlock
+
+PERCENTILES = (1, 20, 80, 99)
+SAMPLE = 1 << 18  # values a percentile is taken over (a strided sample of a larger activation)
+
+
+def layer_label(name):
+    """'C1' for the block attribute 'c1', 'C5' for 'C5', 'c3' for the 1x1 conv 'c3'."""
+    return name.upper() if name in ("c1", "c2") else name
+
+
+def c_blocks(model):
+    """[(label, ConvBlock)] in the order data flows: C1 C2 C3 C4 C5 C7 C8 C9."""
+    return [(layer_label(name), m) for name, m in model.named_children() if isinstance(m, ConvBlock)]
+
+
+def percentiles(x):
+    """The PERCENTILES of tensor `x` (over a strided sample of at most SAMPLE values), as floats."""
+    x = x.detach().float().reshape(-1)
+    if x.numel() > SAMPLE:
+        x = x[:: x.numel() // SAMPLE][:SAMPLE]
+    q = torch.tensor([p / 100 for p in PERCENTILES], device=x.device)
+    return [round(v, 5) for v in torch.quantile(x, q).tolist()]
+
+
+class ActivationRecorder:
+    """Records the PERCENTILES of what enters each C block's ReLU (its pre-activation) on the
+    training steps `record(step)` picks, step counting the model's training forwards from 0; the
+    forwards of evaluation are not counted. Read `steps` and `values` ({block: [[p1, p20, p80,
+    p99] per recorded step]}); `remove()` takes the hooks out."""
+
+    def __init__(self, model, record):
+        self.record, self.step, self.active = record, 0, False
+        self.steps, self.values = [], {label: [] for label, _ in c_blocks(model)}
+        self.handles = [model.register_forward_pre_hook(self._count)]
+        for label, block in c_blocks(model):
+            relu = next(m for m in block if isinstance(m, nn.ReLU))
+            self.handles.append(relu.register_forward_pre_hook(self._hook(label)))
+
+    def _count(self, model, inputs):
+        self.active = model.training and self.record(self.step)
+        if self.active:
+            self.steps.append(self.step)
+        self.step += model.training
+
+    def _hook(self, label):
+        def hook(module, inputs):
+            if self.active:
+                self.values[label].append(percentiles(inputs[0]))
+        return hook
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def first_epoch_and_end(steps_per_epoch, total_steps, points=20):
+    """The steps an ActivationRecorder records: `points` evenly spaced through the first epoch, its
+    last step, the first step of every later epoch, and the last step of training."""
+    every = max(1, steps_per_epoch // points)
+
+    def record(step):
+        return (step < steps_per_epoch and step % every == 0) or step == steps_per_epoch - 1 \
+            or step % steps_per_epoch == 0 or step == total_steps - 1
+    return record
+
+
+@torch.no_grad()
+def norm_input(model, block, x):
+    """What enters the norm of the C block named `block` ('C5') when `model`, in eval mode, sees
+    float images `x`: the tensor the norm normalizes, in fp32."""
+    norm = next(m for m in getattr(model, block) if not isinstance(m, (nn.Conv2d, nn.ReLU)))
+    captured = []
+    handle = norm.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].float()))
+    try:
+        model.eval()(x)
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def weight_layers(model):
+    """[(label, conv)] for every conv with weights, in the order data flows: C1 C2 c3 C3 C4 C5 c6 C7 C8 C9 c10."""
+    layers = []
+    for name, m in model.named_children():
+        conv = m[0] if isinstance(m, ConvBlock) else m
+        if isinstance(conv, nn.Conv2d):
+            layers.append((layer_label(name), conv))
+    return layers
+
+
+def gradient_norms(model, images, labels, mean, std):
+    """{layer: L2 norm of the loss's gradient for that layer's weights} on one batch of uint8
+    `images`, in fp32 and train mode, on a copy (the model and its running statistics stay as
+    they were). The loss is plain cross-entropy."""
+    probe = copy.deepcopy(model).float().train()
+    device = next(probe.parameters()).device
+    x = normalize(images.to(device), mean.to(device), std.to(device))
+    probe.zero_grad(set_to_none=True)
+    F.cross_entropy(probe(x), labels.to(device)).backward()
+    return {label: round(conv.weight.grad.norm().item(), 6) for label, conv in weight_layers(probe)}
+
+
+def fold_batchnorm(model):
+    """A copy of a BatchNorm model in eval mode with each BatchNorm folded into the conv before it:
+    in eval mode BatchNorm is a fixed per-channel scale and shift (its running statistics), which
+    the conv's weights and bias can absorb. Only a norm placed right after the conv folds."""
+    folded = copy.deepcopy(model).eval()
+    for _, block in c_blocks(folded):
+        conv, norm = block[0], block[1]
+        if not isinstance(norm, nn.BatchNorm2d):
+            raise ValueError(f"only BatchNorm directly after its conv can be folded, not {type(norm).__name__}; "
+                             f"fold a BatchNorm model with order norm-relu")
+        block[0], block[1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+    return folded
+
+
+@torch.no_grad()
+def seconds_per_image(model, x, batch_size, repeats=5):
+    """Median over `repeats` of the seconds an eval-mode pass over float `x` takes, per image, in
+    batches of `batch_size` (after one warm-up pass)."""
+    model.eval()
+    batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+    times = []
+    for r in range(repeats + 1):
+        start = time.perf_counter()
+        for b in batches:
+            model(b)
+        if x.is_cuda:  # a GPU runs behind the Python that queues its work: wait for it
+            torch.cuda.synchronize(x.device)
+        if r:  # the first pass warms up
+            times.append((time.perf_counter() - start) / len(x))
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def batch_dependence(model, x, mode):
+    """How much each image's logits depend on the rest of its batch: the logits of float batch `x`
+    passed whole and of each image passed alone, in `mode` ('eval' or 'train', on a copy whose
+    BatchNorm running statistics are frozen). Returns (largest absolute logit difference, how many
+    predictions change)."""
+    probe = copy.deepcopy(model).float()
+    probe.train(mode == "train")
+    for m in probe.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.0
+    together = probe(x)
+    alone = torch.cat([probe(x[i:i + 1]) for i in range(len(x))])
+    return (together - alone).abs().max().item(), int((together.argmax(1) != alone.argmax(1)).sum())

@@ -57,15 +57,16 @@ VALIDATION, SCREEN_TRAIN, SCREEN_EPOCHS = 5_000, 10_000, 8
 LR_MULTIPLIERS = (0.25, 1, 4, 16)
 LESSON_NORMS = ("bn", "ln", "in", "gn", "none")  # the learning-rate and activation lessons' five
 
-# The screening variants by name: the ModelConfig fields each one sets.
-VARIANTS = {
+# The screening variants by name: the ModelConfig fields each one sets. All take plain convs, so that
+# only the norm differs (GroupNorm's own default is weight-standardized).
+VARIANTS = {key: {"conv": "plain", **fields} for key, fields in {
     **{norm: {"norm": norm} for norm in NORM_TYPES},
     "gn-cpg1": {"norm": "gn", "channels_per_group": 1},
     "gn-cpg2": {"norm": "gn", "channels_per_group": 2},
     "gn-cpg4": {"norm": "gn", "channels_per_group": 4},
     "gn-g2": {"norm": "gn", "groups": 2},
     "gn-g1": {"norm": "gn", "groups": 1},
-}
+}.items()}
 # GroupNorm's group sizes, from one channel per group to all of them; the widths are 16 to 32, so
 # 'gn' (4 groups) has 4-8 channels per group, 'gn-g2' 8-16 and 'gn-g1' 16-32.
 GROUP_VARIANTS = ("gn-cpg1", "gn-cpg2", "gn-cpg4", "gn", "gn-g2", "gn-g1")

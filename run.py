@@ -69,7 +69,7 @@ def parse_args(argv=None):
         "order": dict(choices=ORDERS, help="where the norm sits in each C block: before or after the ReLU "
                                            "(default: the norm's own, models.NORM_TYPES)"),
         "conv": dict(choices=list(CONVS), help="the C blocks' 3x3 conv: plain, or ws = Weight Standardization "
-                                              "(default plain)"),
+                                              "(default: the norm's own, models.NORM_TYPES: ws for GroupNorm)"),
     })
     add_config_flags(p, utils.TrainConfig, skip=("seed",), special={
         "amp": dict(choices=AMP_CHOICES, help="mixed precision (default auto: bf16 where the hardware has it "

@@ -4,7 +4,7 @@ from torch import nn
 
 from models import (NORM_TYPES, ModelConfig, Model_Batch_Normalization, Model_Group_Normalization,
                     Model_Layer_Normalization, NormType, S8Net, S8_model, canonical_norm, checkpoint, count_parameters,
-                    fingerprint, load_checkpoint, PARAMETER_BUDGET)
+                    fingerprint, load_checkpoint, PARAMETER_BUDGET, StdConv2d)
 
 VARIANTS = [Model_Batch_Normalization, Model_Layer_Normalization, Model_Group_Normalization]
 
@@ -94,7 +94,7 @@ def test_skip_adds_the_branch_start_to_the_branch_end(branch_end):
 
 @pytest.mark.parametrize("norm", ["bn", "ln", "gn"])
 def test_order_puts_the_norm_after_the_relu_and_gives_the_conv_a_bias(norm):
-    before, swapped = S8_model(norm, order="norm-relu"), S8_model(norm, order="relu-norm")
+    before, swapped = S8_model(norm, order="norm-relu", conv="plain"), S8_model(norm, order="relu-norm", conv="plain")
     assert [type(m) for m in before.C4] == [nn.Conv2d, type(norms_in(before)[0]), nn.ReLU]
     assert [type(m) for m in swapped.C4] == [nn.Conv2d, nn.ReLU, type(norms_in(before)[0])]
     assert before.C4[0].bias is None and swapped.C4[0].bias is not None
@@ -111,7 +111,8 @@ def test_unknown_order_is_refused():
 def test_each_norm_sits_where_validation_put_it():
     bn, ln, gn = (cls() for cls in VARIANTS)
     assert [type(m) for m in bn.c1] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
-    assert [type(m) for m in ln.c1] == [type(m) for m in gn.c1] == [nn.Conv2d, nn.ReLU, nn.GroupNorm]
+    assert [type(m) for m in ln.c1] == [nn.Conv2d, nn.ReLU, nn.GroupNorm]
+    assert [type(m) for m in gn.c1] == [StdConv2d, nn.ReLU, nn.GroupNorm]  # weight-standardized convs
     assert count_parameters(bn) == 47_970 and count_parameters(ln) == count_parameters(gn) == 48_198
 
 
@@ -224,10 +225,14 @@ def test_weight_standardized_conv_ignores_each_filters_offset_and_scale():
     assert not torch.allclose(plain, before, atol=1e-2)
 
 
-def test_conv_is_a_config_field():
-    model = S8_model("gn", conv="ws")
-    assert type(model.C4[0]).__name__ == "StdConv2d" and type(S8_model("gn").C4[0]) is torch.nn.Conv2d
-    assert count_parameters(model) == count_parameters(S8_model("gn"))  # it adds no parameter
+def test_conv_is_a_config_field_whose_default_is_the_norms():
+    model = S8_model("ln", conv="ws")
+    assert type(model.C4[0]).__name__ == "StdConv2d" and type(S8_model("ln").C4[0]) is torch.nn.Conv2d
+    assert count_parameters(model) == count_parameters(S8_model("ln"))  # it adds no parameter
+    # GroupNorm's convs are weight-standardized unless asked otherwise; the 1x1 convs never are
+    assert type(S8_model("gn").C4[0]).__name__ == "StdConv2d" and ModelConfig(norm="gn").conv == "ws"
+    assert type(S8_model("gn", conv="plain").C4[0]) is torch.nn.Conv2d and type(S8_model("gn").c3) is torch.nn.Conv2d
+    assert {ModelConfig(norm=n).conv for n in ("bn", "ln", "in", "none", "lnc")} == {"plain"}
     with pytest.raises(ValueError, match="unknown conv 'wide'; use one of 'plain', 'ws'"):
         S8_model("gn", conv="wide")
 

@@ -180,7 +180,8 @@ utils.summarize(model, device)
 n_params = count_parameters(model)
 norm_layers = sorted({repr(m) for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))})
 print(f"{type(model).__name__}: {n_params:,} parameters "
-      f"({'within' if n_params < 50_000 else 'OVER'} the 50,000 budget), placement {model.config.order}")
+      f"({'within' if n_params < 50_000 else 'OVER'} the 50,000 budget), placement {model.config.order}, "
+      f"{model.config.conv} 3x3 convs")
 print("norm layers:", ", ".join(norm_layers))
 assert n_params < 50_000'''
 

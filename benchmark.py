@@ -6,14 +6,16 @@ Public pipeline: torchvision transforms on PIL images (RandomCrop with padding 4
 RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with two workers, batch 64, fp32.
 This suite: uint8 tensors in memory, whole-batch augmentation, batch 128, and the precision and
 memory layout hardware.py chooses for this machine and norm (bf16 autocast only where the CPU has
-native bf16; --amp forces one), once with SGD and once with Muon for the conv kernels (the
-Newton-Schulz steps cost time: the last row of each norm gives Muon's images per second over SGD's).
+native bf16; --amp forces one), once with the second push's recipe (SGD, plain convs) and once with
+today's (the norm's recipe and convs: Muon for the conv kernels, and Weight Standardization for
+GroupNorm); the last row of each norm gives today's images per second over the old recipe's.
 Prints images per second, seconds per 50,000-image epoch and the ratio to the public pipeline; on a
 GPU also the time for 20 epochs of each norm. Writes the report to --report (default results/benchmark.txt).
 """
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 import utils
 from data import load_cifar10
 from hardware import AMP_CHOICES, choose_precision, native_bf16
-from models import S8_model
+from models import ModelConfig, S8_model
 from atomic import write_text
 from results import LABELS, NORMS
 
@@ -69,12 +71,13 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
     return seen / (time.perf_counter() - start)
 
 
-def suite_ips(data, norm, images, device, cfg=None):
-    """Images/s of utils.train on `images` training images, after a warm-up epoch."""
+def suite_ips(data, norm, images, device, cfg=None, conv=None):
+    """Images/s of utils.train on `images` training images, after a warm-up epoch; `conv` None: the
+    norm's own 3x3 convs."""
     cfg, precision = utils.resolve_precision(cfg or utils.recipe(norm), device, norm)
     part = data.subset(images, 1, seed=0).to(device)
     torch.manual_seed(0)
-    model = S8_model(norm).to(device, memory_format=precision.memory_format)
+    model = S8_model(norm, conv=conv).to(device, memory_format=precision.memory_format)
     steps = -(-images // cfg.batch_size)
     optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=2 * steps)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -123,15 +126,18 @@ def main(argv=None):
     print(lines[0] + "\n" + lines[1])
     for norm in args.norms.split(","):
         rows = [("public: PIL transforms, DataLoader x2, bs64, fp32", public_pipeline_ips(data, norm, args.steps))]
-        for optimizer in utils.OPTIMIZERS:  # the suite with each optimizer: what Muon's Newton-Schulz steps cost
-            cfg = utils.recipe(norm, amp=args.amp, optimizer=optimizer)
+        # The suite with the second push's recipe (SGD, plain convs) and with today's (the norm's recipe
+        # and convs): what Muon's Newton-Schulz steps and Weight Standardization cost.
+        recipe = utils.recipe(norm, amp=args.amp)
+        for cfg, conv in ((replace(recipe, optimizer="sgd"), "plain"), (recipe, None)):
             precision = choose_precision(cpu, norm, cfg.amp, cfg.channels_last)
-            rows.append((f"suite: uint8, batch augment, bs128, {_short(precision)}, {optimizer}",
-                         suite_ips(data, norm, args.images, cpu, cfg)))
+            convs = conv or ModelConfig(norm=norm).conv
+            rows.append((f"suite: uint8, batch augment, bs128, {_short(precision)}, {cfg.optimizer}"
+                         + (", ws" if convs == "ws" else ""), suite_ips(data, norm, args.images, cpu, cfg, conv)))
         for name, ips in rows:
             lines.append(f"{name:52s} {LABELS[norm]:9s} {ips:9.0f}  {50000 / ips:12.1f}  {ips / rows[0][1]:.2f}x")
             print(lines[-1], flush=True)
-        lines.append(f"{'  muon / sgd images per second':52s} {LABELS[norm]:9s} {rows[2][1] / rows[1][1]:.2f}x")
+        lines.append(f"{'  recipe / sgd images per second':52s} {LABELS[norm]:9s} {rows[2][1] / rows[1][1]:.2f}x")
         print(lines[-1], flush=True)
     if torch.cuda.is_available():
         device = torch.device("cuda")

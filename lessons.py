@@ -69,8 +69,11 @@ VARIANTS = {key: {"conv": "plain", **fields} for key, fields in {
 }.items()}
 # GroupNorm's group sizes, from one channel per group to all of them; the widths are 16 to 32, so
 # 'gn' (4 groups) has 4-8 channels per group, 'gn-g2' 8-16 and 'gn-g1' 16-32.
-GROUP_VARIANTS = ("gn-cpg1", "gn-cpg2", "gn-cpg4", "gn", "gn-g2", "gn-g1")
-GROUP_LABELS = {"gn-cpg1": "1 (InstanceNorm)", "gn-cpg2": "2", "gn-cpg4": "4", "gn": "4-8 (4 groups)",
+# One channel per group after the ReLU cannot learn (models.py: the pool then sees each channel's
+# shift alone), so the sweep also has InstanceNorm where it can: before the ReLU ('in').
+GROUP_VARIANTS = ("in", "gn-cpg1", "gn-cpg2", "gn-cpg4", "gn", "gn-g2", "gn-g1")
+GROUP_LABELS = {"in": "1, before the ReLU (InstanceNorm)", "gn-cpg1": "1, after the ReLU", "gn-cpg2": "2",
+                "gn-cpg4": "4", "gn": "4-8 (4 groups)",
                 "gn-g2": "8-16 (2 groups)", "gn-g1": "16-32 (1 group: LayerNorm)"}
 SKIP_NORMS = ("bn", "ln", "gn", "none")
 PROBE_IMAGES = 512  # the fixed batch of training images the gradient norms are taken on
@@ -514,7 +517,7 @@ def render_groups(out):
     runs = {v: screening(out, v, 1, "groups") for v in GROUP_VARIANTS}
     first = runs["gn"][0]
     lines = [f"`{command('groups')}`: {screening_setting(first)}; seeds {seeds_of(runs['gn'])}; GroupNorm after "
-             "the ReLU, the recipe's rates. Final validation accuracy, mean of the seeds (lowest-highest):", "",
+             "the ReLU (InstanceNorm also before it), the recipe's rates. Final validation accuracy, mean of the seeds (lowest-highest):", "",
              "| channels per group | validation accuracy | train accuracy |", "|---|---:|---:|",
              *(accuracy_row(GROUP_LABELS[v], runs[v]) for v in GROUP_VARIANTS)]
     table = {GROUP_LABELS[v]: finished(runs[v]) for v in GROUP_VARIANTS}

@@ -100,13 +100,15 @@ ORDERS = ("norm-relu", "relu-norm")
 # (results/validation.md): after the ReLU, LayerNorm and GroupNorm scored 1.7 points higher
 # each, BatchNorm 1.0 point lower. GroupNorm's convs are weight-standardized: with Muon, 82.16 and
 # 82.22% against 81.98 and 81.82% (seeds 0 and 1); LayerNorm's are not (81.50% against 82.34 and
-# 82.10). The controls sit where their nearest relative does, with plain convs.
+# 82.10). The controls take plain convs. InstanceNorm sits before the ReLU: after it, the last
+# block's output has every channel's spatial mean equal to its shift (beta), so the global average
+# pool sees the same numbers for every image (screening runs at chance, 9.76%, loss stuck at ln 10).
 NORM_TYPES = {t.key: t for t in (
     NormType("bn", ("batch", "batchnorm"), "BatchNorm", "Model_Batch_Normalization", _batch_norm, "norm-relu"),
     NormType("ln", ("layer", "layernorm"), "LayerNorm", "Model_Layer_Normalization", _layer_norm, "relu-norm"),
     NormType("gn", ("group", "groupnorm"), "GroupNorm", "Model_Group_Normalization", _group_norm, "relu-norm", "ws"),
     NormType("in", ("instance", "instancenorm"), "InstanceNorm", "Model_Instance_Normalization", _instance_norm,
-             "relu-norm"),
+             "norm-relu"),
     NormType("none", ("identity", "no-norm"), "no norm", "Model_No_Normalization", _no_norm, "norm-relu"),
     NormType("lnc", ("channel-layernorm", "layernorm-c"), "LayerNorm over C", "Model_Channel_Layer_Normalization",
              _channel_layer_norm, "relu-norm"),

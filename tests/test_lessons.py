@@ -100,6 +100,7 @@ def test_the_groups_and_layernorm_lessons_train_their_variants(lab_out):
     out, _ = lab_out
     sizes = {v: record(out, "screening", f"{v}-x1-seed0")["model_config"] for v in lessons.GROUP_VARIANTS}
     assert sizes["gn-cpg2"]["channels_per_group"] == 2 and sizes["gn-g1"]["groups"] == 1
+    assert sizes["in"]["order"] == "norm-relu" and sizes["gn-cpg1"]["order"] == "relu-norm"
     assert record(out, "screening", "lnc-x1-seed0")["norm"] == "lnc"
 
 

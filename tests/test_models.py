@@ -148,6 +148,26 @@ def test_the_controls_are_rows_of_the_table_and_stay_under_budget():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+def different_images_logits(model):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        logits = model.eval()(torch.randn(2, 3, 32, 32))
+    return (logits[0] - logits[1]).abs().max().item()
+
+
+@pytest.mark.parametrize("norm", sorted(NORM_TYPES))
+def test_every_norm_where_it_sits_lets_the_image_reach_the_logits(norm):
+    assert different_images_logits(S8_model(norm)) > 1e-4
+
+
+def test_one_channel_per_group_after_the_last_relu_gives_every_image_the_same_logits():
+    """Why InstanceNorm sits before the ReLU: after it, each channel's spatial mean is the norm's shift, so
+    the global average pool sees the same numbers whatever the image (the groups lesson's first point)."""
+    assert different_images_logits(S8_model("in", order="relu-norm")) < 1e-5
+    assert different_images_logits(S8_model("gn", channels_per_group=1)) < 1e-5
+    assert different_images_logits(S8_model("gn", channels_per_group=2)) > 1e-4
+
+
 def test_without_a_norm_every_conv_keeps_its_bias():
     """The norm's shift replaced the conv's bias; with no norm the bias is back, before the ReLU."""
     blocks = [m for m in S8_model("none").modules() if type(m).__name__ == "ConvBlock"]

@@ -182,7 +182,7 @@ class Lab:
             **run.code_version(),
         )
         path = results.write_lesson(self.out, "screening", name, record)
-        if multiplier == 1 and seed == 0 and not diverged:  # the models the batch-of-one lesson tests
+        if variant in LESSON_NORMS and multiplier == 1 and seed == 0 and not diverged:  # the batch-of-one lesson's
             torch_save(checkpoint(model, classes=list(data.classes), config=asdict(cfg)), path.with_suffix(".pt"))
         outcome = f"diverged ({diverged})" if diverged else f"validation {record['final_val_accuracy']:.2f}%"
         self.log(f"screening {name}: {outcome}")
@@ -208,8 +208,6 @@ class Lab:
             outcome = run.run_one(norm, data, cfg, precision, self.device, model_config,
                                   run.code_version(), quiet=self.args.quiet)
             result, source = outcome["result"], "trained by lessons.py"
-            if seed == 0:  # the batch-of-one lesson's model without a norm
-                torch_save(outcome["checkpoint"], results.lesson_path(self.out, "skips", name).with_suffix(".pt"))
         else:
             result, source = reused, f"results/{norm}_seed{seed}.json (run.py)"
         keep = ("norm", "seed", "epochs", "train_images", "test_images", "data", "device", "precision", "torch",

@@ -101,6 +101,8 @@ def test_the_groups_and_layernorm_lessons_train_their_variants(lab_out):
     sizes = {v: record(out, "screening", f"{v}-x1-seed0")["model_config"] for v in lessons.GROUP_VARIANTS}
     assert sizes["gn-cpg2"]["channels_per_group"] == 2 and sizes["gn-g1"]["groups"] == 1
     assert sizes["in"]["order"] == "norm-relu" and sizes["gn-cpg1"]["order"] == "relu-norm"
+    kept = {p.stem for p in (out / "results" / "lessons").rglob("*.pt")}  # only the batch-of-one lesson's models
+    assert kept == {f"{norm}-x1-seed0" for norm in lessons.LESSON_NORMS}
     assert record(out, "screening", "lnc-x1-seed0")["norm"] == "lnc"
 
 

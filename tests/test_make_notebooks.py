@@ -476,3 +476,44 @@ def test_the_compare_notebook_trains_nothing_and_links_each_lesson():
         assert f"[`{spec['file']}`]({spec['file']})" in text
     for norm in make_notebooks.LESSONS:  # and each lesson links it
         assert "(S8_compare.ipynb)" in "\n".join(c.source for c in make_notebooks.build(norm, None).cells)
+
+
+NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*\.\d+")  # the measured numbers: '69.2', '-2.41', '1.7e-06' starts so
+
+
+def lesson_sections():
+    """{experiment: the generated part of its docs/lessons.md section} and {experiment: the prose written
+    beside it (from its end marker to the next heading)}."""
+    text = (ROOT / "docs" / "lessons.md").read_text()
+    generated, prose = {}, {}
+    for name in re.findall(r"<!-- lesson-([\w-]+):start -->", text):
+        start, end = f"<!-- lesson-{name}:start -->", f"<!-- lesson-{name}:end -->"
+        generated[name] = text.split(start, 1)[1].split(end, 1)[0]
+        prose[name] = re.split(r"\n## ", text.split(end, 1)[1], maxsplit=1)[0]
+    return generated, prose
+
+
+def unquoted(prose, generated):
+    return [n for n in NUMBER.findall(prose) if n not in generated]
+
+
+def test_the_words_beside_each_lesson_quote_its_measured_numbers():
+    """A sentence about a lesson's figure, in docs/lessons.md or in a notebook's markdown after
+    `lessons.show(...)`, quotes only numbers that its generated section (made from the records) holds,
+    so a rerun that changes them makes the words fail here rather than go stale."""
+    generated, prose = lesson_sections()
+    for name, words in prose.items():
+        assert not unquoted(words, generated[name]), (name, unquoted(words, generated[name]))
+    for key in make_notebooks.notebook_files():
+        cells = make_notebooks.build(key, None).cells
+        for cell, after in zip(cells, cells[1:]):
+            shown = re.fullmatch(r'lessons\.show\("([\w-]+)"\)', cell.source.strip())
+            if shown and after.cell_type == "markdown":
+                assert not unquoted(after.source, generated[shown[1]]), (key, shown[1], unquoted(after.source, generated[shown[1]]))
+
+
+def test_the_readme_quotes_only_numbers_the_lessons_page_holds():
+    readme = (ROOT / "README.md").read_text()
+    lessons_part = readme.split("## Lessons", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "lessons.md").read_text()
+    assert not unquoted(lessons_part, page), unquoted(lessons_part, page)

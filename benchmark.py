@@ -29,6 +29,9 @@ from atomic import write_text
 from results import LABELS, NORMS
 
 
+# The pipeline column fits the longest name ("suite: ..., bf16 NCHW, muon, ws" is 55 characters).
+NAME_WIDTH = 56
+
 def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
     """Images/s of the DataLoader + PIL transforms pipeline, fp32, after a warm-up."""
     import torchvision.transforms as T
@@ -122,7 +125,7 @@ def main(argv=None):
     cpu = torch.device("cpu")
     lines = [f"benchmark.py on {utils.describe_device(cpu)}, native bf16: {'yes' if native_bf16(cpu) else 'no'}, "
              f"torch {torch.__version__}, data {data.source}",
-             f"{'pipeline':52s} {'norm':9s}  images/s  s/epoch(50k)  ratio"]
+             f"{'pipeline':{NAME_WIDTH}s} {'norm':9s}  images/s  s/epoch(50k)  ratio"]
     print(lines[0] + "\n" + lines[1])
     for norm in args.norms.split(","):
         rows = [("public: PIL transforms, DataLoader x2, bs64, fp32", public_pipeline_ips(data, norm, args.steps))]
@@ -135,9 +138,9 @@ def main(argv=None):
             rows.append((f"suite: uint8, batch augment, bs128, {_short(precision)}, {cfg.optimizer}"
                          + (", ws" if convs == "ws" else ""), suite_ips(data, norm, args.images, cpu, cfg, conv)))
         for name, ips in rows:
-            lines.append(f"{name:52s} {LABELS[norm]:9s} {ips:9.0f}  {50000 / ips:12.1f}  {ips / rows[0][1]:.2f}x")
+            lines.append(f"{name:{NAME_WIDTH}s} {LABELS[norm]:9s} {ips:9.0f}  {50000 / ips:12.1f}  {ips / rows[0][1]:.2f}x")
             print(lines[-1], flush=True)
-        lines.append(f"{'  recipe / sgd images per second':52s} {LABELS[norm]:9s} {rows[2][1] / rows[1][1]:.2f}x")
+        lines.append(f"{'  recipe / sgd images per second':{NAME_WIDTH}s} {LABELS[norm]:9s} {rows[2][1] / rows[1][1]:.2f}x")
         print(lines[-1], flush=True)
     if torch.cuda.is_available():
         device = torch.device("cuda")

@@ -5,6 +5,7 @@ misclassified-image grid from here (the notebooks call utils.plot_incorrect_pred
 """
 
 import math
+import textwrap
 
 import torch
 from matplotlib.figure import Figure
@@ -18,6 +19,11 @@ from data import CIFAR10, train_batches
 # the test loss is plain cross-entropy on the untouched test images after the epoch.
 CURVE_LABELS = {"train": "train: label-smoothed, augmented, epoch average", "test": "test: plain, after the epoch"}
 
+
+def add_caption(fig, caption):
+    """The settings under a figure, wrapped to its width (about 17 characters of 7-point text per inch)
+    so that a long one is not cut off at the edges."""
+    fig.supxlabel(textwrap.fill(caption, int(fig.get_figwidth() * 17)), fontsize=7)
 
 def plot_curves(history, title=None):
     """Loss and accuracy per epoch, train and test, side by side."""
@@ -185,7 +191,7 @@ def plot_batch_size(table, labels, caption):
            title="Test accuracy against batch size (mean; bars: lowest and highest seed)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.supxlabel(caption, fontsize=7)
+    add_caption(fig, caption)
     return fig
 
 
@@ -252,7 +258,7 @@ def plot_lr_sweep(table, labels, caption):
            title="Accuracy against the learning rate (x: diverged; bars: lowest and highest seed)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.supxlabel(caption, fontsize=7)
+    add_caption(fig, caption)
     return fig
 
 
@@ -331,7 +337,7 @@ def plot_screening_curves(histories, caption):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.supxlabel(caption, fontsize=7)
+    add_caption(fig, caption)
     return fig
 
 
@@ -352,7 +358,7 @@ def plot_group_size(table, caption):
     ax.set(xlabel="channels per group", ylabel="validation accuracy (%)",
            title="GroupNorm from one channel per group to all of them (dots: seeds)")
     ax.grid(alpha=0.3)
-    fig.supxlabel(caption, fontsize=7)
+    add_caption(fig, caption)
     return fig
 
 

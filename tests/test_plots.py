@@ -70,3 +70,11 @@ def test_batch_size_figure_draws_each_norms_mean_and_seed_range():
     assert list(lines[0].get_ydata()) == [41.0, 50.5] and list(lines[0].get_xdata()) == [2, 128]
     low, high = ax.containers[0].lines[2][0].get_segments()[0][:, 1]  # the bar at batch 2
     assert (low, high) == (40.0, 42.0)
+
+
+def test_a_long_caption_is_wrapped_to_the_figures_width():
+    caption = "10,000 training images, 8 epochs, scored on 5,000 held-out validation images; " * 4
+    fig = plots.plot_group_size({"1": [60.0, 61.0], "2": [62.0, 63.0]}, caption)
+    lines = fig._supxlabel.get_text().splitlines()
+    assert len(lines) > 1 and max(map(len, lines)) <= fig.get_figwidth() * 17
+    assert " ".join(lines) == caption.strip()

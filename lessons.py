@@ -32,6 +32,7 @@ activations, layernorms and groups experiments reuse the lr experiment's runs wh
 import argparse
 import json
 import math
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -79,7 +80,8 @@ SKIP_NORMS = ("bn", "ln", "gn", "none")
 PROBE_IMAGES = 512  # the fixed batch of training images the gradient norms are taken on
 
 # The placement lesson, from the validation record: the runs (validation tags) of each norm with the
-# norm before the ReLU and after it, SGD recipe of the time, 45,000 images, 20 epochs.
+# norm before the ReLU and after it, an earlier recipe (SGD, weight decay 5e-4, plain convs), 45,000
+# images, 20 epochs.
 PLACEMENT = {
     "bn": {"norm-relu": ("a-base", "x-base-seed1"), "relu-norm": ("r-relu-norm", "l21-relu-norm")},
     "ln": {"norm-relu": ("h-base", "l21-norm-relu"), "relu-norm": ("r-relu-norm", "p3-sgd")},
@@ -286,8 +288,10 @@ def screening(out, variant, multiplier, experiment):
 
 
 def screening_setting(record):
+    precision = re.sub(r", (channels-last|NCHW)", "", record["precision"])  # the layout differs by norm
     return (f"{record['train_images']:,} training images, {record['epochs']} epochs, scored on {record['val_images']:,} "
-            f"held-out validation images; {record['data']}; {record['device']}, {record['precision']}")
+            f"held-out validation images; {record['data']}; {record['device']}, {precision}, each norm in the memory "
+            "layout hardware.py picks for it")
 
 
 def seeds_of(records):
@@ -370,7 +374,8 @@ def render_lr(out):
     one = table["bn"][1][0]
     rates = ", ".join(f"x{m:g}: {one['lr'] * m:g} and {one['muon_lr'] * m:g}" for m in LR_MULTIPLIERS)
     lines = [f"`{command('lr')}`: {screening_setting(one)}; seeds {seeds_of(table['bn'][1])}. Every norm trained "
-             "with one recipe (BatchNorm's: Muon for the conv kernels, SGD for the rest, no weight decay), its two "
+             "with one recipe (BatchNorm's: Muon for the conv kernels, SGD for the rest, no weight decay) and plain convs "
+             "(GroupNorm here without the suite's Weight Standardization), its two "
              f"peak rates, SGD's and Muon's, multiplied together ({rates}). Final validation accuracy, mean of the "
              "seeds (lowest-highest); a run whose loss stopped being finite is marked diverged:", "",
              "| norm | " + " | ".join(f"rates x{m:g}" for m in LR_MULTIPLIERS) + " |",
@@ -515,7 +520,7 @@ def render_groups(out):
     runs = {v: screening(out, v, 1, "groups") for v in GROUP_VARIANTS}
     first = runs["gn"][0]
     lines = [f"`{command('groups')}`: {screening_setting(first)}; seeds {seeds_of(runs['gn'])}; GroupNorm after "
-             "the ReLU (InstanceNorm also before it), the recipe's rates. Final validation accuracy, mean of the seeds (lowest-highest):", "",
+             "the ReLU (InstanceNorm also before it), plain convs, BatchNorm's recipe at x1. Final validation accuracy, mean of the seeds (lowest-highest):", "",
              "| channels per group | validation accuracy | train accuracy |", "|---|---:|---:|",
              *(accuracy_row(GROUP_LABELS[v], runs[v]) for v in GROUP_VARIANTS)]
     table = {GROUP_LABELS[v]: finished(runs[v]) for v in GROUP_VARIANTS}
@@ -541,8 +546,8 @@ def measure_placement(lab):
 
 def render_placement(out):
     table = needed(found(out, "placement", "validation"), "record", "placement")[0]
-    lines = [f"`{command('placement')}` (no training): full validation runs from results/validation.md, SGD recipe of "
-             "the second push, 45,000 training images, 20 epochs, scored on the 5,000 held-out images. Validation "
+    lines = [f"`{command('placement')}` (no training): full validation runs from results/validation.md, an earlier "
+             "recipe (SGD with weight decay 5e-4, plain convs; not today's Muon), 45,000 training images, 20 epochs, scored on the 5,000 held-out images. Validation "
              "accuracy, mean of the seeds (lowest-highest), and the runs (tags) they come from:", "",
              "| norm | before the ReLU (conv, norm, ReLU) | after it (conv, ReLU, norm) | beyond the seeds' range? |",
              "|---|---:|---:|---|"]

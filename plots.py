@@ -25,6 +25,7 @@ def add_caption(fig, caption):
     so that a long one is not cut off at the edges."""
     fig.supxlabel(textwrap.fill(caption, int(fig.get_figwidth() * 17)), fontsize=7)
 
+
 def plot_curves(history, title=None):
     """Loss and accuracy per epoch, train and test, side by side."""
     fig = Figure(figsize=(10, 4), layout="constrained")

@@ -478,7 +478,13 @@ def test_the_compare_notebook_trains_nothing_and_links_each_lesson():
         assert "(S8_compare.ipynb)" in "\n".join(c.source for c in make_notebooks.build(norm, None).cells)
 
 
-NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*\.\d+")  # the measured numbers: '69.2', '-2.41', '1.7e-06' starts so
+# The measured numbers in a text: decimals ('69.2', '-2.41', the '1.7' of '1.7e-06'), numbers with
+# thousands separators ('47,514') and integers of three or more digits ('114'); not 'x0.25' or 'C9'.
+NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+|\d{3,})")
+
+
+def numbers(text):
+    return set(NUMBER.findall(text))
 
 
 def lesson_sections():
@@ -493,8 +499,8 @@ def lesson_sections():
     return generated, prose
 
 
-def unquoted(prose, generated):
-    return [n for n in NUMBER.findall(prose) if n not in generated]
+def unquoted(words, source):
+    return sorted(numbers(words) - numbers(source))
 
 
 def test_the_words_beside_each_lesson_quote_its_measured_numbers():
@@ -512,8 +518,22 @@ def test_the_words_beside_each_lesson_quote_its_measured_numbers():
                 assert not unquoted(after.source, generated[shown[1]]), (key, shown[1], unquoted(after.source, generated[shown[1]]))
 
 
-def test_the_readme_quotes_only_numbers_the_lessons_page_holds():
+def slug(heading):
+    """GitHub's anchor for a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_each_readme_lesson_quotes_only_numbers_of_the_section_it_links():
     readme = (ROOT / "README.md").read_text()
     lessons_part = readme.split("## Lessons", 1)[1].split("\n## ", 1)[0]
-    page = (ROOT / "docs" / "lessons.md").read_text()
-    assert not unquoted(lessons_part, page), unquoted(lessons_part, page)
+    sections = {}  # anchor -> the text of the '## ' section of docs/lessons.md that holds it
+    for part in re.split(r"\n(?=## )", (ROOT / "docs" / "lessons.md").read_text()):
+        for heading in re.findall(r"^#{2,3} (.+)$", part, flags=re.M):
+            sections.setdefault(slug(heading), part)
+    for paragraph in lessons_part.split("\n\n"):
+        anchors = re.findall(r"docs/lessons\.md#([\w-]+)", paragraph)
+        if not anchors:
+            continue
+        words = re.sub(r"\[[^\]]*\]\([^)]*\)|<img[^>]*>", "", paragraph)  # the links and images are not claims
+        assert all(a in sections for a in anchors), anchors
+        assert not unquoted(words, "".join(sections[a] for a in anchors)), (anchors, unquoted(words, sections[anchors[0]]))

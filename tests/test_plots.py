@@ -75,6 +75,6 @@ def test_batch_size_figure_draws_each_norms_mean_and_seed_range():
 def test_a_long_caption_is_wrapped_to_the_figures_width():
     caption = "10,000 training images, 8 epochs, scored on 5,000 held-out validation images; " * 4
     fig = plots.plot_group_size({"1": [60.0, 61.0], "2": [62.0, 63.0]}, caption)
-    lines = fig._supxlabel.get_text().splitlines()
+    lines = fig.get_supxlabel().splitlines()
     assert len(lines) > 1 and max(map(len, lines)) <= fig.get_figwidth() * 17
     assert " ".join(lines) == caption.strip()

@@ -326,9 +326,9 @@ print(folded.C3)"""),
         md("The same, recorded by `python lessons.py fold` for the full run's model on a 2-core CPU:"),
         code('lessons.show("fold")'),
         md("Folded, the model gives the same prediction for every one of the 10,000 test images (its logits move by "
-           "at most 5.13e-06, float rounding) with 47,514 parameters instead of 47,970. An image alone took 1.455 ms "
-           "with BatchNorm and 1.248 ms folded, in batches of 256 0.487 and 0.453 ms per image: folding saves one "
-           "pass over every layer's output, most where the batch is small."),
+           "at most 5.13e-06, float rounding) with 47,514 parameters instead of 47,970, and the same test accuracy "
+           "here in fp32, 82.03%. Each C block does one operation fewer: an image alone took 1.455 ms with BatchNorm "
+           "and 1.248 ms folded, while in batches of 256 the times per image, 0.487 and 0.453 ms, are close."),
     ],
     "ln": [
         md("### One mean and variance per image\n\nWhat enters the norm of C5 for four test images, and the "
@@ -353,9 +353,9 @@ print(f"LayerNorm, train against eval mode: largest logit difference {(train_mod
     print(f"LayerNorm in {mode} mode: largest logit difference {difference:.1e}, {changed} of 128 predictions change")"""),
         code('lessons.show("batch-of-one")'),
         md("In eval mode no model's prediction depends on the batch: alone and in the batch the logits differ by "
-           "1.7e-06 to 2.9e-06, float rounding. In train mode BatchNorm's do: alone, an image is normalized with "
-           "its own statistics, its logits move by up to 8.6e+00 and 114 of the 128 predictions change, while "
-           "LayerNorm, InstanceNorm and GroupNorm compute the same thing in both modes."),
+           "1.7e-06 to 2.9e-06, float rounding. In train mode BatchNorm's do: alone, an image is normalized with its "
+           "own statistics, its logits move by up to 8.6 and 114 of the 128 predictions change, while LayerNorm, "
+           "InstanceNorm and GroupNorm compute the same thing in both modes."),
         md("### Two things called LayerNorm\n\nThis suite's LayerNorm is `nn.GroupNorm(1, C)`: one mean and "
            "variance over C, H and W of each image, as in the GroupNorm paper. ConvNeXt and transformers use "
            "`nn.LayerNorm(C)` on each pixel's C channels: a mean and variance per pixel. The two on the same "
@@ -369,10 +369,10 @@ for name, y in (("GroupNorm(1, C)", over_image), ("per-pixel LayerNorm", over_ch
     print(f"{name:20s} pixel means from {pixel_means.min().item():+.2f} to {pixel_means.max().item():+.2f}")"""),
         md("Which one trains better here, each trained at screening size (`python lessons.py layernorms`):"),
         code('lessons.show("layernorms")'),
-        md("At this size the suite's LayerNorm, one mean and variance per image, reached 69.0% (seeds 68.8 and "
-           "69.3) and ConvNeXt's per-pixel LayerNorm 67.1% (66.4 and 67.7): beyond the seeds' range. The per-pixel "
-           "norm gives every pixel the same mean and variance over its channels, so, as the cell above shows, it "
-           "erases how strongly one pixel responds against another; the per-image norm keeps that."),
+        md("At this size the suite's LayerNorm, one mean and variance per image, reached 69.0% (seeds 68.8 and 69.3) "
+           "and ConvNeXt's per-pixel LayerNorm 67.1% (66.4 and 67.7): beyond the seeds' range. The per-pixel norm "
+           "gives every pixel the same mean and variance over its channels, so, as the cell before the table shows, "
+           "it erases how strongly one pixel responds against another; the per-image norm keeps that."),
         md("### Before or after the ReLU\n\nThis suite places LayerNorm (and GroupNorm) after the ReLU, "
            "BatchNorm before it. The runs that decided it, from the validation record:"),
         code('lessons.show("placement")'),
@@ -403,12 +403,12 @@ print("GroupNorm(C, C) equals InstanceNorm:",
         md("How many channels per group this network wants, each size trained at screening size "
            "(`python lessons.py groups`):"),
         code('lessons.show("groups")'),
-        md("From 4 channels per group to all of them the accuracy is flat: 69.3%, 69.2%, 69.6% and 69.2%, every "
-           "pair within the seeds' range, so on this small network four groups do no better than LayerNorm's one "
-           "(the GroupNorm paper's ImageNet gap does not appear). Two channels per group scored 68.3%, below 4 and "
-           "8-16 beyond the range; one channel per group, InstanceNorm, fell to 50.2% before the ReLU and to chance, "
-           "9.8%, after it, where every channel's spatial mean is its shift and the pool sees the same numbers for "
-           "every image."),
+        md("From 4 channels per group to all of them the accuracy is flat: 69.3%, 69.2%, 69.6% and 69.2%, every pair "
+           "within the seeds' range, so on this small network four groups do no better than LayerNorm's one, unlike "
+           "on ImageNet in the GroupNorm paper. Two channels per group scored 68.3%, below the 4 and 8-16 rows "
+           "beyond the seeds' range; one channel per group, InstanceNorm, fell to 50.2% before the ReLU and to "
+           "chance, 9.8%, after it, where every channel's spatial mean is its shift and the pool sees the same "
+           "numbers for every image."),
         md("### Training and evaluation are the same computation\n\nLike LayerNorm, GroupNorm takes its "
            "statistics from each image: no running averages, the same logits in train and eval mode, and an "
            "image's prediction does not depend on its batch."),
@@ -466,14 +466,14 @@ def compare_cells(repo):
            "variants (the three norms, InstanceNorm, and no norm at all) train with one recipe, its rates "
            "multiplied by 1/4 to 16."),
         code('lessons.show("lr")'),
-        md("Without a norm this network trains only at low rates: 68.5% at a quarter of the recipe's, 56.5% at the "
-           "recipe's own, and at 4 and 16 times one seed diverged while the other stayed at chance (10.9%, 10.3%). "
-           "BatchNorm is flat over the whole 64-fold range (69.5% to 70.8%); LayerNorm and GroupNorm hold up to 4 "
-           "times and lose 2 to 3 points at 16 times (66.4%, 67.7%). So here a norm buys the higher rates Ioffe "
-           "and Szegedy reported, more than accuracy: at its best rate the network without one scored 68.5%, "
-           "below every norm's best (LayerNorm 69.5%, GroupNorm 69.7%, BatchNorm 70.8%) by 1 to 2 points. "
-           "InstanceNorm is the one variant that gains from higher rates (45.4% to 62.3%) and stays far below "
-           "the others at every rate."),
+        md("With this recipe (Muon on the conv kernels) the network without a norm trains only at low rates: 68.5% "
+           "at a quarter of the recipe's, 56.5% at the recipe's own, and at 4 and 16 times one seed diverged while "
+           "the other stayed at chance (10.9%, 10.3%). BatchNorm scored 70.6% to 70.8% from the recipe's rates to 16 "
+           "times them (69.5% at a quarter); LayerNorm and GroupNorm peak at 4 times (69.5%, 69.7%) and fall at 16 "
+           "times (66.4%, 67.7%). So here a norm buys the higher rates Ioffe and Szegedy reported more than "
+           "accuracy: at the lowest rate tried the network without one scored 68.5%, below the norms' best "
+           "(LayerNorm 69.5%, GroupNorm 69.7%, BatchNorm 70.8%). InstanceNorm is the only one still gaining at 16 "
+           "times (45.4% to 62.3%), and stays below the three norms at every rate."),
         md("## 4. What the skip connections do\n\nThe network adds C3's output to C5's and C7's to C9's. Each "
            "norm, and no norm, trained at full length with and without the two additions; beside the "
            "accuracies, the training loss and how large each layer's gradient is at the start."),
@@ -481,14 +481,14 @@ def compare_cells(repo):
         md("## 5. Inside the network\n\nWhat enters each ReLU (the pre-activation), as percentiles over the "
            "training batch, through the first epoch and at the end."),
         code('lessons.show("activations")'),
-        md("Where the norm comes before the ReLU (BatchNorm, InstanceNorm), what enters each ReLU stays near -2.5 "
-           "to 2.5 from the first step to the last (BatchNorm's C9: 1st and 99th percentiles -2.53 and 2.52 at the "
-           "first step, -2.27 and 3.30 at the last). LayerNorm and GroupNorm come after the ReLU, so it sees the raw "
-           "conv output, which grows more than tenfold (LayerNorm's C5: from -1.38 and 1.33 to -21.38 and 24.50) "
-           "and which the norm after it divides out again. Without a norm the signal fades through the layers at "
-           "the start (C5's 99th percentile 0.09, C9's 0.07), and at the end at least 99% of what enters C9's "
-           "ReLUs is negative in both seeds (99th percentile -133.00 and -31.12): C9 outputs almost nothing, and "
-           "what reaches the pool comes through the skip from C7."),
+        md("Where the norm comes before the ReLU (BatchNorm, InstanceNorm), what enters each ReLU stays within about "
+           "-4.28 to 3.33 in the first epoch and at the end (BatchNorm's C9: 1st and 99th percentiles -2.53 and 2.52 "
+           "at the first step, -2.27 and 3.30 at the last). LayerNorm and GroupNorm come after the ReLU, so it sees "
+           "the raw conv output, whose range grows through training (LayerNorm's C5: from -1.38 and 1.33 to -21.38 "
+           "and 24.50) and which the norm after it then normalizes. Without a norm the signal fades through the "
+           "layers at the start (C5's 99th percentile 0.09, C9's 0.07), and at the end at least 99% of what enters "
+           "C9's ReLUs is negative in both seeds (99th percentile -133.00 and -31.12): C9 outputs almost only zeros, "
+           "so what reaches the pool is nearly all the skip's copy of C7's output."),
         md("## 6. The batch size\n\n`python sweep.py`: each norm trained at batch sizes 2 to 128, the learning "
            "rate scaled with the batch, on a seeded 4,000-image subset (Wu and He, 2018, on ImageNet: "
            "BatchNorm's error rises below 16 images per batch, GroupNorm's stays flat)."),

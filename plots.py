@@ -224,7 +224,8 @@ def plot_skips(histories, gradients, labels):
                     grad_ax.plot(range(len(layers)), mean, color=color, linestyle=style, marker=".",
                                  label=f"{arm}, {'at init' if when == 'init' else 'after epoch 1'}" if col == 0 else None)
                 grad_ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=7)
-        loss_ax.set(title=labels[norm], xlabel="epoch", ylabel="train loss" if col == 0 else None)
+        # Log axis: one run without a norm spikes to a loss of about 1e6 and would flatten the rest.
+        loss_ax.set(title=labels[norm], xlabel="epoch", ylabel="train loss" if col == 0 else None, yscale="log")
         grad_ax.set(yscale="log", ylabel="gradient norm of the weights" if col == 0 else None)
         for ax in (loss_ax, grad_ax):
             ax.grid(alpha=0.3)

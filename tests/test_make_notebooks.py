@@ -489,11 +489,13 @@ def numbers(text):
 
 def lesson_sections():
     """{experiment: the generated part of its docs/lessons.md section} and {experiment: the prose written
-    beside it (from its end marker to the next heading)}."""
+    beside it (from its end marker to the next heading)}: each `lessons.py` experiment, and sweep.py's
+    batch size."""
     text = (ROOT / "docs" / "lessons.md").read_text()
     generated, prose = {}, {}
-    for name in re.findall(r"<!-- lesson-([\w-]+):start -->", text):
-        start, end = f"<!-- lesson-{name}:start -->", f"<!-- lesson-{name}:end -->"
+    for marker in re.findall(r"<!-- ([\w-]+):start -->", text):
+        name = marker.removeprefix("lesson-")
+        start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
         generated[name] = text.split(start, 1)[1].split(end, 1)[0]
         prose[name] = re.split(r"\n## ", text.split(end, 1)[1], maxsplit=1)[0]
     return generated, prose
@@ -505,8 +507,8 @@ def unquoted(words, source):
 
 def test_the_words_beside_each_lesson_quote_its_measured_numbers():
     """A sentence about a lesson's figure, in docs/lessons.md or in a notebook's markdown after
-    `lessons.show(...)`, quotes only numbers that its generated section (made from the records) holds,
-    so a rerun that changes them makes the words fail here rather than go stale."""
+    `lessons.show(...)` or the batch-size table, quotes only numbers that its generated section (made
+    from the records) holds, so a rerun that changes them makes the words fail here, not go stale."""
     generated, prose = lesson_sections()
     for name, words in prose.items():
         assert not unquoted(words, generated[name]), (name, unquoted(words, generated[name]))
@@ -514,8 +516,9 @@ def test_the_words_beside_each_lesson_quote_its_measured_numbers():
         cells = make_notebooks.build(key, None).cells
         for cell, after in zip(cells, cells[1:]):
             shown = re.fullmatch(r'lessons\.show\("([\w-]+)"\)', cell.source.strip())
-            if shown and after.cell_type == "markdown":
-                assert not unquoted(after.source, generated[shown[1]]), (key, shown[1], unquoted(after.source, generated[shown[1]]))
+            name = shown[1] if shown else "batch-size" if "sweep.lessons_section(" in cell.source else None
+            if name and after.cell_type == "markdown":
+                assert not unquoted(after.source, generated[name]), (key, name, unquoted(after.source, generated[name]))
 
 
 def slug(heading):

@@ -65,3 +65,12 @@ def test_bad_sweep_flags_are_refused(capsys):
         with pytest.raises(SystemExit):
             sweep.parse_args(argv)
         assert message in capsys.readouterr().err
+
+
+def test_the_committed_train_eval_gap_is_that_of_the_committed_batchnorm_model():
+    """The gap's first row measures checkpoints/bn.pt in eval mode, fp32, on the 10,000 test images, as the
+    fold lesson does: a new checkpoint without `python sweep.py` run again leaves the two apart."""
+    gap = json.loads((sweep.ROOT / "results" / "sweep" / "batchnorm_gap.json").read_text())
+    fold = json.loads((sweep.ROOT / "results" / "lessons" / "fold" / "bn.json").read_text())
+    assert fold["checkpoint"] == "checkpoints/bn.pt" and fold["test_images"] == 10000
+    assert gap["run.py's (batch 128, all data, 20 epochs)"]["eval"] == round(fold["accuracy"], 2)

@@ -5,10 +5,12 @@
 BatchNorm normalizes with statistics of the batch, LayerNorm and GroupNorm with statistics of
 each image; Wu and He (Group Normalization, 2018) found BatchNorm's error rising steeply below 16
 images per batch while GroupNorm's stayed flat. This trains the three norms at batch sizes 2 to
-128 with the learning rate scaled linearly with the batch (as they did: lr = 0.05 x batch / 128),
-the same number of epochs and the same seeded subset of the data at every batch size, two seeds a
+128 with the learning rate scaled linearly with the batch (as they did: lr = 0.05 x batch / 128;
+SGD's rate, while Muon's, in a recipe that has it, stays as it is), the same number of epochs and the same seeded subset of the data at every batch size, two seeds a
 point, and writes
-    results/sweep/<norm>-bs<B>-seed<k>.json     one run each (a run already there is kept: resumable)
+    results/sweep/<norm>-bs<B>-seed<k>.json     one run each, naming its recipe (a run already there is
+                                               kept: resumable; points of today's recipe are not added
+                                               to a norm's runs of another)
     results/sweep/batchnorm_gap.json           BatchNorm's train/eval gap (below)
     images/batch_size.png                      test accuracy against batch size
     docs/lessons.md, between the batch-size markers  the numbers
@@ -67,6 +69,34 @@ def parse_args(argv=None):
     return args
 
 
+def recipe_of(cfg, conv):
+    """What trains a point, in words (its optimizer, momentum, weight decay and convs), as each run
+    records it: points of one norm trained with different recipes do not belong in one figure."""
+    if cfg.optimizer == "muon":
+        rule = (f"Muon (peak {cfg.muon_lr}, momentum {cfg.muon_momentum}) on the conv kernels and SGD with "
+                f"Nesterov momentum {cfg.momentum} on the rest")
+    else:
+        rule = f"SGD with Nesterov momentum {cfg.momentum}"
+    return f"{rule}, weight decay {cfg.weight_decay:g} on the conv kernels, {conv} 3x3 convs"
+
+
+def todays_recipe(norm):
+    """recipe_of what sweep.py would train `norm` with now (the rate, scaled with the batch, aside)."""
+    return recipe_of(utils.recipe(norm), S8_model(norm).config.conv)
+
+
+def check_recorded_recipes(runs, norms, missing):
+    """Refuse, before training, to add points of today's recipe to a norm whose recorded points were
+    trained with another: the figure would mix two recipes."""
+    for norm in norms:
+        recorded = {r.get("recipe", "not recorded") for r in runs if r["norm"] == norm}
+        today = todays_recipe(norm)
+        if norm in missing and recorded - {today}:
+            raise ValueError(f"results/sweep/ holds {LABELS[norm]} runs trained with {sorted(recorded - {today})[0]}, "
+                             f"but the missing points would train with {today}; move results/sweep/{norm}-bs*.json "
+                             "away to re-run them all, or pass --norms without it")
+
+
 def train_point(norm, batch_size, seed, data, args, device):
     """Train one (norm, batch size, seed) point; returns its result and the trained model."""
     cfg = utils.recipe(norm, epochs=args.epochs, batch_size=batch_size, lr=BASE_LR * batch_size / BASE_BATCH,
@@ -75,7 +105,8 @@ def train_point(norm, batch_size, seed, data, args, device):
     model = S8_model(norm)
     cfg, precision = utils.resolve_precision(cfg, device, norm)
     history = utils.fit(model, data, cfg, device, precision, progress=False, log=lambda line: None)
-    result = dict(norm=norm, batch_size=batch_size, seed=seed, lr=cfg.lr, epochs=cfg.epochs,
+    result = dict(norm=norm, batch_size=batch_size, seed=seed, lr=cfg.lr, recipe=recipe_of(cfg, model.config.conv),
+                  epochs=cfg.epochs,
                   train_images=len(data.train_labels), test_images=len(data.test_labels), data=data.source,
                   device=utils.describe_device(device), precision=precision.describe(),
                   final_test_accuracy=round(history[-1]["test_acc"], 2),
@@ -114,6 +145,22 @@ def batchnorm_gap(model, data):
     return row
 
 
+def recipes_line(runs):
+    """Which recipe trained the runs of each norm, and whether it is the one sweep.py trains with now."""
+    by_recipe = {}
+    for r in runs:
+        by_recipe.setdefault(r.get("recipe", "a recipe not recorded"), []).append(r["norm"])
+    parts = []
+    for recipe, norms in by_recipe.items():
+        names = [LABELS[n] for n in NORMS if n in norms]
+        parts.append(f"trained with {recipe}" if len(by_recipe) == 1 else f"{', '.join(names)} trained with {recipe}")
+    earlier = [LABELS[n] for n in NORMS if any(r["norm"] == n and r.get("recipe") != todays_recipe(n) for r in runs)]
+    if earlier:
+        parts.append(f"not today's recipe for {', '.join(earlier)} (`utils.recipe`; `python sweep.py` keeps the runs "
+                     "recorded, so move results/sweep/ away to train them with today's)")
+    return "; ".join(parts)
+
+
 def lessons_section(runs, table, gap, out):
     first = runs[0]
     seeds = sorted({r["seed"] for r in runs})
@@ -121,7 +168,8 @@ def lessons_section(runs, table, gap, out):
     lines = [f"{first['train_images']:,} training images (the same seeded subset at every point), "
              f"{first['epochs']} epochs, scored on {first['test_images']:,} test images; "
              f"learning rate 0.05 x batch / 128; seeds {', '.join(map(str, seeds))}; {first['data']}; "
-             f"{first['device']}, {first['precision']}. Test accuracy, mean of the seeds (lowest-highest):", "",
+             f"{first['device']}, {first['precision']}; {recipes_line(runs)}. "
+             "Test accuracy, mean of the seeds (lowest-highest):", "",
              "| norm | " + " | ".join(f"batch {b}" for b in sizes) + " |",
              "|---|" + "---:|" * len(sizes)]
     for norm in (n for n in NORMS if n in table):
@@ -140,6 +188,9 @@ def lessons_section(runs, table, gap, out):
 def main(argv=None):
     args = parse_args(argv)
     out = Path(args.out)
+    missing = {norm for norm in args.norms for b in args.batch_sizes for seed in args.seeds
+               if not results.sweep_path(out, norm, b, seed).is_file()}
+    check_recorded_recipes(load_sweep(out)[0], args.norms, missing)
     device = utils.pick_device(args.device)
     full = load_cifar10(args.data, cache_dir=args.cache)
     data = full.subset(args.subset, args.test, seed=0)
@@ -175,4 +226,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ValueError as err:  # bad input: the message says what to do
+        sys.exit(f"sweep.py: error: {err}")

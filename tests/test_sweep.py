@@ -32,9 +32,12 @@ def test_sweep_trains_every_point_with_the_learning_rate_scaled(tmp_path, monkey
         (n, b, s) for n in ("bn", "gn") for b in (2, 8) for s in (0, 1))
     assert {r["batch_size"]: r["lr"] for r in runs} == {2: 0.05 * 2 / 128, 8: 0.05 * 8 / 128}
     assert {r["train_images"] for r in runs} == {40} and {r["epochs"] for r in runs} == {1}
+    assert {r["norm"]: r["recipe"] for r in runs} == {"bn": sweep.todays_recipe("bn"), "gn": sweep.todays_recipe("gn")}
+    assert sweep.todays_recipe("gn").startswith("Muon (peak 0.03") and sweep.todays_recipe("gn").endswith("ws 3x3 convs")
     assert (out / "images" / "batch_size.png").is_file()
     lessons = (out / "docs" / "lessons.md").read_text()
     assert "OLD-SECTION" not in lessons and "| BatchNorm | " in lessons and "| GroupNorm | " in lessons
+    assert f"BatchNorm trained with {sweep.todays_recipe('bn')}" in lessons and "not today's recipe" not in lessons
     gap = json.loads((out / "results" / "sweep" / "batchnorm_gap.json").read_text())
     assert list(gap) == ["the sweep's, trained with batches of 2"]  # no checkpoints/bn.pt in this folder
     assert set(gap["the sweep's, trained with batches of 2"]) == {"eval", "train_bs2", "train_bs8", "train_bs32", "train_bs128"}
@@ -74,3 +77,29 @@ def test_the_committed_train_eval_gap_is_that_of_the_committed_batchnorm_model()
     fold = json.loads((sweep.ROOT / "results" / "lessons" / "fold" / "bn.json").read_text())
     assert fold["checkpoint"] == "checkpoints/bn.pt" and fold["test_images"] == 10000
     assert gap["run.py's (batch 128, all data, 20 epochs)"]["eval"] == round(fold["accuracy"], 2)
+
+
+def old_recipe_run(norm, batch_size, seed):
+    return dict(norm=norm, batch_size=batch_size, seed=seed, lr=0.05, final_test_accuracy=50.0,
+                recipe="SGD with Nesterov momentum 0.9, weight decay 0.0005 on the conv kernels, plain 3x3 convs")
+
+
+def test_points_of_todays_recipe_are_not_added_to_runs_of_another_before_any_data(tmp_path, monkeypatch):
+    recorded = tmp_path / "results" / "sweep" / "bn-bs2-seed0.json"
+    recorded.parent.mkdir(parents=True)
+    recorded.write_text(json.dumps(old_recipe_run("bn", 2, 0)))
+    monkeypatch.setattr(sweep, "load_cifar10", lambda *a, **k: pytest.fail("loaded the data"))
+    with pytest.raises(ValueError, match=r"holds BatchNorm runs trained with SGD .* but the missing points would "
+                                         r"train with Muon .*; move results/sweep/bn-bs\*\.json away"):
+        sweep.main(["--out", str(tmp_path), "--norms", "bn", "--batch-sizes", "2,8", "--seeds", "0"])
+    assert json.loads(recorded.read_text()) == old_recipe_run("bn", 2, 0)  # nothing saved is lost
+    # with no point missing there is nothing to mix: the section is written from the records as they are
+    sweep.check_recorded_recipes([old_recipe_run("bn", 2, 0)], ["bn"], missing=set())
+
+
+def test_the_section_names_each_norms_recipe_and_says_when_it_is_not_todays():
+    runs = [old_recipe_run("bn", 2, 0), dict(old_recipe_run("gn", 2, 0), recipe=sweep.todays_recipe("gn"))]
+    line = sweep.recipes_line(runs)
+    assert line.startswith("BatchNorm trained with SGD with Nesterov momentum 0.9")
+    assert f"GroupNorm trained with {sweep.todays_recipe('gn')}" in line
+    assert "not today's recipe for BatchNorm (" in line and "GroupNorm (" not in line

@@ -6,8 +6,8 @@ BatchNorm normalizes with statistics of the batch, LayerNorm and GroupNorm with 
 each image; Wu and He (Group Normalization, 2018) found BatchNorm's error rising steeply below 16
 images per batch while GroupNorm's stayed flat. This trains the three norms at batch sizes 2 to
 128 with the learning rate scaled linearly with the batch (as they did: lr = 0.05 x batch / 128;
-SGD's rate, while Muon's, in a recipe that has it, stays as it is), the same number of epochs and the same seeded subset of the data at every batch size, two seeds a
-point, and writes
+SGD's rate, while Muon's, in a recipe that has it, stays as it is), the same number of epochs and
+the same seeded subset of the data at every batch size, two seeds a point, and writes
     results/sweep/<norm>-bs<B>-seed<k>.json     one run each, naming its recipe (a run already there is
                                                kept: resumable; points of today's recipe are not added
                                                to a norm's runs of another)

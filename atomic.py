@@ -3,6 +3,7 @@ place, so an interrupted run never leaves half a file and never loses what was s
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -35,3 +36,15 @@ def torch_save(obj, path):
 def save_figure(fig, path):
     # No 'Software' stamp and no dates in a PNG: the same run gives the same bytes.
     write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None}))
+
+
+def ensure_writable(out):
+    """Create the folder `out` and prove a file can be written there, before any training."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"--out {out} is not a folder this run can write to ({err.strerror or err}); "
+                         f"choose another with --out") from None

@@ -16,16 +16,16 @@ GPU also the time for 20 epochs of each norm. Writes the report to --report (def
 import argparse
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+import results
 import utils
-from data import load_cifar10
-from hardware import AMP_CHOICES, choose_precision, native_bf16
-from models import ModelConfig, S8_model
 from atomic import write_text
+from data import load_cifar10
+from hardware import AMP_CHOICES, choose_precision, describe_device, native_bf16
+from models import ModelConfig, S8_model
 from results import LABELS, NORMS
 
 
@@ -77,7 +77,8 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
 def suite_ips(data, norm, images, device, cfg=None, conv=None):
     """Images/s of utils.train on `images` training images, after a warm-up epoch; `conv` None: the
     norm's own 3x3 convs."""
-    cfg, precision = utils.resolve_precision(cfg or utils.recipe(norm), device, norm)
+    cfg = cfg or utils.recipe(norm)
+    precision = choose_precision(device, norm, cfg.amp, cfg.channels_last)
     part = data.subset(images, 1, seed=0).to(device)
     torch.manual_seed(0)
     model = S8_model(norm, conv=conv).to(device, memory_format=precision.memory_format)
@@ -100,7 +101,8 @@ def gpu_twenty_epochs(data, device, amp="auto"):
         model = S8_model(norm)
         torch.cuda.synchronize()
         start = time.perf_counter()
-        history = utils.fit(model, gpu_data, cfg, device, progress=False, log=lambda s: None)
+        precision = choose_precision(device, norm, cfg.amp, cfg.channels_last)
+        history = utils.fit(model, gpu_data, cfg, device, precision, progress=False, log=lambda s: None)
         torch.cuda.synchronize()
         times[norm] = (time.perf_counter() - start, history[-1]["test_acc"])
     return times
@@ -118,12 +120,12 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=150, help="timed steps of the public pipeline (batch 64)")
     p.add_argument("--images", type=int, default=12800, help="timed images of this suite's pipeline")
     p.add_argument("--amp", choices=AMP_CHOICES, default="auto", help="the suite's precision (default %(default)s)")
-    p.add_argument("--report", default=str(Path(__file__).resolve().parent / "results" / "benchmark.txt"))
+    p.add_argument("--report", default=str(results.benchmark_path()))
     args = p.parse_args(argv)
 
     data = load_cifar10(args.data)
     cpu = torch.device("cpu")
-    lines = [f"benchmark.py on {utils.describe_device(cpu)}, native bf16: {'yes' if native_bf16(cpu) else 'no'}, "
+    lines = [f"benchmark.py on {describe_device(cpu)}, native bf16: {'yes' if native_bf16(cpu) else 'no'}, "
              f"torch {torch.__version__}, data {data.source}",
              f"{'pipeline':{NAME_WIDTH}s} {'norm':9s}  images/s  s/epoch(50k)  ratio"]
     print(lines[0] + "\n" + lines[1])
@@ -145,7 +147,7 @@ def main(argv=None):
     if torch.cuda.is_available():
         device = torch.device("cuda")
         precision = choose_precision(device, None, args.amp)
-        lines.append(f"GPU {utils.describe_device(device)}: 20 epochs each, batch 512, data decoded and on the GPU, "
+        lines.append(f"GPU {describe_device(device)}: 20 epochs each, batch 512, data decoded and on the GPU, "
                      f"{precision.describe()}")
         total = 0.0
         for norm, (seconds, acc) in gpu_twenty_epochs(data, device, args.amp).items():

@@ -19,6 +19,7 @@ the lessons' controls: InstanceNorm, no norm at all, and LayerNorm taken per pix
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from typing import Callable, Optional
@@ -200,6 +201,10 @@ class ModelConfig:
                 _check_divides("groups", self.groups, self.widths)
             else:
                 _check_divides("channels_per_group", self.channels_per_group, self.widths)
+        if self.order == "relu-norm" and (self.norm == "in" or (self.norm == "gn" and self.channels_per_group == 1)):
+            warnings.warn("one channel per group after the ReLU trains at chance: each channel's spatial mean becomes "
+                          "its shift, so the pool sees the same numbers for every image; use --order norm-relu",
+                          stacklevel=3)
 
     def to_dict(self):
         return {**asdict(self), "widths": list(self.widths)}
@@ -236,23 +241,29 @@ class S8Net(nn.Module):
             layer = norm_layer(self.norm, config.groups, config.channels_per_group)
             return ConvBlock(c_in, c_out, layer, config.order, CONVS[config.conv])
 
-        self.c1, self.c2 = conv(3, a), conv(a, b)
-        self.c3 = nn.Conv2d(b, c, 1, bias=False)
+        # Registered in the template's order, so that the printed model reads as the template.
+        self.C1, self.C2 = conv(3, a), conv(a, b)
+        self.c3, self.P1 = nn.Conv2d(b, c, 1, bias=False), nn.MaxPool2d(2)
         self.C3, self.C4, self.C5 = conv(c, d), conv(d, d), conv(d, d)
-        self.c6 = nn.Conv2d(d, e, 1, bias=False)
+        self.c6, self.P2 = nn.Conv2d(d, e, 1, bias=False), nn.MaxPool2d(2)
         self.C7, self.C8, self.C9 = conv(e, f), conv(f, f), conv(f, f)
-        self.c10 = nn.Conv2d(f, self.config.num_classes, 1)
-        self.pool = nn.MaxPool2d(2)
+        self.GAP, self.c10 = GlobalAveragePool(), nn.Conv2d(f, self.config.num_classes, 1)
 
     def forward(self, x):
-        x = self.pool(self.c3(self.c2(self.c1(x))))  # 32x32 -> 16x16
+        x = self.P1(self.c3(self.C2(self.C1(x))))  # 32x32 -> 16x16
         x = self.C3(x)
         x = self.C5(self.C4(x)) + (x if self.config.skips else 0)  # skip: C3's output joins C5's
-        x = self.pool(self.c6(x))  # 16x16 -> 8x8
+        x = self.P2(self.c6(x))  # 16x16 -> 8x8
         x = self.C7(x)
         x = self.C9(self.C8(x)) + (x if self.config.skips else 0)  # skip: C7's output joins C9's
-        x = x.mean((2, 3), keepdim=True)  # GAP
-        return self.c10(x).flatten(1)
+        return self.c10(self.GAP(x)).flatten(1)
+
+
+class GlobalAveragePool(nn.Module):
+    """GAP: each channel's mean over the image, (N, C, H, W) -> (N, C, 1, 1)."""
+
+    def forward(self, x):
+        return x.mean((2, 3), keepdim=True)
 
 
 class Model_Batch_Normalization(S8Net):
@@ -346,5 +357,12 @@ def load_checkpoint(path, norm=None, device="cpu"):
         raise ValueError(f"{path} was trained with model options this version no longer has ({', '.join(removed)}); "
                          f"retrain it with `python run.py --norm {config.get('norm')}`")
     model = S8_model(**config)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict({RENAMED.get(name.split(".")[0], name.split(".")[0]) + name[name.index("."):]: tensor
+                           for name, tensor in ckpt["model"].items()})
     return model, ckpt
+
+
+# Checkpoints written before the 3x3 blocks C1 and C2 took the template's names stored them as c1 and c2
+# (the template's lowercase is a 1x1 conv); their weights load under the new names, their fingerprint
+# still over the names they were saved with.
+RENAMED = {"c1": "C1", "c2": "C2"}

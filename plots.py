@@ -1,8 +1,5 @@
-"""Every figure of the suite: the data, the training, the results and the lessons' experiments.
-
-It imports utils only inside the functions that train or predict, since utils re-exports the
-misclassified-image grid from here (the notebooks call utils.plot_incorrect_predictions).
-"""
+"""Every figure of the suite, drawn from records and data alone: the data, the training curves, the
+mistakes, the comparison and the lessons' experiments. It trains and predicts nothing."""
 
 import math
 import textwrap
@@ -12,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from data import CIFAR10, train_batches
+from results import mean_and_range
 
 
 # The two losses are different quantities, so each line says what it measures: training optimizes
@@ -58,26 +56,6 @@ def plot_comparison(histories):
     return fig
 
 
-def plot_lr_schedule(cfg, steps_per_epoch):
-    """The learning rate at every step of a run with `cfg`, as utils.make_optimizer schedules it."""
-    from utils import make_optimizer
-
-    optimizer, scheduler = make_optimizer(torch.nn.Conv2d(1, 1, 1), cfg, steps_per_epoch)
-    rates = []
-    for _ in range(cfg.epochs * steps_per_epoch):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    fig = Figure(figsize=(7, 3), layout="constrained")
-    ax = fig.subplots()
-    ax.plot([k / steps_per_epoch for k in range(len(rates))], rates)
-    ax.set(xlabel="epoch", ylabel="learning rate",
-           title=f"One-cycle schedule: up to {cfg.lr} over the first {cfg.warmup:.0%} of the steps, then down")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    return fig
-
-
 def plot_samples(data, per_class=4):
     """The first `per_class` training images of every class, one column per class."""
     classes = data.classes
@@ -94,12 +72,9 @@ def plot_samples(data, per_class=4):
     return fig
 
 
-def plot_augmentation(data, index=0, cfg=None, variants=7, seed=0):
+def plot_augmentation(data, cfg, index=0, variants=7, seed=0):
     """One training image and `variants` augmented copies of it, made by the training loop's own
-    batch iterator from a set of that one image."""
-    from utils import TrainConfig
-
-    cfg = cfg or TrainConfig()
+    batch iterator from a set of that one image, with cfg's pad, flip and cutout."""
     image = data.train_images[index].cpu()
     copies_of_one = CIFAR10(image.expand(variants, -1, -1, -1), torch.zeros(variants, dtype=torch.long),
                             image[None], torch.zeros(1, dtype=torch.long), data.classes, data.source)
@@ -111,38 +86,6 @@ def plot_augmentation(data, index=0, cfg=None, variants=7, seed=0):
         ax.imshow(img.permute(1, 2, 0).numpy())
         ax.set_title("original" if k == 0 else f"augmented {k}", fontsize=9)
         ax.set_axis_off()
-    return fig
-
-
-def confusion_matrix(model, data, cfg=None):
-    """counts[true, predicted] over the test set, as a (classes x classes) int64 tensor, predicted
-    on the device the model is on, in the precision `cfg` asks for (fp32 without one)."""
-    from utils import FP32, precision_for, score
-
-    predicted = score(model, data, precision_for(model, cfg) if cfg else FP32).probs.argmax(1)
-    k = len(data.classes)
-    return torch.bincount(data.test_labels * k + predicted, minlength=k * k).view(k, k)
-
-
-def per_class_accuracy(counts):
-    """Accuracy % of each true class from a confusion matrix."""
-    return 100.0 * counts.diag().float() / counts.sum(1).clamp_min(1).float()
-
-
-def plot_confusion_matrix(counts, classes):
-    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(counts.numpy(), cmap="Blues")
-    fig.colorbar(image, ax=ax, shrink=0.8)
-    accuracy = per_class_accuracy(counts)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), [f"{c} ({a:.0f}%)" for c, a in zip(classes, accuracy.tolist())])
-    ax.set(xlabel="predicted", ylabel="true (per-class accuracy)", title="Confusion matrix, test set")
-    limit = counts.max().item() / 2
-    for t in range(len(classes)):
-        for p in range(len(classes)):
-            value = counts[t, p].item()
-            ax.text(p, t, value, ha="center", va="center", fontsize=7, color="white" if value > limit else "black")
     return fig
 
 
@@ -176,8 +119,6 @@ def plot_mistake(item, classes):
 def plot_batch_size(table, labels, caption):
     """Test accuracy against batch size, one line per norm: {norm: {batch size: [accuracy per seed]}};
     the bars reach the lowest and highest seed."""
-    from results import mean_and_range
-
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.subplots()
     for norm, points in table.items():
@@ -237,15 +178,13 @@ def plot_skips(histories, gradients, labels):
 def plot_lr_sweep(table, labels, caption):
     """Final validation accuracy against the learning-rate multiplier, one line per norm
     ({norm: {multiplier: [record per seed]}}); a diverged run is drawn as an x at the bottom."""
-    from results import mean_and_range
-
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.subplots()
     for i, (norm, points) in enumerate(table.items()):
         color = f"C{i}"
         xs, means, lows, highs = [], [], [], []
         for m in sorted(points):
-            done = [r["final_val_accuracy"] for r in points[m] if not r["diverged"]]
+            done = [r["final_test_accuracy"] for r in points[m] if not r["diverged"]]
             if done:
                 mean, lo, hi = mean_and_range(done)
                 xs.append(m), means.append(mean), lows.append(mean - lo), highs.append(hi - mean)
@@ -345,8 +284,6 @@ def plot_screening_curves(histories, caption):
 
 def plot_group_size(table, caption):
     """Validation accuracy against GroupNorm's channels per group ({label: [accuracy per seed]}, in order)."""
-    from results import mean_and_range
-
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
     names = list(table)

@@ -1,6 +1,7 @@
-"""Measurements of a model's insides, for the lessons (lessons.py): what enters each ReLU while it
-trains, each layer's gradient norm, BatchNorm folded into the convs before it, and whether an
-image's prediction depends on the other images of its batch."""
+"""Measurements of a model's insides, for the lessons (experiments.py and the notebooks): what enters
+each ReLU while it trains, each layer's gradient norm, BatchNorm folded into the convs before it,
+whether an image's prediction depends on the other images of its batch, and BatchNorm scored with
+the statistics of test batches."""
 
 import copy
 import statistics
@@ -18,14 +19,9 @@ PERCENTILES = (1, 20, 80, 99)
 SAMPLE = 1 << 18  # values a percentile is taken over (a strided sample of a larger activation)
 
 
-def layer_label(name):
-    """'C1' for the block attribute 'c1', 'C5' for 'C5', 'c3' for the 1x1 conv 'c3'."""
-    return name.upper() if name in ("c1", "c2") else name
-
-
 def c_blocks(model):
     """[(label, ConvBlock)] in the order data flows: C1 C2 C3 C4 C5 C7 C8 C9."""
-    return [(layer_label(name), m) for name, m in model.named_children() if isinstance(m, ConvBlock)]
+    return [(name, m) for name, m in model.named_children() if isinstance(m, ConvBlock)]
 
 
 def percentiles(x):
@@ -99,7 +95,7 @@ def weight_layers(model):
     for name, m in model.named_children():
         conv = m[0] if isinstance(m, ConvBlock) else m
         if isinstance(conv, nn.Conv2d):
-            layers.append((layer_label(name), conv))
+            layers.append((name, conv))
     return layers
 
 
@@ -161,3 +157,25 @@ def batch_dependence(model, x, mode):
     together = probe(x)
     alone = torch.cat([probe(x[i:i + 1]) for i in range(len(x))])
     return (together - alone).abs().max().item(), int((together.argmax(1) != alone.argmax(1)).sum())
+
+
+@torch.no_grad()
+def accuracy_with_batch_statistics(model, data, batch_size, seed=0):
+    """Test accuracy with BatchNorm in train mode: each test batch of `batch_size` images (in a
+    seeded random order, since the test set is stored class by class) normalized with its own
+    statistics. The running statistics are left as they were (momentum 0)."""
+    probe = copy.deepcopy(model).train()
+    for m in probe.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.0
+    order = torch.randperm(len(data.test_labels), generator=torch.Generator().manual_seed(seed))
+    device = next(model.parameters()).device
+    correct = seen = 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        if len(idx) < 2:  # a lone last image has no batch statistics to speak of
+            continue
+        x = normalize(data.test_images[idx].to(device), data.mean.to(device), data.std.to(device))
+        correct += (probe(x).argmax(1).cpu() == data.test_labels[idx]).sum().item()
+        seen += len(idx)
+    return 100.0 * correct / seen

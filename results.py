@@ -1,25 +1,26 @@
-"""Results on disk, written and read here alone, and the generated sections made from them.
+"""Every file under results/: its path, its one schema, and the tables and sections made from it.
 
-results/<norm>_seed<k>.json holds one seed's whole record, its per-epoch history included;
-results/<norm>.json is a run's summary: every seed's final numbers (`runs`) and their aggregates.
-results/validation/<tag>-<norm>[-seed<k>].json are validation runs (results/validation.md lists
-them); results/sweep/ holds the batch-size experiment (sweep.py). The generated sections of
-README.md and docs/*.md (between `<!-- name:start -->` and `<!-- name:end -->`) are written by
-write_section, the one writer of them.
+One record per run (run_record): the suite's seeds (results/<norm>_seed<k>.json, summarized in
+results/<norm>.json), validation runs (results/validation/), the lessons' runs and measurements
+(results/lessons/<folder>/) and the batch-size runs (results/sweep/). No other module builds a path
+under results/. The generated sections of README.md and docs/*.md (between `<!-- name:start -->`
+and `<!-- name:end -->`) are written by write_section alone.
 """
 
 import json
-import sys
+import re
+import subprocess
+from dataclasses import asdict, replace
 from pathlib import Path
 
-import plots
-from atomic import save_figure, write_json, write_text
+from atomic import write_json, write_text
 from models import NORM_TYPES, SUITE_NORMS
 
-NORMS = SUITE_NORMS  # the three the suite compares; the lessons' controls are in lessons.py
+ROOT = Path(__file__).resolve().parent
+NORMS = SUITE_NORMS  # the three the suite compares; the lessons' controls are in experiments.py
 LABELS = {key: t.label for key, t in NORM_TYPES.items()}
 
-# What a summary keeps of each seed's result, and what the seeds share (taken from the first).
+# What a summary keeps of each seed's record, and what the seeds share (taken from the first).
 PER_SEED = ("seed", "final_test_accuracy", "final_train_accuracy", "final_test_accuracy_flip_tta", "seconds_per_epoch")
 SHARED = ("norm", "model", "parameters", "within_budget", "epochs", "data", "train_images", "test_images", "device",
           "precision", "torch", "model_config", "run_id", "git_commit", "git_dirty")
@@ -35,6 +36,11 @@ def mean_and_range(values):
     return sum(values) / len(values), min(values), max(values)
 
 
+def spread(values):
+    """'81.2 (80.9-81.5)': mean of the seeds and their lowest and highest."""
+    return "{:.1f} ({:.1f}-{:.1f})".format(*mean_and_range(values)) if values else "-"
+
+
 def differ(a, b):
     """True when two sets of seeds' accuracies differ in their means by more than either's range
     (highest minus lowest): a smaller difference is no difference, and one seed each shows no
@@ -45,14 +51,109 @@ def differ(a, b):
     return abs(mean_a - mean_b) > max(hi_a - lo_a, hi_b - lo_b)
 
 
+# ---------------------------------------------------------------------------------------------
+# Paths: every one under results/ is made here.
+
 def seed_path(out, norm, seed):
     return Path(out) / "results" / f"{norm}_seed{seed}.json"
 
 
-def write_seed(out, result):
-    """results/<norm>_seed<k>.json under `out`; returns its path."""
-    path = seed_path(out, result["norm"], result["seed"])
-    write_json(path, result)
+def summary_path(out, norm):
+    return Path(out) / "results" / f"{norm}.json"
+
+
+def record_path(out, folder, name, suffix=".json"):
+    """A lesson's record: results/lessons/<folder>/<name>.json; the batch-size runs are results/sweep/."""
+    base = Path(out) / "results" / ("sweep" if folder == "sweep" else f"lessons/{folder}")
+    return base / f"{name}{suffix}"
+
+
+def benchmark_path(out=ROOT):
+    return Path(out) / "results" / "benchmark.txt"
+
+
+def read(path):
+    """The record at `path`, or None where there is none."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def record_files(out, folder, pattern, suffix=".json"):
+    """The files of `folder` whose names match the glob `pattern`, in name order (seed 0 first)."""
+    path = record_path(out, folder, pattern, suffix)
+    return sorted(path.parent.glob(path.name))
+
+
+def read_records(out, folder, pattern):
+    return [json.loads(p.read_text()) for p in record_files(out, folder, pattern)]
+
+
+def write_record(out, folder, name, record):
+    path = record_path(out, folder, name)
+    write_json(path, record)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The one record of a run.
+
+def code_version(root=ROOT):
+    """The git commit the code ran at and whether the tree had uncommitted changes (None, None
+    outside a git checkout), so every number can be traced to the code that made it."""
+    def git(*command):
+        done = subprocess.run(["git", "-C", str(root), *command], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if changes is None else bool(changes)}
+
+
+def run_record(model, cfg, data, precision, device, history, diverged, optimizer_groups, extra):
+    """A run's record: what it trained (config with the precision as chosen, model_config, data),
+    where and how (device, precision, torch, commit), its per-epoch history and final numbers
+    (None where it diverged), and `extra` (a lesson's measurements)."""
+    import torch
+
+    cfg = replace(cfg, amp=precision.amp, channels_last=precision.channels_last)  # recorded as chosen, not 'auto'
+    rows = [{**row, "train_acc": percent(row["train_acc"]), "test_acc": percent(row["test_acc"]),
+             "seconds": round(row["seconds"], 2)} for row in history]
+    done = rows and not diverged
+    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "norm": model.norm, "model": type(model).__name__, "parameters": parameters,
+        "within_budget": parameters < 50_000, "epochs": cfg.epochs, "seed": cfg.seed,
+        "final_train_accuracy": rows[-1]["train_acc"] if done else None,
+        "final_test_accuracy": rows[-1]["test_acc"] if done else None,
+        "final_test_accuracy_flip_tta": percent(history.scores.flip_tta_accuracy) if done else None,
+        "seconds_per_epoch": round(sum(r["seconds"] for r in rows) / len(rows), 2) if rows else None,
+        "device": device, "precision": precision.describe(), "torch": torch.__version__,
+        "data": data.source, "train_images": len(data.train_labels), "test_images": len(data.test_labels),
+        "config": asdict(cfg), "optimizer_groups": optimizer_groups, "model_config": model.config.to_dict(),
+        **code_version(), "diverged": diverged, **extra, "history": rows,
+    }
+
+
+def machines(records):
+    """The machines and precisions (memory layout aside) `records` were trained on, each once, in order."""
+    return list(dict.fromkeys(f"{r['device']}, {re.sub(r', (channels-last|NCHW)', '', r['precision'])}"
+                              for r in records))
+
+
+def trained_on(records):
+    """'trained on X' for one machine and precision; for several, a sentence that says they differ."""
+    seen = machines(records)
+    if len(seen) == 1:
+        return f"trained on {seen[0]}"
+    return "records of different machines or precisions side by side: " + "; ".join(seen)
+
+
+# ---------------------------------------------------------------------------------------------
+# The suite's runs (run.py): one record per seed, a summary per norm.
+
+def write_seed(out, record):
+    path = seed_path(out, record["norm"], record["seed"])
+    write_json(path, record)
     return path
 
 
@@ -75,22 +176,18 @@ def summarize_seeds(runs):
 
 
 def write_summary(out, summary):
-    write_json(Path(out) / "results" / f"{summary['norm']}.json", summary)
+    write_json(summary_path(out, summary["norm"]), summary)
 
 
-def load_results(out="."):
+def load_results(out=ROOT):
     """{norm: summary} for every results/<norm>.json under `out`."""
-    results = {}
-    for norm in NORMS:
-        path = Path(out) / "results" / f"{norm}.json"
-        if path.is_file():
-            results[norm] = json.loads(path.read_text())
-    return results
+    found = {norm: read(summary_path(out, norm)) for norm in NORMS}
+    return {norm: summary for norm, summary in found.items() if summary is not None}
 
 
 def load_history(out, summary):
     """The per-epoch history of the summary's first seed (the one its figures and checkpoint show)."""
-    return json.loads(seed_path(out, summary["norm"], summary["seeds"][0]).read_text())["history"]
+    return read(seed_path(out, summary["norm"], summary["seeds"][0]))["history"]
 
 
 def test_accuracy(r):
@@ -135,20 +232,6 @@ def seed_range(r):
     return high - low
 
 
-def versus(a, b, label_b):
-    """'0.45 points above LayerNorm (80.52%)', or that the gap is within the seeds' range."""
-    diff = test_accuracy(a) - test_accuracy(b)
-    where = f"{abs(diff):.2f} points {'above' if diff >= 0 else 'below'} {label_b} ({test_accuracy(b):.2f}%)"
-    if len(a["runs"]) < 2 or len(b["runs"]) < 2:
-        return f"{where}, from one seed: no spread to judge that by"
-    if differ(seed_accuracies(a), seed_accuracies(b)):
-        optimizers = [optimizer_label(r.get("config", {})) for r in (a, b)]
-        return where + ("" if optimizers[0] == optimizers[1] else
-                        f", trained with different optimizers ({optimizers[0]} against {optimizers[1]})")
-    return (f"no difference from {label_b} ({test_accuracy(b):.2f}%): {where[:where.index(' (')]}, within the "
-            f"{max(seed_range(a), seed_range(b)):.2f} points by which seeds of the same norm differ")
-
-
 def comparison(results):
     """The norms' mean final test accuracies, and which differences exceed the seeds' spread."""
     ranked = sorted(results, key=lambda n: -test_accuracy(results[n]))
@@ -183,12 +266,10 @@ def section_markers(name):
 
 
 def replace_section(text, name, body, where="the file"):
-    """`text` with what stands between the `name` markers replaced by `body` (unchanged, with a note
-    on stderr, when the markers are missing)."""
+    """`text` with what stands between the `name` markers replaced by `body`; missing markers are an error."""
     start, end = section_markers(name)
     if start not in text or end not in text:
-        print(f"note: {where} has no {start} ... {end} markers; left as it is", file=sys.stderr)
-        return text
+        raise ValueError(f"{where} has no {start} ... {end} markers; add them where the section belongs")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{body}\n{end}{tail}"
@@ -196,7 +277,8 @@ def replace_section(text, name, body, where="the file"):
 
 def write_section(path, name, body):
     """The one writer of generated sections (README.md, docs/*.md): replace what stands between
-    `<!-- name:start -->` and `<!-- name:end -->` in `path` by `body`. Returns True if it changed."""
+    `<!-- name:start -->` and `<!-- name:end -->` in `path` by `body`. Returns True if it changed;
+    a missing file is left alone (an --out folder without the docs)."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -207,72 +289,17 @@ def write_section(path, name, body):
     return new != text
 
 
-def update_readme(out=".", saved=None):
-    """Rewrite the generated parts of <out>/README.md from `saved` ({norm: summary}; default: the
-    summaries under `out`)."""
+def update_readme(out=ROOT, saved=None):
+    """Rewrite the results table and comparison of <out>/README.md from `saved` ({norm: summary};
+    default: the summaries under `out`)."""
     saved = load_results(out) if saved is None else saved
     readme = Path(out) / "README.md"
     changed = write_section(readme, "results-table", results_table(saved))
     return write_section(readme, "comparison", comparison(saved)) or changed
 
 
-def write_comparison(out, saved, histories):
-    """images/comparison.png (the seed-0 test curves, {label: history}) and README.md's table and
-    comparison, from `saved` ({norm: summary})."""
-    fig = plots.plot_comparison(histories)
-    seeds = sorted({r["seeds"][0] for r in saved.values()})
-    fig.axes[0].set_title(f"Test accuracy by normalization (seed {', '.join(map(str, seeds))} of each)")
-    save_figure(fig, Path(out) / "images" / "comparison.png")
-    update_readme(out, saved)
-
-
-def main(out=Path(__file__).resolve().parent):
-    """`python results.py`: the comparison figure and README's generated sections again, from the
-    results under this folder (after norms were trained by separate runs of run.py)."""
-    saved = load_results(out)
-    write_comparison(out, saved, {LABELS[n]: load_history(out, r) for n, r in saved.items()})
-    print(f"README.md and images/comparison.png regenerated from {', '.join(f'results/{n}.json' for n in saved)}")
-
-
-def load_sweep(out="."):
-    """The batch-size experiment's runs (sweep.py): (list of run dicts, {norm: {batch size: [accuracies]}})."""
-    runs = [json.loads(p.read_text()) for p in sorted((Path(out) / "results" / "sweep").glob("*-bs*-seed*.json"))]
-    table = {}
-    for r in runs:
-        table.setdefault(r["norm"], {}).setdefault(r["batch_size"], []).append(r["final_test_accuracy"])
-    return runs, table
-
-
-def sweep_path(out, norm, batch_size, seed):
-    return Path(out) / "results" / "sweep" / f"{norm}-bs{batch_size}-seed{seed}.json"
-
-
-def write_sweep_run(out, result):
-    path = sweep_path(out, result["norm"], result["batch_size"], result["seed"])
-    write_json(path, result)
-    return path
-
-
-def write_batchnorm_gap(out, gap):
-    write_json(Path(out) / "results" / "sweep" / "batchnorm_gap.json", gap)
-
-
-GAP_BATCHES = (2, 8, 32, 128)  # test batch sizes of BatchNorm's train/eval comparison (sweep.py)
-
-
-def batchnorm_gap_table(out="."):
-    """Markdown table of results/sweep/batchnorm_gap.json: BatchNorm models tested with their running
-    statistics (eval mode) and with the statistics of test batches (train mode)."""
-    path = Path(out) / "results" / "sweep" / "batchnorm_gap.json"
-    if not path.is_file():
-        return "No train/eval measurement yet: run `python sweep.py`."
-    lines = ["| BatchNorm model | eval mode (running statistics) | "
-             + " | ".join(f"statistics of {b} test images" for b in GAP_BATCHES) + " |",
-             "|---|---:|" + "---:|" * len(GAP_BATCHES)]
-    for name, row in json.loads(path.read_text()).items():
-        lines.append(f"| {name} | {row['eval']:.2f}% | " + " | ".join(f"{row[f'train_bs{b}']:.2f}%" for b in GAP_BATCHES) + " |")
-    return "\n".join(lines)
-
+# ---------------------------------------------------------------------------------------------
+# Validation runs (run.py --validation): results/validation/<tag>-<norm>[-seed<k>].json and the record.
 
 VALIDATION_HEADER = """# Validation record
 
@@ -311,38 +338,12 @@ def _amp_label(amp):
     return {True: "bf16", False: "fp32", "off": "fp32"}.get(amp, amp)
 
 
+def validation_runs(out=ROOT):
+    return [json.loads(p.read_text()) for p in sorted((Path(out) / "results" / "validation").glob("*.json"))]
+
+
 def write_validation(out, result):
     """results/validation/<tag>-<norm>[-seed<k>].json (seed 0 has no suffix), then the record."""
     suffix = f"-seed{result['seed']}" if result["seed"] else ""
     write_json(Path(out) / "results" / "validation" / f"{result['tag']}-{result['norm']}{suffix}.json", result)
-    write_validation_record(out)
-
-
-def write_validation_record(out):
-    folder = Path(out) / "results" / "validation"
-    entries = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-    write_text(Path(out) / "results" / "validation.md", validation_record(entries))
-
-
-if __name__ == "__main__":
-    main()
-
-
-# ---------------------------------------------------------------------------------------------
-# The lessons' records (lessons.py): results/lessons/<experiment>/<name>.json, one run or measurement each.
-
-
-def lesson_path(out, experiment, name):
-    return Path(out) / "results" / "lessons" / experiment / f"{name}.json"
-
-
-def write_lesson(out, experiment, name, record):
-    path = lesson_path(out, experiment, name)
-    write_json(path, record)
-    return path
-
-
-def read_lesson(out, experiment, name):
-    """The record, or None where there is none yet."""
-    path = lesson_path(out, experiment, name)
-    return json.loads(path.read_text()) if path.is_file() else None
+    write_text(Path(out) / "results" / "validation.md", validation_record(validation_runs(out)))

@@ -8,16 +8,18 @@ this folder), for each norm:
     results/<norm>.json           every seed's final numbers, their mean and spread
     checkpoints/<norm>.pt, images/<NORM>_curves.png, images/<NORM>_misclassified.png  (first seed)
 and with --norm all also images/comparison.png and the generated parts of README.md.
+`python run.py --report` draws images/comparison.png and README.md's table again from the saved
+results, training nothing.
 """
 
 import argparse
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, fields, replace
+import warnings
+from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,11 +28,13 @@ import torch
 import plots
 import results
 import utils
-from atomic import save_figure, torch_save
+from atomic import ensure_writable, save_figure, torch_save
 from data import load_cifar10
-from hardware import AMP_CHOICES
-from models import CONVS, ORDERS, PARAMETER_BUDGET, ModelConfig, S8_model, canonical_norm, checkpoint, count_parameters
-from results import LABELS, NORMS, percent
+from hardware import AMP_CHOICES, choose_precision, describe_device, pick_device
+from models import CONVS, ORDERS, ModelConfig, canonical_norm
+from results import LABELS, NORMS
+
+MIN_TEST_IMAGES = 10  # one a class: fewer cannot say what the accuracy is
 
 ROOT = Path(__file__).resolve().parent
 
@@ -49,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the first available)")
     p.add_argument("--dry-run", action="store_true", help="one epoch on 512 images: checks the whole pipeline")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--report", action="store_true", help="train nothing: draw images/comparison.png and README.md's "
+                                                         "table again from the saved results")
     p.add_argument("--validation", type=_count, default=0, metavar="N",
                    help="hold out N seeded training images and evaluate on them instead of the test set "
                         "(for choosing settings); writes only results/validation/<tag>-<norm>.json and the record "
@@ -126,10 +132,18 @@ def _widths(text):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.report:
+        saved = results.load_results(args.out or ROOT)
+        write_comparison(args.out or ROOT, saved, {n: results.load_history(args.out or ROOT, r) for n, r in saved.items()})
+        print(f"README.md and images/comparison.png drawn again from {', '.join(f'results/{n}.json' for n in saved)}")
+        return 0
     norms = NORMS if args.norm.lower() == "all" else (canonical_norm(args.norm),)
     args.seeds = args.seeds or ([0] if args.validation or args.dry_run else [0, 1, 2])
     if args.dry_run:
         args.epochs = 1
+    if args.subset and args.subset // 5 < MIN_TEST_IMAGES:
+        raise ValueError(f"--subset {args.subset} keeps {args.subset // 5} test images (one for every five training "
+                         f"images), too few to score a run; use --subset {5 * MIN_TEST_IMAGES} or more")
     # Every setting is checked here, once, as its config is made (the configs check themselves),
     # before any data is loaded.
     given = {k: getattr(args, k) for k in vars(utils.TrainConfig()) if k != "seed" and getattr(args, k) is not None}
@@ -145,9 +159,9 @@ def main(argv=None):
     else:
         out = ROOT
     ensure_writable(out)
-    device = utils.pick_device(args.device)
+    device = pick_device(args.device)
     # The precision depends on the device and the norm alone: chosen once per norm and passed down.
-    precisions = {norm: utils.resolve_precision(asked[norm][0], device, norm)[1] for norm in norms}
+    precisions = {norm: choose_precision(device, norm, asked[norm][0].amp, asked[norm][0].channels_last) for norm in norms}
 
     data = load_cifar10(args.data, cache_dir=args.cache)
     if args.validation:
@@ -162,36 +176,39 @@ def main(argv=None):
             raise ValueError(f"--subset {args.subset} is more than the {len(data.train_labels):,} training images; "
                              f"use 1 to {len(data.train_labels)}, or 0 for all of them")
         data = data.subset(args.subset, seed=args.seeds[0])
+    if len(data.test_labels) < MIN_TEST_IMAGES:
+        raise ValueError(f"{len(data.test_labels)} test images cannot score a run (one a class at least); "
+                         "use a data source with more test images")
     print(f"data: {data.source}: {len(data.train_labels)} train, {len(data.test_labels)} test images; "
-          f"device: {utils.describe_device(device)}; torch {torch.__version__}")
+          f"device: {describe_device(device)}; torch {torch.__version__}")
 
     run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-    provenance = {"run_id": run_id, **code_version()}  # recorded beside every result
     published, stage, summaries, histories = [], None, {}, {}
     try:
         for norm in norms:
             if args.validation:
                 for cfg in asked[norm]:
-                    run = run_one(norm, data, cfg, precisions[norm], device, model_configs[norm], provenance, args.quiet)
+                    run = utils.run_one(model_configs[norm], cfg, data, precisions[norm], device, args.quiet)
                     defaults = {**vars(utils.recipe(norm)), **ModelConfig(norm=norm).to_dict()}
                     changed = results.changed_settings({**vars(cfg), **model_configs[norm].to_dict()}, defaults)
-                    results.write_validation(out, {**run["result"], "tag": args.tag, "changed": changed})
+                    results.write_validation(out, {**run["record"], "run_id": run_id, "tag": args.tag, "changed": changed})
                 continue
             # A norm's seeds are written apart and moved into place together once all have finished,
             # so an interrupted run never leaves its files mixed with an earlier run's.
             stage = out / INCOMPLETE / f"{run_id}-{norm}"
             runs = []
             for cfg in asked[norm]:
-                run = run_one(norm, data, cfg, precisions[norm], device, model_configs[norm], provenance, args.quiet)
+                run = utils.run_one(model_configs[norm], cfg, data, precisions[norm], device, args.quiet)
+                run["record"]["run_id"] = run_id
                 save_seed(stage, run, data.classes, first=not runs)
-                runs.append(run["result"])
+                runs.append(run["record"])
             summaries[norm] = results.summarize_seeds(runs)
-            histories[LABELS[norm]] = runs[0]["history"]
+            histories[norm] = runs[0]["history"]
             results.write_summary(stage, summaries[norm])
             publish(stage, out)
             published.append(LABELS[norm])
         if len(norms) == len(NORMS) and not args.validation:
-            results.write_comparison(out, summaries, histories)
+            write_comparison(out, summaries, histories)
     except KeyboardInterrupt:
         unfinished = f"; the unfinished norm's finished seeds, if any, are in {stage}" if stage and stage.exists() else ""
         print(f"run.py: interrupted; saved by this run: {', '.join(published) or 'nothing'} (in {out}); "
@@ -201,18 +218,6 @@ def main(argv=None):
 
 
 INCOMPLETE = ".incomplete"  # under --out: the files of a norm whose seeds have not all finished
-
-
-def ensure_writable(out):
-    """Create `out` and prove a file can be written there, before any training."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as err:
-        raise ValueError(f"--out {out} is not a folder this run can write to ({err.strerror or err}); "
-                         f"choose another with --out") from None
 
 
 def publish(stage, out):
@@ -228,79 +233,35 @@ def publish(stage, out):
         stage.parent.rmdir()
 
 
-def code_version(root=ROOT):
-    """The git commit the code ran at and whether the tree had uncommitted changes (None, None
-    outside a git checkout), so every number can be traced to the code that made it."""
-    def git(*command):
-        done = subprocess.run(["git", "-C", str(root), *command], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"git_commit": commit, "git_dirty": None if changes is None else bool(changes)}
-
-
-def run_one(norm, data, cfg, precision, device, model_config, provenance, quiet=False):
-    """Train one seed in `precision`; return its result (JSON-ready), checkpoint and mistakes."""
-    model_config = replace(model_config, num_classes=len(data.classes))
-    torch.manual_seed(cfg.seed)
-    model = S8_model(**asdict(model_config))
-    parameters = count_parameters(model)
-    print(f"\n=== {type(model).__name__} ({LABELS[norm]}) ===")
-    utils.summarize(model, device)
-    within_budget = parameters < PARAMETER_BUDGET
-    print(f"{parameters:,} parameters: " + (f"within the {PARAMETER_BUDGET:,} budget" if within_budget else
-          f"OVER the {PARAMETER_BUDGET:,}-parameter budget (the results will say so)"))
-    history = utils.fit(model, data, cfg, device, precision, progress=not quiet)  # prints the precision and why
-    cfg = replace(cfg, amp=precision.amp, channels_last=precision.channels_last)  # recorded as chosen, not 'auto'
-    scores = history.scores  # the last epoch's one pass over the test set, mirror images included
-    rows = [{**row, "train_acc": percent(row["train_acc"]), "test_acc": percent(row["test_acc"]),
-             "seconds": round(row["seconds"], 2)} for row in history]
-    result = {
-        "norm": norm,
-        "model": type(model).__name__,
-        "parameters": parameters,
-        "within_budget": within_budget,
-        "epochs": cfg.epochs,
-        "seed": cfg.seed,
-        "final_train_accuracy": rows[-1]["train_acc"],
-        "final_test_accuracy": rows[-1]["test_acc"],
-        "final_test_accuracy_flip_tta": percent(scores.flip_tta_accuracy),  # reported apart from the headline
-        "seconds_per_epoch": round(sum(r["seconds"] for r in history) / len(history), 2),
-        "device": utils.describe_device(device),
-        "precision": precision.describe(),
-        "torch": torch.__version__,
-        "data": data.source,
-        "train_images": len(data.train_labels),
-        "test_images": len(data.test_labels),
-        "config": asdict(cfg),
-        "optimizer_groups": utils.optimizer_groups(model, cfg),  # which parameters each update rule moved
-        "model_config": model_config.to_dict(),
-        **provenance,
-        "history": rows,
-    }
-    saved = checkpoint(model, classes=list(data.classes), config=asdict(cfg), mean=data.mean.cpu(),
-                       std=data.std.cpu(), data=data.source, **provenance)
-    return {"result": result, "checkpoint": saved, "mistakes": scores.mistakes(data.test_images)}
-
-
 def save_seed(out, run, classes, first):
     """One seed's JSON; the first seed also gives the checkpoint and the figures."""
-    result = run["result"]
-    path = results.write_seed(out, result)
-    norm = result["norm"]
+    record = run["record"]
+    path = results.write_seed(out, record)
+    norm = record["norm"]
     if first:
         torch_save(run["checkpoint"], out / "checkpoints" / f"{norm}.pt")
-        title = f"{LABELS[norm]}, seed {result['seed']}: final test accuracy {result['final_test_accuracy']:.2f}%"
-        save_figure(plots.plot_curves(result["history"], title), out / "images" / f"{norm.upper()}_curves.png")
+        title = f"{LABELS[norm]}, seed {record['seed']}: final test accuracy {record['final_test_accuracy']:.2f}%"
+        save_figure(plots.plot_curves(record["history"], title), out / "images" / f"{norm.upper()}_curves.png")
         save_figure(plots.plot_incorrect_predictions(run["mistakes"], classes),
                     out / "images" / f"{norm.upper()}_misclassified.png")
-    print(f"{LABELS[norm]} seed {result['seed']}: train {result['final_train_accuracy']:.2f}%, "
-          f"test {result['final_test_accuracy']:.2f}%, {result['seconds_per_epoch']:.1f} s/epoch "
+    print(f"{LABELS[norm]} seed {record['seed']}: train {record['final_train_accuracy']:.2f}%, "
+          f"test {record['final_test_accuracy']:.2f}%, {record['seconds_per_epoch']:.1f} s/epoch "
           f"(results/{path.name}, written when all seeds have finished)")
 
 
+def write_comparison(out, saved, histories):
+    """images/comparison.png (the seed-0 test curves, {norm: history}) and README.md's table and
+    comparison, from `saved` ({norm: summary})."""
+    fig = plots.plot_comparison({LABELS[n]: h for n, h in histories.items()})
+    seeds = sorted({r["seeds"][0] for r in saved.values()})
+    fig.axes[0].set_title(f"Test accuracy by normalization (seed {', '.join(map(str, seeds))} of each)")
+    save_figure(fig, Path(out) / "images" / "comparison.png")
+    results.update_readme(out, saved)
+
+
 if __name__ == "__main__":
+    warnings.formatwarning = lambda message, *rest, **kw: f"run.py: warning: {message}\n"
+    warnings.simplefilter("once")  # each warning once, wherever it is raised from
     try:
         sys.exit(main())
     except (ValueError, FloatingPointError) as err:  # bad input or a diverged run: the message says what to do

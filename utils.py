@@ -2,25 +2,28 @@
 
 The training data lives on the training device as uint8 tensors (see data.py); each step
 takes a batch of indices, augments the whole batch at once and runs the model. The recipe
-(SGD with Nesterov momentum, OneCycleLR, label smoothing) lives in `TrainConfig`. The precision
-(hardware.Precision) is chosen once per run, by the caller or by `fit`, and passed down.
+(one-cycle rates, label smoothing, Muon or SGD) lives in `TrainConfig`. The precision
+(hardware.Precision) is chosen once per run by hardware.choose_precision and passed in.
+`run_one` trains one seed and returns its record (results.run_record), checkpoint and mistakes.
 """
 
 import copy
 import math
 import time
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+import results
 from data import normalize, train_batches
-from hardware import AMP_CHOICES, Precision, choose_precision, describe_device, pick_device  # noqa: F401 (notebooks)
-from models import canonical_norm
+from hardware import AMP_CHOICES, Precision, describe_device
+from models import PARAMETER_BUDGET, S8_model, canonical_norm, checkpoint, count_parameters
 from muon import MuonSGD
-from plots import plot_incorrect_predictions  # noqa: F401 (the notebooks call utils.plot_incorrect_predictions)
+from plots import plot_incorrect_predictions  # noqa: F401 (the exercise's name: utils.plot_incorrect_predictions)
 
 
 OPTIMIZERS = ("sgd", "muon")
@@ -101,13 +104,6 @@ RECIPES = {
 def recipe(norm, **overrides):
     """The TrainConfig for `norm`: TrainConfig's defaults, then RECIPES[norm], then `overrides`."""
     return TrainConfig(**{**RECIPES.get(canonical_norm(norm), {}), **overrides})
-
-
-def resolve_precision(cfg, device, norm=None):
-    """(cfg with amp and channels_last made concrete for `device` and `norm`, the Precision): the one
-    choice of a run, made before it trains and passed down."""
-    precision = choose_precision(device, norm, cfg.amp, cfg.channels_last)
-    return replace(cfg, amp=precision.amp, channels_last=precision.channels_last), precision
 
 
 def optimizer_groups(model, cfg):
@@ -260,12 +256,6 @@ def score(model, data, precision=FP32, flip=False):
     return Scores(plain.cpu(), data.test_labels.cpu(), None if mirrored is None else mirrored.cpu())
 
 
-def test(model, data, precision=FP32):
-    """(plain cross-entropy, accuracy %) on data.test_*."""
-    scores = score(model, data, precision)
-    return scores.loss, scores.accuracy
-
-
 class History(list):
     """fit's per-epoch rows (dicts); `scores` holds the last epoch's Scores, mirror images included,
     so the final accuracy, its flip-TTA accuracy and the mistakes come from one pass."""
@@ -273,21 +263,20 @@ class History(list):
     scores = None
 
 
-def fit(model, data, cfg=None, device=None, precision=None, progress=True, log=print, stop_after=None, history=None):
-    """Train `model` for cfg.epochs on `data`, testing after every epoch; return the History.
-    `precision` is the run's choice (utils.resolve_precision); None chooses it here, once.
-    `stop_after` trains only the first that many epochs of cfg.epochs' schedule (a look at early
-    training: the same steps as the full run's first epochs). With `history` (a History), the rows
-    go there as they come, so a caller keeps the epochs before a divergence."""
-    cfg = cfg or TrainConfig()
-    device = pick_device(device)
-    precision = precision or choose_precision(device, getattr(model, "norm", None), cfg.amp, cfg.channels_last)
+def fit(model, data, cfg, device, precision, progress=True, log=print, stop_after=None, history=None):
+    """Train `model` for cfg.epochs on `data` in `precision` (hardware.choose_precision), testing after
+    every epoch; return the History. `stop_after` trains only the first that many epochs of cfg.epochs'
+    schedule (a look at early training: the same steps as the full run's first epochs). With `history`
+    (a History), the rows go there as they come, so a caller keeps the epochs before a divergence."""
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     data = data.to(device)
     model.to(device, memory_format=precision.memory_format)
-    steps = math.ceil(len(data.train_labels) / cfg.batch_size)
-    optimizer, scheduler = make_optimizer(model, cfg, steps)
+    n = len(data.train_labels)
+    if cfg.batch_size > n:
+        warnings.warn(f"batch size {cfg.batch_size} is larger than the {n:,} training images: one step per epoch; "
+                      f"use a batch size of {n} or less", stacklevel=2)
+    optimizer, scheduler = make_optimizer(model, cfg, math.ceil(n / cfg.batch_size))
     scaler = precision.grad_scaler(device)
     history = History() if history is None else history
     log(f"precision: {precision.describe()}")
@@ -329,13 +318,39 @@ def model_device(model):
     return next(model.parameters()).device
 
 
-def precision_for(model, cfg):
-    """The precision `cfg` asks for on the device `model` is on (for the notebooks' calls after fit)."""
-    return choose_precision(model_device(model), getattr(model, "norm", None), cfg.amp, cfg.channels_last)
-
-
-def get_incorrect_predictions(model, data, cfg=None):
+def get_incorrect_predictions(model, data, precision=FP32):
     """The misclassified test images, most confident mistakes first (Scores.mistakes), predicted on
-    the device the model is on in the precision `cfg` asks for (fp32 without one)."""
-    precision = precision_for(model, cfg) if cfg else FP32
+    the device the model is on, in `precision` (fp32 by default)."""
     return score(model, data, precision).mistakes(data.test_images)
+
+
+def run_one(model_config, cfg, data, precision, device, quiet=False, probe=None, keep_diverged=False):
+    """Train one seed of `model_config` with `cfg` in `precision`; returns {"record": the run's record
+    (results.run_record), "checkpoint", "mistakes", "model"}. `probe(model, steps_per_epoch)` is called
+    before training and returns a function that gives the record's extra fields after it. With
+    `keep_diverged`, a run whose loss stops being finite is recorded as diverged (its finished epochs
+    kept) instead of raising."""
+    model_config = replace(model_config, num_classes=len(data.classes))
+    torch.manual_seed(cfg.seed)
+    model = S8_model(**asdict(model_config))
+    parameters = count_parameters(model)
+    if not quiet:
+        print(f"\n=== {type(model).__name__} ({results.LABELS[model.norm]}) ===")
+        summarize(model, device)
+        print(f"{parameters:,} parameters: " + (f"within the {PARAMETER_BUDGET:,} budget" if parameters < PARAMETER_BUDGET
+              else f"OVER the {PARAMETER_BUDGET:,}-parameter budget (the results will say so)"))
+    extra = probe(model, math.ceil(len(data.train_labels) / cfg.batch_size)) if probe else None
+    history, diverged = History(), None
+    try:
+        fit(model, data, cfg, device, precision, progress=not quiet, log=(lambda line: None) if quiet else print,
+            history=history)
+    except FloatingPointError as err:
+        if not keep_diverged:
+            raise
+        diverged = str(err)
+    record = results.run_record(model, cfg, data, precision, describe_device(device), history, diverged,
+                                optimizer_groups(model, cfg), extra() if extra else {})
+    saved = checkpoint(model, classes=list(data.classes), config=asdict(cfg), mean=data.mean.cpu(),
+                       std=data.std.cpu(), data=data.source, git_commit=record["git_commit"])
+    mistakes = history.scores.mistakes(data.test_images) if history.scores is not None and not diverged else []
+    return {"record": record, "checkpoint": saved, "mistakes": mistakes, "model": model}

@@ -8,7 +8,7 @@ kernel started in a fresh bare folder (Colab's /content), for each way the code 
 - address: S8_REPO_URL names this checkout, and the cell clones it (its committed HEAD);
 - files: the project's files are already in the folder (uploaded, or a Drive folder);
 - upload: no address at all (S8_REPO_URL unset, the set-up cell generated with no repository), and
-  the fake Colab's `files.upload()` hands over the zip that `make_notebooks.py --bundle` writes.
+  the fake Colab's `files.upload()` hands over the zip that `colab.py --bundle` writes.
 In the last two a fake `git`, first on PATH, records any call and fails, and the rehearsal fails
 if it was called: without an address configured, nothing is cloned from anywhere.
 
@@ -41,7 +41,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-import make_notebooks  # noqa: E402
+import colab  # noqa: E402
 
 COLAB_PACKAGES = ["ipywidgets==7.7.1", "widgetsnbextension~=3.6.0"]
 HIDDEN = ("ipywidgets", "widgetsnbextension", "jupyterlab_widgets", "torchsummary")  # Colab's own, or absent
@@ -131,12 +131,12 @@ def kernel(work, python):
 def committed_setup():
     """The notebooks' set-up cell, the same in all three."""
     found = set()
-    for spec in make_notebooks.LESSONS.values():
-        cells = nbformat.read(ROOT / spec["file"], as_version=4).cells
+    for notebook in ("S8_BN.ipynb", "S8_LN.ipynb", "S8_GN.ipynb"):
+        cells = nbformat.read(ROOT / notebook, as_version=4).cells
         found |= {c.source for c in cells if c.cell_type == "code" and "google.colab" in c.source}
     if len(found) != 1:
         sys.exit(f"colab rehearsal: {len(found)} different set-up cells in the notebooks, not one; "
-                 "regenerate them with python tools/make_notebooks.py")
+                 "rebuild them with python tools/build_notebooks.py")
     return found.pop()
 
 
@@ -164,15 +164,15 @@ def prepare(case, work, content, setup):
         os.environ["S8_REPO_URL"] = str(ROOT)
         return setup, content / re.search(r'^PROJECT = "(.+)"', setup, re.M).group(1), git_log
     if case == "files":
-        for path in make_notebooks.bundle_files(ROOT):
+        for path in colab.bundle_files(ROOT):
             target = content / path.relative_to(ROOT)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
         return setup, content, git_log
-    bundle = work / make_notebooks.BUNDLE
-    make_notebooks.write_bundle(bundle, ROOT)
+    bundle = work / colab.BUNDLE
+    colab.write_bundle(bundle, ROOT)
     os.environ["S8_REHEARSAL_UPLOAD"] = str(bundle)
-    return make_notebooks.setup_cell(None), content / make_notebooks.project_folder(None), git_log
+    return colab.setup_cell(None), content / colab.project_folder(None), git_log
 
 
 def main(argv=None):
@@ -198,7 +198,7 @@ def main(argv=None):
             problems = []
             if seen["cwd"] != str(project) or seen["modules"] != str(project):
                 problems.append(f"ran in {seen['cwd']} with the modules of {seen['modules']}, not in {project}")
-            if seen["results"] != sorted(make_notebooks.LESSONS) or not seen["figure"]:
+            if seen["results"] != ["bn", "ln", "gn"] or not seen["figure"]:
                 problems.append(f"saved results {seen['results']}, figure {seen['figure']}: not all came along")
             if seen["ipywidgets"] != "7.7.1" or not seen["explorer"]:
                 problems.append(f"ipywidgets {seen['ipywidgets']}, not Colab's 7.7.1, or the explorer did not build")

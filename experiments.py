@@ -1,0 +1,711 @@
+"""The lessons' experiments in one registry: what each needs, how what is missing gets measured,
+and how its figure and words are drawn from the records.
+
+Each entry of EXPERIMENTS has
+    runs(plan)    the training runs it needs (Run: where the record goes, ModelConfig, TrainConfig, data)
+    measure(lab)  what it measures beyond training (re-measured each time its command runs), or None
+    render(out)   (figure, Markdown, headline) from the records on disk alone; the notebooks call
+                  show(name), which renders and never trains
+`python lessons.py NAME` trains what is missing, measures, and writes the figure and the section.
+
+The one reuse rule (Lab.ensure): a saved run is reused only when the fingerprint of its ModelConfig,
+TrainConfig and data description equals the request's. Precision and machine are recorded and shown,
+never matched: a record made on another machine, or in another precision, still answers. A record
+that lacks its configs (made before they were recorded) is shown as it is and never reused. After a
+recipe change, the runs whose fingerprint no longer matches are named and trained again, and only they.
+
+Screening size: a seeded 10,000 of the 45,000 training images left after holding out the validation
+split's 5,000, 8 epochs, scored on those 5,000 held-out images (never on the test set), seeds 0 and 1.
+"""
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+import plots
+import probes
+import results
+import utils
+from data import load_cifar10, normalize
+from hardware import choose_precision, describe_device, pick_device
+from atomic import save_figure, torch_save, write_json
+from models import NORM_TYPES, SUITE_NORMS, ModelConfig, S8_model, count_parameters, load_checkpoint
+from results import LABELS, differ, mean_and_range, spread
+
+ROOT = Path(__file__).resolve().parent
+DATA_HINT = "--data ../shared/data/cifar10-jpg.tar.gz"  # the offline copy these records were made from
+LESSON_NORMS = ("bn", "ln", "in", "gn", "none")  # the learning-rate and activation lessons' five
+SKIP_NORMS = ("bn", "ln", "gn", "none")
+PROBE_IMAGES = 512  # the fixed batch of training images the gradient norms are taken on
+GAP_BATCHES = (2, 8, 32, 128)  # test batch sizes of BatchNorm's train/eval comparison
+
+# The screening variants by name: the ModelConfig fields each one sets. All take plain convs, so that
+# only the norm differs (GroupNorm's own default is weight-standardized).
+VARIANTS = {key: {"conv": "plain", **fields} for key, fields in {
+    **{norm: {"norm": norm} for norm in NORM_TYPES},
+    "gn-cpg1": {"norm": "gn", "channels_per_group": 1},
+    "gn-cpg2": {"norm": "gn", "channels_per_group": 2},
+    "gn-cpg4": {"norm": "gn", "channels_per_group": 4},
+    "gn-g2": {"norm": "gn", "groups": 2},
+    "gn-g1": {"norm": "gn", "groups": 1},
+}.items()}
+# GroupNorm's group sizes, from one channel per group to all of them (the widths are 16 to 32). One
+# channel per group after the ReLU cannot learn (models.py), so InstanceNorm is also there before it.
+GROUP_LABELS = {"in": "1, before the ReLU (InstanceNorm)", "gn-cpg1": "1, after the ReLU", "gn-cpg2": "2",
+                "gn-cpg4": "4", "gn": "4-8 (4 groups)", "gn-g2": "8-16 (2 groups)", "gn-g1": "16-32 (1 group: LayerNorm)"}
+LAYERNORM_NAMES = {"ln": "GroupNorm(1, C): over C, H and W of each image (this suite's)",
+                   "lnc": "LayerNorm over C at each pixel (ConvNeXt's)"}
+
+# The placement lesson, from the validation record: the runs (tags) of each norm with the norm before
+# the ReLU and after it; an earlier recipe (SGD, weight decay 5e-4, plain convs), 45,000 images, 20 epochs.
+PLACEMENT = {
+    "bn": {"norm-relu": ("a-base", "x-base-seed1"), "relu-norm": ("r-relu-norm", "l21-relu-norm")},
+    "ln": {"norm-relu": ("h-base", "l21-norm-relu"), "relu-norm": ("r-relu-norm", "p3-sgd")},
+    "gn": {"norm-relu": ("k-nchw", "l21-norm-relu"), "relu-norm": ("r-relu-norm", "p3-sgd")},
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The sizes of every experiment; the tests run a smaller plan through the same code."""
+
+    seeds: tuple = (0, 1)
+    multipliers: tuple = (0.25, 1, 4, 16)  # the learning-rate lesson's, of both peak rates
+    validation: int = 5_000
+    screen_images: int = 10_000
+    screen_epochs: int = 8
+    full_images: int = 0  # 0: all
+    full_epochs: int = 20
+    sweep_images: int = 4_000
+    sweep_test: int = 2_000
+    sweep_epochs: int = 6
+    batch_sizes: tuple = (2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Run:
+    folder: str  # results.record_path's folder
+    name: str
+    model_config: ModelConfig
+    cfg: utils.TrainConfig
+    data: str  # "full" (all training images, the test set), "screen" or "sweep"
+    keep_checkpoint: bool = False
+    also: tuple = ()  # other records that may answer it (run.py's seeds), relative to the output folder
+    activations: bool = False  # record what enters each ReLU (probes.ActivationRecorder)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one reuse rule.
+
+PRECISION_FIELDS = ("amp", "channels_last")  # recorded and shown, never matched
+
+
+def fingerprint(model_config, config, data, train_images, test_images):
+    """sha256 of what a run trained: its ModelConfig and TrainConfig (precision aside), both with
+    today's defaults filled in, and its data (description and sizes)."""
+    with warnings.catch_warnings():  # a lesson's deliberate failure (one channel per group) warns
+        warnings.simplefilter("ignore")
+        model = ModelConfig(**model_config).to_dict()
+    train = {k: v for k, v in asdict(utils.TrainConfig(**{k: v for k, v in config.items()
+                                                           if k not in PRECISION_FIELDS})).items()
+             if k not in PRECISION_FIELDS}
+    text = json.dumps([model, train, data, train_images, test_images], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def record_fingerprint(record):
+    """The fingerprint of a saved record, or None for one that lacks its configs."""
+    try:
+        return fingerprint(record["model_config"], record["config"], record["data"], record["train_images"],
+                           record["test_images"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class Lab:
+    """What every experiment's measuring shares: the data (loaded on first use), the device, the plan,
+    and where the records go."""
+
+    def __init__(self, out, data_source, cache=None, device=None, amp="auto", plan=Plan(), log=print):
+        self.out, self.source, self.cache, self.amp, self.plan, self.log = Path(out), data_source, cache, amp, plan, log
+        self.device = pick_device(device)
+        self._data = {}
+
+    def data(self, kind):
+        if kind not in self._data:
+            full = self._data.get("all") or load_cifar10(self.source, cache_dir=self.cache)
+            self._data["all"], p = full, self.plan
+            if kind == "full":
+                self._data[kind] = full.subset(p.full_images, seed=0) if p.full_images else full
+            elif kind == "screen":
+                split = full.validation_split(p.validation, seed=0)
+                self._data[kind] = split.subset(p.screen_images, p.validation, seed=0)
+            elif kind == "sweep":
+                self._data[kind] = full.subset(p.sweep_images, p.sweep_test, seed=0)
+        return self._data[kind]
+
+    def precision(self, norm, cfg):
+        return choose_precision(self.device, norm, cfg.amp, cfg.channels_last)
+
+    def matching(self, path, model_config, cfg, data, say=True):
+        """The record at `path` if its fingerprint is the request's, else None (a stale one is named)."""
+        record = results.read(path)
+        if record is None:
+            return None
+        want = fingerprint(model_config.to_dict(), asdict(cfg), data.source, len(data.train_labels), len(data.test_labels))
+        if record_fingerprint(record) == want:
+            return record
+        if say:
+            why = "records no configs" if record_fingerprint(record) is None else "was made with other settings"
+            self.log(f"{path.relative_to(self.out)} {why}: it is made again")
+        return None
+
+    def answered(self, run, say=True):
+        """The saved record that answers `run`, its own or one of `also` (copied to its own place), or None."""
+        data = self.data(run.data)
+        found = self.matching(results.record_path(self.out, run.folder, run.name), run.model_config, run.cfg, data, say)
+        for other in run.also if found is None else ():
+            found = self.matching(self.out / other, run.model_config, run.cfg, data, say=False)
+            if found is not None:
+                results.write_record(self.out, run.folder, run.name, {**found, "source": f"{other} (run.py)"})
+                break
+        return found
+
+    def ensure(self, run):
+        """The record of `run`: a saved one that answers it, else trained now."""
+        found = self.answered(run)
+        if found is not None:
+            return found
+        data = self.data(run.data)
+        recorder = None
+
+        def probe(model, steps):
+            nonlocal recorder
+            if not run.activations:
+                return None
+            recorder = probes.ActivationRecorder(model, probes.first_epoch_and_end(steps, steps * run.cfg.epochs))
+            return lambda: {"activations": dict(steps=recorder.steps, steps_per_epoch=steps,
+                                                percentiles=list(probes.PERCENTILES), blocks=recorder.values)}
+
+        outcome = utils.run_one(run.model_config, run.cfg, data, self.precision(run.model_config.norm, run.cfg),
+                                self.device, quiet=True, probe=probe, keep_diverged=True)
+        if recorder is not None:
+            recorder.remove()
+        record = outcome["record"]
+        results.write_record(self.out, run.folder, run.name, record)
+        if run.keep_checkpoint and not record["diverged"]:
+            torch_save(outcome["checkpoint"], results.record_path(self.out, run.folder, run.name, ".pt"))
+        done = record["diverged"] or f"accuracy {record['final_test_accuracy']:.2f}%"
+        self.log(f"{run.folder}/{run.name}: {done}")
+        return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading records for the renders.
+
+class NotRunYet(Exception):
+    """An experiment's records are not on disk yet: run its command."""
+
+
+def command(name):
+    return f"python lessons.py {name} {DATA_HINT}"
+
+
+def needed(records, what, name):
+    if not records:
+        raise NotRunYet(f"no {what} on disk yet: run `{command(name)}`")
+    return records
+
+
+def screening(out, variant, multiplier, name):
+    return needed(results.read_records(out, "screening", f"{variant}-x{multiplier:g}-seed*"),
+                  f"screening runs of {variant} at x{multiplier:g}", name)
+
+
+def finished(records, key="final_test_accuracy"):
+    return [r[key] for r in records if not r.get("diverged")]
+
+
+def seeds_of(records):
+    return ", ".join(str(r["seed"]) for r in records)
+
+
+def screening_setting(records):
+    first = records[0]
+    return (f"{first['train_images']:,} training images, {first['epochs']} epochs, scored on "
+            f"{first['test_images']:,} held-out validation images; {first['data']}; {results.trained_on(records)}")
+
+
+def screening_runs(plan, variants, multipliers=(1,)):
+    base = utils.recipe("bn")  # one recipe for every variant (BatchNorm's), so that only the norm differs
+    return [Run("screening", f"{v}-x{m:g}-seed{seed}", ModelConfig(**VARIANTS[v]),
+                utils.recipe("bn", lr=base.lr * m, muon_lr=base.muon_lr * m, epochs=plan.screen_epochs, seed=seed),
+                "screen", keep_checkpoint=v in LESSON_NORMS and m == 1 and seed == 0, activations=True)
+            for v in variants for m in multipliers for seed in plan.seeds]
+
+
+# --- skips -----------------------------------------------------------------------------------
+
+def skips_runs(plan):
+    return [Run("skips", f"{norm}-{'skips' if skips else 'noskips'}-seed{seed}", ModelConfig(norm=norm, skips=skips),
+                utils.recipe(norm, epochs=plan.full_epochs, seed=seed), "full",
+                also=(str(results.seed_path("", norm, seed)),) if skips and norm in SUITE_NORMS else ())
+            for norm in SKIP_NORMS for skips in (True, False) for seed in plan.seeds]
+
+
+def measure_skips(lab):
+    """Each layer's gradient norm at initialisation and after the first epoch of the full run's
+    schedule (the same steps), on PROBE_IMAGES fixed training images."""
+    data = lab.data("full")
+    for run in skips_runs(lab.plan):
+        path = results.record_path(lab.out, "skips", f"gradients-{run.name}")
+        if lab.matching(path, run.model_config, run.cfg, data) is not None:
+            continue
+        pick = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(0))[:PROBE_IMAGES]
+        images, labels = data.train_images[pick], data.train_labels[pick]
+        torch.manual_seed(run.cfg.seed)
+        model = S8_model(**asdict(run.model_config))
+        at_init = probes.gradient_norms(model, images, labels, data.mean, data.std)
+        precision = lab.precision(run.model_config.norm, run.cfg)
+        utils.fit(model, data, run.cfg, lab.device, precision, progress=False, log=lambda line: None, stop_after=1)
+        after = probes.gradient_norms(model, images, labels, data.mean, data.std)
+        write_json(path, dict(
+            norm=run.model_config.norm, skips=run.model_config.skips, seed=run.cfg.seed, images=PROBE_IMAGES,
+            device=describe_device(lab.device), precision=precision.describe(), config=asdict(run.cfg),
+            model_config=run.model_config.to_dict(), data=data.source, train_images=len(data.train_labels),
+            test_images=len(data.test_labels), init=at_init, epoch1=after))
+
+
+def render_skips(out):
+    arms = [(norm, skips) for norm in SKIP_NORMS for skips in (True, False)]
+    arm = {True: "skips", False: "noskips"}
+    runs = {(n, s): needed(results.read_records(out, "skips", f"{n}-{arm[s]}-seed*"), "full runs", "skips")
+            for n, s in arms}
+    grads = {(n, s): needed(results.read_records(out, "skips", f"gradients-{n}-{arm[s]}-seed*"), "gradients", "skips")
+             for n, s in arms}
+    first = runs[arms[0]][0]
+    lines = [f"`{command('skips')}`: each norm's recipe, {first['train_images']:,} training images, {first['epochs']} "
+             f"epochs, scored on the {first['test_images']:,} test images; seeds {seeds_of(runs[arms[0]])}. "
+             "Final test accuracy, mean of the seeds (lowest-highest):", "",
+             "| norm | with the two skips | without | difference | beyond the seeds' range? | machine, precision |",
+             "|---|---:|---:|---:|---|---|"]
+    judged = {}
+    for norm in SKIP_NORMS:
+        on, off = (finished(runs[(norm, s)]) for s in (True, False))
+        seen = results.machines(runs[(norm, True)] + runs[(norm, False)])
+        judged[norm] = ("different machines: not compared" if len(seen) > 1 else "yes" if differ(on, off)
+                        else "no: no difference")
+        lines.append(f"| {LABELS[norm]} | {spread(on)} | {spread(off)} | {mean_and_range(on)[0] - mean_and_range(off)[0]:+.2f} "
+                     f"| {judged[norm]} | {'; '.join(seen)} |")
+    lines += ["", f"Gradient norm of each layer's weights on {PROBE_IMAGES} fixed training images (fp32, train mode), "
+              "at initialisation and after the first epoch, mean of the seeds (lowest-highest): the first C block's "
+              "(C1) and the last's (C9), and their ratio:", "",
+              "| norm | skips | C1 at init | C9 at init | C1 / C9 at init | C1 / C9 after epoch 1 |",
+              "|---|---|---:|---:|---:|---:|"]
+
+    def cell(values):
+        return f"{mean_and_range(values)[0]:.3g} ({min(values):.3g}-{max(values):.3g})"
+
+    for norm, skips in arms:
+        g = grads[(norm, skips)]
+        lines.append(f"| {LABELS[norm]} | {'with' if skips else 'without'} | {cell([r['init']['C1'] for r in g])} | "
+                     f"{cell([r['init']['C9'] for r in g])} | {cell([r['init']['C1'] / r['init']['C9'] for r in g])} | "
+                     f"{cell([r['epoch1']['C1'] / r['epoch1']['C9'] for r in g])} |")
+    accuracy = {k: mean_and_range(finished(v))[0] for k, v in runs.items()}
+    with_norm = [n for n in SKIP_NORMS if n != "none"]
+    same = [LABELS[n] for n in with_norm if judged[n].startswith("no")]
+    headline = (f"With a norm, removing the two skips made {'no difference' if len(same) == len(with_norm) else 'a difference'}"
+                f" at full length ({'; '.join(f'{LABELS[n]} {accuracy[(n, True)]:.1f}% with them, {accuracy[(n, False)]:.1f}% without' for n in with_norm)}); "
+                f"without a norm the network reached {accuracy[('none', True)]:.1f}% with them and "
+                f"{accuracy[('none', False)]:.1f}% without")
+    lines += ["", f"What it shows: {headline}. At initialisation without norm or skips, C1's gradient is "
+              f"{mean_and_range([r['init']['C1'] for r in grads[('none', False)]])[0]:.2g}, against "
+              f"{mean_and_range([r['init']['C1'] for r in grads[('none', True)]])[0]:.2g} with the skips."]
+    fig = plots.plot_skips({k: [r["history"] for r in v] for k, v in runs.items()}, grads, LABELS)
+    return fig, "\n".join(lines), headline
+
+
+# --- learning rate and activations ------------------------------------------------------------
+
+def render_lr(out):
+    base = utils.recipe("bn").lr
+    runs = needed(results.read_records(out, "screening", "bn-x*-seed*"), "screening runs", "lr")
+    multipliers = sorted({round(r["config"]["lr"] / base, 6) for r in runs})
+    table = {norm: {m: screening(out, norm, m, "lr") for m in multipliers} for norm in LESSON_NORMS}
+    every = [r for points in table.values() for runs in points.values() for r in runs]
+    one = table["bn"][1][0]
+    rates = ", ".join(f"x{m:g}: {one['config']['lr'] * m:g} and {one['config']['muon_lr'] * m:g}" for m in multipliers)
+    lines = [f"`{command('lr')}`: {screening_setting(every)}; seeds {seeds_of(table['bn'][1])}. Every norm trained "
+             "with one recipe (BatchNorm's: Muon for the conv kernels, SGD for the rest, no weight decay) and plain "
+             f"convs, its two peak rates, SGD's and Muon's, multiplied together ({rates}). Final validation accuracy, "
+             "mean of the seeds (lowest-highest); a run whose loss stopped being finite is marked diverged:", "",
+             "| norm | " + " | ".join(f"rates x{m:g}" for m in multipliers) + " |", "|---|" + "---:|" * len(multipliers)]
+    best = {}
+    for norm in LESSON_NORMS:
+        cells = []
+        for m in multipliers:
+            runs, done = table[norm][m], finished(table[norm][m])
+            failed = len(runs) - len(done)
+            cells.append(spread(done) + (f", {failed} of {len(runs)} diverged" if failed else "") if done
+                         else f"diverged ({failed} of {failed})")
+            if done and mean_and_range(done)[0] > best.get(norm, (0, 0))[1]:
+                best[norm] = (m, mean_and_range(done)[0])
+        lines.append(f"| {LABELS[norm]} | " + " | ".join(cells) + " |")
+    headline = "Each norm's best rate: " + "; ".join(f"{LABELS[n]} {acc:.1f}% at x{m:g}" for n, (m, acc) in best.items())
+    lines += ["", f"What it shows: {headline}."]
+    return plots.plot_lr_sweep(table, LABELS, screening_setting(every)), "\n".join(lines), headline
+
+
+def render_activations(out):
+    runs = {norm: screening(out, norm, 1, "activations") for norm in LESSON_NORMS}
+    lines = [f"`{command('activations')}`: the learning-rate lesson's x1 runs ({screening_setting(runs['bn'])}). What "
+             "enters three C blocks' ReLUs, the 1st and 99th percentiles (the 20th and 80th are in the figure) on "
+             "the training batch at the first step and at the last, seed 0 (seed 1 in brackets):", "",
+             "| norm | block | first step: 1st, 99th | last step: 1st, 99th |", "|---|---|---:|---:|"]
+    for norm in LESSON_NORMS:
+        for block in ("C1", "C5", "C9"):
+            cells = []
+            for index in (0, -1):  # the first recorded step and the last
+                values = [r["activations"]["blocks"][block][index] for r in runs[norm]]  # one per seed
+                cells.append(", ".join(f"{values[0][k]:.2f}" + (f" ({values[1][k]:.2f})" if len(values) > 1 else "")
+                                       for k in (0, -1)))  # the 1st and the 99th percentile
+            lines.append(f"| {LABELS[norm]} | {block} | " + " | ".join(cells) + " |")
+    last_99 = [r["activations"]["blocks"]["C9"][-1][-1] for r in runs["none"]]
+    headline = (f"Without a norm, the 99th percentile of what enters C9's ReLUs at the end of training is "
+                f"{', '.join(f'{v:.2f}' for v in last_99)} (seeds {seeds_of(runs['none'])}): "
+                + ("almost all of it is cut off" if max(last_99) < 0 else "some of it passes"))
+    lines += ["", f"What it shows: {headline}."]
+    return plots.plot_activations({norm: runs[norm][0] for norm in LESSON_NORMS}, LABELS), "\n".join(lines), headline
+
+
+# --- BatchNorm folded ------------------------------------------------------------------------
+
+def measure_fold(lab):
+    model, ckpt = load_checkpoint(lab.out / "checkpoints" / "bn.pt", norm="bn")
+    folded = probes.fold_batchnorm(model)
+    data = lab.data("all")
+    x = normalize(data.test_images, data.mean, data.std)
+    with torch.no_grad():
+        plain = torch.cat([model.eval()(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+        fused = torch.cat([folded(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+    timing = {str(batch): {"with BatchNorm": probes.seconds_per_image(model, x[:200] if batch == 1 else x[:2048], batch),
+                           "folded": probes.seconds_per_image(folded, x[:200] if batch == 1 else x[:2048], batch)}
+              for batch in (1, 256)}
+    results.write_record(lab.out, "fold", "bn", dict(
+        checkpoint="checkpoints/bn.pt", seed=ckpt.get("config", {}).get("seed"), test_images=len(x),
+        device=describe_device("cpu"), precision="fp32, eval mode", max_logit_difference=(plain - fused).abs().max().item(),
+        predictions_changed=int((plain.argmax(1) != fused.argmax(1)).sum()),
+        accuracy=100.0 * (plain.argmax(1) == data.test_labels).float().mean().item(),
+        accuracy_folded=100.0 * (fused.argmax(1) == data.test_labels).float().mean().item(),
+        parameters=count_parameters(model), parameters_folded=count_parameters(folded),
+        seconds_per_image=timing))
+
+
+def render_fold(out):
+    r = needed(results.read_records(out, "fold", "bn"), "measurement", "fold")[0]
+    lines = [f"`{command('fold')}`: the BatchNorm model of run.py ({r['checkpoint']}, seed {r['seed']}) on the "
+             f"{r['test_images']:,} test images, fp32, eval mode, on {r['device']}.", "",
+             "| | with BatchNorm | folded into the convs |", "|---|---:|---:|",
+             f"| test accuracy | {r['accuracy']:.2f}% | {r['accuracy_folded']:.2f}% |",
+             f"| parameters | {r['parameters']:,} | {r['parameters_folded']:,} |"]
+    for b, t in r["seconds_per_image"].items():
+        lines.append(f"| ms per image, batches of {b} | {1000 * t['with BatchNorm']:.3f} | {1000 * t['folded']:.3f} |")
+    headline = (f"Folded into the convs, BatchNorm changes {r['predictions_changed']} of the {r['test_images']:,} test "
+                f"predictions (largest logit difference {r['max_logit_difference']:.2e}) and leaves "
+                f"{r['parameters_folded']:,} parameters of {r['parameters']:,}")
+    lines += ["", f"What it shows: {headline}. Times: the median of 5 passes on the machine named above; they "
+              "change from run to run."]
+    return plots.plot_fold(r["seconds_per_image"]), "\n".join(lines), headline
+
+
+# --- a batch of one ----------------------------------------------------------------------------
+
+def measure_batch_of_one(lab):
+    data = lab.data("screen")
+    pick = torch.randperm(len(data.test_labels), generator=torch.Generator().manual_seed(0))[:128]
+    x = normalize(data.test_images[pick], data.mean, data.std)
+    record = {}
+    for norm in LESSON_NORMS:
+        model, _ = load_checkpoint(results.record_path(lab.out, "screening", f"{norm}-x1-seed0", ".pt"), norm=norm)
+        record[norm] = {mode: dict(zip(("max_logit_difference", "predictions_changed"),
+                                       probes.batch_dependence(model, x, mode))) for mode in ("eval", "train")}
+    results.write_record(lab.out, "batch-of-one", "models-x1-seed0", record)
+
+
+def render_batch_of_one(out):
+    record = needed(results.read_records(out, "batch-of-one", "models-x1-seed0"), "measurement", "batch-of-one")[0]
+    lines = [f"`{command('batch-of-one')}`: the learning-rate lesson's x1 models, seed 0; 128 held-out validation "
+             "images passed as one batch and each passed alone, fp32. The largest difference in any logit, and how "
+             "many of the 128 predictions change:", "", "| norm | eval mode | train mode |", "|---|---:|---:|"]
+    for norm, row in record.items():
+        lines.append(f"| {LABELS[norm]} | " + " | ".join(
+            f"{row[m]['max_logit_difference']:.1e}, {row[m]['predictions_changed']} changed" for m in ("eval", "train")) + " |")
+    others = [LABELS[n] for n in record if n != "bn" and not any(record[n][m]["predictions_changed"] for m in record[n])]
+    headline = (f"In train mode BatchNorm changes {record['bn']['train']['predictions_changed']} of 128 predictions "
+                "when each image is passed alone (these models: the screening runs'); "
+                + (f"the other models ({', '.join(others)}) change none, in either mode" if others else
+                   "every other model changes some"))
+    lines += ["", f"What it shows: {headline}."]
+    return plots.plot_batch_of_one(record, LABELS), "\n".join(lines), headline
+
+
+# --- two LayerNorms and GroupNorm's group size --------------------------------------------------
+
+def render_layernorms(out):
+    runs = {v: screening(out, v, 1, "layernorms") for v in LAYERNORM_NAMES}
+    lines = [f"`{command('layernorms')}`: {screening_setting(runs['ln'] + runs['lnc'])}; seeds {seeds_of(runs['ln'])}; "
+             "both after the ReLU, the recipe's rates. Final validation accuracy, mean of the seeds (lowest-highest):", "",
+             "| LayerNorm | validation accuracy | train accuracy |", "|---|---:|---:|",
+             *(f"| {LAYERNORM_NAMES[v]} | {spread(finished(runs[v]))} | {spread(finished(runs[v], 'final_train_accuracy'))} |"
+               for v in runs)]
+    a, b = (finished(runs[v]) for v in LAYERNORM_NAMES)
+    headline = (f"The per-image GroupNorm(1, C) reached {mean_and_range(a)[0]:.1f}% and the per-pixel LayerNorm(C) "
+                f"{mean_and_range(b)[0]:.1f}% at screening size: "
+                + ("beyond the seeds' range" if differ(a, b) else "within the seeds' range, no difference"))
+    lines += ["", f"What it shows: {headline}."]
+    fig = plots.plot_screening_curves({LAYERNORM_NAMES[v]: [r["history"] for r in runs[v]] for v in runs},
+                                      screening_setting(runs["ln"]))
+    return fig, "\n".join(lines), headline
+
+
+def render_groups(out):
+    runs = {v: screening(out, v, 1, "groups") for v in GROUP_LABELS}
+    every = [r for v in runs.values() for r in v]
+    lines = [f"`{command('groups')}`: {screening_setting(every)}; seeds {seeds_of(runs['gn'])}; GroupNorm after the "
+             "ReLU (InstanceNorm also before it), plain convs, BatchNorm's recipe at x1. Final validation accuracy, "
+             "mean of the seeds (lowest-highest):", "",
+             "| channels per group | validation accuracy | train accuracy |", "|---|---:|---:|",
+             *(f"| {GROUP_LABELS[v]} | {spread(finished(runs[v]))} | {spread(finished(runs[v], 'final_train_accuracy'))} |"
+               for v in GROUP_LABELS)]
+    wide = ("gn-cpg4", "gn", "gn-g2", "gn-g1")
+    means = [mean_and_range(finished(runs[v]))[0] for v in wide]
+    level = not any(differ(finished(runs[a]), finished(runs[b])) for a in wide for b in wide if a < b)
+    headline = (f"From 4 channels per group to all of them the accuracy is {min(means):.1f}% to {max(means):.1f}%"
+                + (", no pair beyond the seeds' range" if level else "") + "; one channel per group scored "
+                f"{mean_and_range(finished(runs['in']))[0]:.1f}% before the ReLU and "
+                f"{mean_and_range(finished(runs['gn-cpg1']))[0]:.1f}% after it")
+    lines += ["", f"What it shows: {headline}."]
+    table = {GROUP_LABELS[v]: finished(runs[v]) for v in GROUP_LABELS}
+    return plots.plot_group_size(table, screening_setting(every)), "\n".join(lines), headline
+
+
+# --- placement ---------------------------------------------------------------------------------
+
+def measure_placement(lab):
+    table = {norm: {order: [dict(tag=r["tag"], seed=r["seed"], accuracy=round(r["final_test_accuracy"], 2))
+                            for r in results.validation_runs(lab.out) if r.get("tag") in tags and r["norm"] == norm]
+                    for order, tags in arms.items()} for norm, arms in PLACEMENT.items()}
+    results.write_record(lab.out, "placement", "validation", table)
+
+
+def render_placement(out):
+    table = needed(results.read_records(out, "placement", "validation"), "record", "placement")[0]
+    lines = [f"`{command('placement')}` (no training): full validation runs from results/validation.md, an earlier "
+             "recipe (SGD with weight decay 5e-4, plain convs; not today's Muon), 45,000 training images, 20 epochs, "
+             "scored on the 5,000 held-out images. Validation accuracy, mean of the seeds (lowest-highest), and the "
+             "runs (tags) they come from:", "",
+             "| norm | before the ReLU (conv, norm, ReLU) | after it (conv, ReLU, norm) | beyond the seeds' range? |",
+             "|---|---:|---:|---|"]
+    better = []
+    for norm, arms in table.items():
+        cells = [spread([r["accuracy"] for r in arms.get(o, [])]) + " ["
+                 + ", ".join(f"{r['tag']} seed {r['seed']}" for r in arms.get(o, [])) + "]" for o in ("norm-relu", "relu-norm")]
+        before, after = ([r["accuracy"] for r in arms.get(o, [])] for o in ("norm-relu", "relu-norm"))
+        judged = ("one seed: no range to judge by" if min(len(before), len(after)) < 2
+                  else "yes" if differ(before, after) else "no: no difference")
+        lines.append(f"| {LABELS[norm]} | " + " | ".join(cells) + f" | {judged} |")
+        if before and after:
+            better.append(f"{LABELS[norm]} {mean_and_range(after)[0]:.1f}% after the ReLU against "
+                          f"{mean_and_range(before)[0]:.1f}% before")
+    headline = "On validation, with an earlier recipe (SGD, plain convs): " + "; ".join(better)
+    lines += ["", f"What it shows: {headline}."]
+    return plots.plot_placement(table, LABELS), "\n".join(lines), headline
+
+
+# --- the batch size ------------------------------------------------------------------------------
+
+BASE_LR, BASE_BATCH = 0.05, 128  # SGD's peak rate at the recipe's batch size; scaled with the batch (Wu and He)
+
+
+def batch_size_runs(plan):
+    return [Run("sweep", f"{norm}-bs{b}-seed{seed}", ModelConfig(norm=norm),
+                utils.recipe(norm, epochs=plan.sweep_epochs, batch_size=b, lr=BASE_LR * b / BASE_BATCH, seed=seed), "sweep",
+                keep_checkpoint=norm == "bn" and b == min(plan.batch_sizes) and seed == plan.seeds[0])
+            for norm in results.NORMS for b in plan.batch_sizes for seed in plan.seeds]
+
+
+def measure_batch_size(lab):
+    """BatchNorm's train/eval gap: run.py's BatchNorm model and the sweep's smallest-batch one, scored
+    with their running statistics and with the statistics of test batches."""
+    data, gap = lab.data("all"), {}
+    models = {"run.py's (batch 128, all data, 20 epochs)": lab.out / "checkpoints" / "bn.pt"}
+    small = results.record_files(lab.out, "sweep", "bn-bs*-seed*", ".pt")
+    if small:
+        models[f"the sweep's, trained with batches of {small[0].name.split('-bs')[1].split('-')[0]}"] = small[0]
+    for name, path in models.items():
+        if path.is_file():
+            model, _ = load_checkpoint(path, norm="bn")
+            gap[name] = {"eval": round(utils.score(model, data).accuracy, 2), **{
+                f"train_bs{b}": round(probes.accuracy_with_batch_statistics(model, data, b), 2) for b in GAP_BATCHES}}
+    results.write_record(lab.out, "sweep", "batchnorm_gap", gap)
+
+
+def gap_table(out=ROOT):
+    """BatchNorm's train/eval gap (results/sweep/batchnorm_gap.json) as a Markdown table."""
+    gap = results.read(results.record_path(out, "sweep", "batchnorm_gap"))
+    if not gap:
+        return f"No train/eval measurement yet: run `{command('batch-size')}`."
+    return "\n".join(["| BatchNorm model | eval mode (running statistics) | "
+                      + " | ".join(f"statistics of {b} test images" for b in GAP_BATCHES) + " |",
+                      "|---|---:|" + "---:|" * len(GAP_BATCHES),
+                      *(f"| {name} | {row['eval']:.2f}% | " + " | ".join(f"{row[f'train_bs{b}']:.2f}%" for b in GAP_BATCHES)
+                        + " |" for name, row in gap.items())])
+
+
+def recipe_of(config, conv):
+    """What trained a batch-size point, in words: runs of one norm trained with different recipes do not
+    belong in one figure."""
+    if config.get("optimizer") == "muon":
+        rule = (f"Muon (peak {config['muon_lr']}, momentum {config['muon_momentum']}) on the conv kernels and SGD "
+                f"with Nesterov momentum {config['momentum']} on the rest")
+    else:
+        rule = f"SGD with Nesterov momentum {config['momentum']}"
+    return f"{rule}, weight decay {config['weight_decay']:g} on the conv kernels, {conv} 3x3 convs"
+
+
+def render_batch_size(out):
+    runs = needed(results.read_records(out, "sweep", "*-bs*-seed*"), "batch-size runs", "batch-size")
+    table = {}
+    for r in runs:
+        table.setdefault(r["norm"], {}).setdefault(r["batch_size"] if "batch_size" in r else r["config"]["batch_size"],
+                                                   []).append(r["final_test_accuracy"])
+    label = {id(r): r.get("recipe") or recipe_of(r["config"], r["model_config"]["conv"]) for r in runs}
+    today = {n: recipe_of(asdict(utils.recipe(n)), ModelConfig(norm=n).conv) for n in results.NORMS}
+    recipes = {}
+    for r in sorted(runs, key=lambda r: results.NORMS.index(r["norm"])):  # older runs name their recipe, newer record configs
+        recipes.setdefault(label[id(r)], []).append(LABELS[r["norm"]])
+    earlier = [LABELS[n] for n in results.NORMS if any(label[id(r)] != today[n] for r in runs if r["norm"] == n)]
+    first, sizes = runs[0], sorted({b for points in table.values() for b in points})
+    lines = [f"`{command('batch-size')}`: {first['train_images']:,} training images (the same seeded subset at every "
+             f"point), {first['epochs']} epochs, scored on {first['test_images']:,} test images; SGD's rate "
+             f"{BASE_LR} x batch / {BASE_BATCH}; seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; "
+             f"{first['data']}; {results.trained_on(runs)}; "
+             + "; ".join(f"{', '.join(dict.fromkeys(n))} trained with {words}" for words, n in recipes.items())
+             + (f"; not today's recipe for {', '.join(earlier)} (`utils.recipe`): `{command('batch-size')}` trains "
+                "them again with it" if earlier else "") + ". Test accuracy, mean of the seeds (lowest-highest):", "",
+             "| norm | " + " | ".join(f"batch {b}" for b in sizes) + " |", "|---|" + "---:|" * len(sizes)]
+    for norm in (n for n in results.NORMS if n in table):
+        lines.append(f"| {LABELS[norm]} | " + " | ".join(spread(table[norm].get(b, [])) for b in sizes) + " |")
+    gap = results.read(results.record_path(out, "sweep", "batchnorm_gap")) or {}
+    if gap:
+        lines += ["", "BatchNorm's train/eval gap: test accuracy on the 10,000 test images with the running statistics "
+                  "(eval mode) and with each test batch's own statistics (train mode):", "", gap_table(out)]
+    low = min(sizes)
+    headline = (f"With batches of {low}, " + ", ".join(f"{LABELS[n]} {mean_and_range(table[n][low])[0]:.1f}%"
+                                                       for n in results.NORMS if low in table.get(n, {}))
+                + f" ({first['train_images']:,} training images, {first['epochs']} epochs, "
+                + ("an earlier recipe" if earlier else "today's recipe") + ")")
+    if gap:
+        name, row = next(iter(gap.items()))
+        headline += (f"; the full run's BatchNorm model scores {row['eval']:.2f}% with its running statistics and "
+                     f"{row[f'train_bs{GAP_BATCHES[0]}']:.2f}% with those of {GAP_BATCHES[0]} test images")
+    lines += ["", f"What it shows: {headline}."]
+    caption = f"{first['train_images']:,} training images, {first['epochs']} epochs; {results.trained_on(runs)}"
+    return plots.plot_batch_size(table, LABELS, caption), "\n".join(lines), headline
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry.
+
+@dataclass(frozen=True)
+class Experiment:
+    title: str  # the README's bold lead-in
+    notebook: str  # where a student meets it
+    anchor: str  # its section of docs/lessons.md
+    render: callable
+    runs: callable = lambda plan: []
+    measure: callable = None
+
+
+EXPERIMENTS = {
+    "batch-size": Experiment("The batch size", "S8_compare.ipynb", "what-the-batch-size-does-to-each-norm",
+                             render_batch_size, batch_size_runs, measure_batch_size),
+    "lr": Experiment("What a norm buys: the learning rate", "S8_compare.ipynb", "what-a-norm-does-to-the-learning-rate",
+                     render_lr, lambda plan: screening_runs(plan, LESSON_NORMS, plan.multipliers)),
+    "skips": Experiment("The skip connections", "S8_compare.ipynb", "what-the-skip-connections-do",
+                        render_skips, skips_runs, measure_skips),
+    "activations": Experiment("What enters each ReLU", "S8_compare.ipynb", "what-enters-each-relu",
+                              render_activations, lambda plan: screening_runs(plan, LESSON_NORMS)),
+    "batch-of-one": Experiment("A batch of one", "S8_LN.ipynb", "a-batch-of-one", render_batch_of_one,
+                               lambda plan: screening_runs(replace_seeds(plan, (0,)), LESSON_NORMS), measure_batch_of_one),
+    "fold": Experiment("Folding BatchNorm", "S8_BN.ipynb", "batchnorm-folds-into-the-conv", render_fold,
+                       measure=measure_fold),
+    "layernorms": Experiment("Two LayerNorms", "S8_LN.ipynb", "two-kinds-of-layernorm", render_layernorms,
+                             lambda plan: screening_runs(plan, LAYERNORM_NAMES)),
+    "groups": Experiment("GroupNorm's group size", "S8_GN.ipynb", "groupnorms-group-size", render_groups,
+                         lambda plan: screening_runs(plan, GROUP_LABELS)),
+    "placement": Experiment("Where the norm sits", "S8_LN.ipynb", "before-or-after-the-relu", render_placement,
+                            measure=measure_placement),
+}
+
+
+def replace_seeds(plan, seeds):
+    return Plan(**{**asdict(plan), "seeds": seeds})
+
+
+def section_name(name):
+    return "batch-size" if name == "batch-size" else f"lesson-{name}"
+
+
+def figure_path(out, name):
+    return Path(out) / "images" / ("batch_size.png" if name == "batch-size" else f"lesson_{name.replace('-', '_')}.png")
+
+
+def measure(lab, name):
+    """Train the runs `name` needs that no saved record answers, then take its measurements."""
+    experiment = EXPERIMENTS[name]
+    for run in experiment.runs(lab.plan):
+        lab.ensure(run)
+    if experiment.measure:
+        experiment.measure(lab)
+
+
+def publish(out, name):
+    """Draw `name`'s figure and write its section of docs/lessons.md and README's lessons section from the
+    records; returns the section."""
+    fig, section, _ = EXPERIMENTS[name].render(out)
+    save_figure(fig, figure_path(out, name))
+    results.write_section(Path(out) / "docs" / "lessons.md", section_name(name), section)
+    results.write_section(Path(out) / "README.md", "lessons", readme_lessons(out))
+    return section
+
+
+def readme_lessons(out):
+    """README's lessons section: one headline per experiment whose records are on disk."""
+    lines = []
+    for name, e in EXPERIMENTS.items():
+        try:
+            headline = e.render(out)[2]
+        except NotRunYet:
+            continue
+        lines.append(f"- **{e.title}.** {headline} ([docs/lessons.md](docs/lessons.md#{e.anchor}), "
+                     f"[`{e.notebook}`]({e.notebook})).")
+    return "\n".join(lines)
+
+
+def show(name, out=ROOT):
+    """For the notebooks: the experiment's figure and its numbers, from the records on disk (nothing is
+    trained); the command to run where there are none yet."""
+    from IPython.display import Markdown, display
+
+    try:
+        fig, section, _ = EXPERIMENTS[name].render(out)
+    except NotRunYet as err:
+        display(Markdown(f"*Not run yet:* {err}."))
+        return
+    display(fig)
+    display(Markdown(section))

@@ -1,0 +1,54 @@
+# %%
+# Set-up, safe to run twice. On Colab it finds this project's code and installs torchsummary, the one
+# package the project needs that Colab lacks (Colab's own torch, torchvision and ipywidgets stay as they
+# are). Anywhere else it does nothing. The code comes from the first of these that exists:
+# 1. the project's files where this notebook runs (uploaded, or a Google Drive folder you changed into);
+# 2. the folder an earlier run of this cell made;
+# 3. a clone of S8_REPO_URL, or of the address below when it names one;
+# 4. else the zip you upload when asked, made by `python tools/colab.py --bundle`.
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+import zipfile
+
+PROJECT = "s8-project"  # the folder that a clone or an unpacked zip goes into
+REPO_URL = os.environ.get("S8_REPO_URL", "")
+if "google.colab" in sys.modules:
+    if os.path.exists("models.py"):
+        pass  # the files are here: use them
+    elif os.path.exists(os.path.join(PROJECT, "models.py")):
+        os.chdir(PROJECT)
+    elif REPO_URL:
+        clone = subprocess.run(["git", "clone", "--depth", "1", "--quiet", REPO_URL, PROJECT],
+                               capture_output=True, text=True)
+        if clone.returncode:
+            raise SystemExit(
+                f"Could not fetch the project from {REPO_URL}: {clone.stderr.strip() or 'git failed'}\n"
+                "To go on without it, put the project's files where this notebook runs: upload its .py "
+                "files and results/ folder with the Files pane, or copy the project to Google Drive, "
+                "mount the drive and os.chdir() into that folder; or set os.environ['S8_REPO_URL'] to "
+                "the address of a copy you can reach, or to '' to upload the zip that "
+                "`python tools/colab.py --bundle` makes. Then run this cell again.")
+        os.chdir(PROJECT)
+    else:
+        from google.colab import files
+        print("No address to clone: upload the zip that `python tools/colab.py --bundle` makes.")
+        uploaded = files.upload()
+        zips = [name for name in uploaded if name.endswith(".zip")]
+        if len(zips) != 1:
+            raise SystemExit(f"Upload one .zip, the project's bundle, not {len(zips)}. Then run this cell again.")
+        with zipfile.ZipFile(io.BytesIO(uploaded[zips[0]])) as bundle:
+            # A zip can name paths such as ../x or /x that unpack outside PROJECT: refuse the whole zip,
+            # before anything is written, rather than trust where it puts files.
+            for member in bundle.namelist():
+                parts = member.replace("\\", "/").split("/")
+                if parts[0] == "" or ":" in parts[0] or ".." in parts:
+                    raise SystemExit(f"Refused {member!r} in {zips[0]}: it would land outside {PROJECT}/. "
+                                     "Rebuild the zip with `python tools/colab.py --bundle`.")
+            bundle.extractall(PROJECT)
+        os.chdir(PROJECT)
+    if importlib.util.find_spec("torchsummary") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "torchsummary"], check=True)
+        importlib.invalidate_caches()

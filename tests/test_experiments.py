@@ -1,0 +1,235 @@
+"""The lessons' experiments (experiments.py, lessons.py), end to end on a toy tree with a reduced plan
+(one seed, two rates), and the one reuse rule."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import experiments
+import lessons
+import results
+import run
+import utils
+from conftest import write_tree
+from data import CIFAR10
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = ["--plan", "seeds=0", "multipliers=1,4", "validation=20", "screen_images=40", "screen_epochs=2", "full_images=60",
+        "full_epochs=2", "sweep_images=40", "sweep_test=20", "sweep_epochs=1", "batch_sizes=2,8", "--amp", "off"]
+SECTIONS = [experiments.section_name(name) for name in experiments.EXPERIMENTS]
+
+
+def placement_record(folder):
+    """Validation runs for the placement lesson, one seed of each arm, as run.py writes them."""
+    for norm, arms in experiments.PLACEMENT.items():
+        for order, tags in arms.items():
+            accuracy = 80.0 + (order == "relu-norm") + 0.1 * len(norm)
+            results.write_json(folder / f"{tags[0]}-{norm}.json", dict(tag=tags[0], norm=norm, seed=0,
+                                                                         final_test_accuracy=accuracy))
+
+
+def lessons_folder(root):
+    out = root / "out"
+    (out / "docs").mkdir(parents=True)
+    markers = "".join(f"\n<!-- {s}:start -->\nOLD\n<!-- {s}:end -->\n" for s in SECTIONS)
+    (out / "docs" / "lessons.md").write_text("# t\n" + markers)
+    (out / "README.md").write_text("# r\n<!-- lessons:start -->\nOLD\n<!-- lessons:end -->\n")
+    placement_record(out / "results" / "validation")
+    return out
+
+
+@pytest.fixture(scope="module")
+def lab_out(tmp_path_factory):
+    """`python lessons.py all` once with the reduced plan; run.py first makes the checkpoints/bn.pt the
+    fold lesson reads, with the settings of the skips lesson's BatchNorm arm (so that it answers it)."""
+    root = tmp_path_factory.mktemp("lessons")
+    tree = write_tree(root / "tree", n_train=10, n_test=6)
+    out = lessons_folder(root)
+    common = ["--data", str(tree), "--cache", str(root / "cache"), "--out", str(out)]
+    assert run.main(["--norm", "bn", "--seeds", "0", "--epochs", "2", "--subset", "60", "--amp", "off", "--quiet",
+                     *common]) == 0
+    assert lessons.main(["all", *common, *PLAN]) == 0
+    return out, common
+
+
+def record(out, folder, name):
+    return json.loads(results.record_path(out, folder, name).read_text())
+
+
+def test_every_experiment_writes_its_figure_its_section_and_its_readme_line(lab_out):
+    out, _ = lab_out
+    text = (out / "docs" / "lessons.md").read_text()
+    assert "OLD" not in text and "OLD" not in (out / "README.md").read_text()
+    for name in experiments.EXPERIMENTS:
+        assert experiments.figure_path(out, name).is_file()
+        assert f"`python lessons.py {name} --data ../shared/data/cifar10-jpg.tar.gz`" in text
+        assert f"**{experiments.EXPERIMENTS[name].title}.**" in (out / "README.md").read_text()
+    assert "| no norm | " in text and "| InstanceNorm | " in text and "What it shows: " in text
+
+
+def test_the_lr_experiment_scales_both_rates_of_one_recipe_for_every_norm(lab_out):
+    out, _ = lab_out
+    for norm in experiments.LESSON_NORMS:
+        for m in (1, 4):
+            r = record(out, "screening", f"{norm}-x{m:g}-seed0")
+            assert (r["norm"], r["seed"], r["config"]["optimizer"]) == (norm, 0, "muon")
+            assert r["config"]["lr"] == pytest.approx(0.05 * m) and r["config"]["muon_lr"] == pytest.approx(0.1 * m)
+            assert (r["train_images"], r["test_images"], r["epochs"]) == (40, 20, 2)
+            assert "validation split 20" in r["data"]
+    assert "| rates x1 | rates x4 |" in (out / "docs" / "lessons.md").read_text()
+
+
+def test_screening_runs_record_the_activations_of_each_block(lab_out):
+    out, _ = lab_out
+    act = record(out, "screening", "none-x1-seed0")["activations"]
+    assert list(act["blocks"]) == ["C1", "C2", "C3", "C4", "C5", "C7", "C8", "C9"]
+    assert act["steps"] == [0, 1] and act["steps_per_epoch"] == 1  # 40 images, batches of 128, 2 epochs
+    assert all(len(v) == 2 and len(v[0]) == 4 and v[0] == sorted(v[0]) for v in act["blocks"].values())
+
+
+def test_the_skips_experiment_trains_both_arms_and_takes_run_pys_matching_run(lab_out):
+    out, _ = lab_out
+    for norm in experiments.SKIP_NORMS:
+        for skips in (True, False):
+            arm = "skips" if skips else "noskips"
+            r = record(out, "skips", f"{norm}-{arm}-seed0")
+            assert r["model_config"]["skips"] is skips and r["model_config"]["norm"] == norm
+            assert r["train_images"] == 60 and r["epochs"] == 2 and len(r["history"]) == 2
+            g = record(out, "skips", f"gradients-{norm}-{arm}-seed0")
+            assert list(g["init"]) == list(g["epoch1"]) and "C1" in g["init"] and g["init"] != g["epoch1"]
+    suite = json.loads(results.seed_path(out, "bn", 0).read_text())
+    reused = record(out, "skips", "bn-skips-seed0")
+    assert reused["source"] == "results/bn_seed0.json (run.py)" and reused["history"] == suite["history"]
+    assert "source" not in record(out, "skips", "ln-skips-seed0")  # no run.py record of LayerNorm: trained
+
+
+def test_the_groups_and_layernorm_lessons_train_their_variants(lab_out):
+    out, _ = lab_out
+    sizes = {v: record(out, "screening", f"{v}-x1-seed0")["model_config"] for v in experiments.GROUP_LABELS}
+    assert sizes["gn-cpg2"]["channels_per_group"] == 2 and sizes["gn-g1"]["groups"] == 1
+    assert sizes["in"]["order"] == "norm-relu" and sizes["gn-cpg1"]["order"] == "relu-norm"
+    kept = {p.stem for p in (out / "results").rglob("*.pt")}  # the batch-of-one lesson's and the gap's models
+    assert kept == {f"{norm}-x1-seed0" for norm in experiments.LESSON_NORMS} | {"bn-bs2-seed0"}
+    assert record(out, "screening", "lnc-x1-seed0")["norm"] == "lnc"
+
+
+def test_the_batch_size_experiment_scales_sgds_rate_with_the_batch_and_measures_the_gap(lab_out):
+    out, _ = lab_out
+    for norm in results.NORMS:
+        for b in (2, 8):
+            r = record(out, "sweep", f"{norm}-bs{b}-seed0")
+            assert r["config"]["batch_size"] == b and r["config"]["lr"] == pytest.approx(0.05 * b / 128)
+            assert (r["train_images"], r["test_images"]) == (40, 20)
+    gap = record(out, "sweep", "batchnorm_gap")
+    assert list(gap) == ["run.py's (batch 128, all data, 20 epochs)", "the sweep's, trained with batches of 2"]
+    assert set(gap["the sweep's, trained with batches of 2"]) == {"eval", "train_bs2", "train_bs8", "train_bs32", "train_bs128"}
+
+
+def test_the_per_norm_measurements(lab_out):
+    out, _ = lab_out
+    fold = record(out, "fold", "bn")
+    assert fold["max_logit_difference"] < 1e-3 and fold["parameters_folded"] < fold["parameters"]
+    one = record(out, "batch-of-one", "models-x1-seed0")
+    assert set(one) == set(experiments.LESSON_NORMS)
+    assert one["ln"]["train"]["max_logit_difference"] < 1e-4 and one["bn"]["train"]["max_logit_difference"] > 1e-4
+    placement = record(out, "placement", "validation")
+    assert placement["ln"]["relu-norm"] == [dict(tag="r-relu-norm", seed=0, accuracy=81.2)]
+    assert "one seed: no range to judge by" in (out / "docs" / "lessons.md").read_text()
+
+
+def test_a_second_run_trains_nothing(lab_out, monkeypatch):
+    out, common = lab_out
+    monkeypatch.setattr(utils, "fit", lambda *a, **k: pytest.fail("trained again"))
+    assert lessons.main(["lr", *common, *PLAN]) == 0
+    assert lessons.main(["skips", *common, *PLAN]) == 0
+
+
+def test_a_recipe_change_retrains_only_the_runs_it_changes(lab_out, monkeypatch, capsys):
+    out, common = lab_out
+    monkeypatch.setitem(utils.RECIPES, "gn", {**utils.RECIPES["gn"], "muon_lr": 0.05})
+    assert lessons.main(["batch-size", "--check", *common, *PLAN]) == 0
+    assert capsys.readouterr().out.split() == ["sweep/gn-bs2-seed0", "sweep/gn-bs8-seed0"]
+    trained = []
+    fit = utils.fit
+    monkeypatch.setattr(utils, "fit", lambda model, data, cfg, *a, **k: trained.append(cfg) or fit(model, data, cfg, *a, **k))
+    assert lessons.main(["batch-size", *common, *PLAN]) == 0
+    assert [(c.batch_size, c.muon_lr) for c in trained] == [(2, 0.05), (8, 0.05)]
+    assert "sweep/gn-bs2-seed0.json was made with other settings" in capsys.readouterr().out
+
+
+def test_a_record_from_another_machine_or_precision_still_answers(lab_out):
+    out, _ = lab_out
+    r = record(out, "screening", "bn-x1-seed0")
+    moved = {**r, "device": "NVIDIA T4", "precision": "fp16 autocast with a GradScaler, NCHW",
+             "config": {**r["config"], "amp": "fp16", "channels_last": False}}
+    assert experiments.record_fingerprint(moved) == experiments.record_fingerprint(r) is not None
+    assert experiments.record_fingerprint({**r, "config": {**r["config"], "lr": 0.5}}) != experiments.record_fingerprint(r)
+    assert experiments.record_fingerprint({k: v for k, v in r.items() if k != "config"}) is None
+
+
+def test_a_diverged_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
+    tree = write_tree(tmp_path / "tree", n_train=6, n_test=2)
+    out = lessons_folder(tmp_path)
+    fit = utils.fit
+
+    def diverge_at_high_rates(model, data, cfg, *args, **kwargs):
+        if cfg.muon_lr > 0.2:
+            kwargs["history"].append(dict(epoch=1, train_loss=9.9, train_acc=10.0, test_loss=9.9, test_acc=10.0,
+                                          lr=cfg.lr, seconds=0.1))
+            raise FloatingPointError("loss became NaN or infinite at epoch 2, step 1; lower the learning rate")
+        return fit(model, data, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(utils, "fit", diverge_at_high_rates)
+    assert lessons.main(["lr", "--data", str(tree), "--cache", str(tmp_path / "cache"), "--out", str(out),
+                         *PLAN[:3], "validation=10", *PLAN[4:]]) == 0
+    r = record(out, "screening", "bn-x4-seed0")
+    assert r["diverged"].startswith("loss became NaN") and r["final_test_accuracy"] is None and len(r["history"]) == 1
+    assert record(out, "screening", "bn-x1-seed0")["diverged"] is None
+    assert "diverged (1 of 1)" in (out / "docs" / "lessons.md").read_text()
+
+
+def test_a_missing_docs_marker_is_an_error(lab_out, tmp_path):
+    out, _ = lab_out
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "lessons.md").write_text("# no markers\n")
+    with pytest.raises(ValueError, match="lesson-fold:start"):
+        results.write_section(tmp_path / "docs" / "lessons.md", "lesson-fold", "x")
+
+
+def test_the_notebooks_show_only_what_is_recorded(tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    monkeypatch.setattr(utils, "fit", lambda *a, **k: pytest.fail("show trained"))
+    experiments.show("lr", out=tmp_path)
+    assert "Not run yet" in shown[0].data and "python lessons.py lr" in shown[0].data
+
+
+def test_every_committed_record_with_its_configs_answers_todays_plan(monkeypatch):
+    """The committed records were made with today's settings: `python lessons.py all` on the offline copy
+    would train only the batch-size runs, which record no configs (an earlier recipe)."""
+    def offline_copy(*args, **kwargs):  # its sizes and description, without decoding it
+        one = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+        return CIFAR10(one.expand(50_000, -1, -1, -1), torch.zeros(50_000, dtype=torch.long),
+                       one.expand(10_000, -1, -1, -1), torch.zeros(10_000, dtype=torch.long), tuple("abcdefghij"),
+                       "cifar10-jpg.tar.gz (archive)")
+
+    monkeypatch.setattr(experiments, "load_cifar10", offline_copy)
+    lab = experiments.Lab(ROOT, "offline copy", log=lambda line: None)
+    stale = {(run.folder, run.name) for name, e in experiments.EXPERIMENTS.items() for run in e.runs(lab.plan)
+             if lab.answered(run, say=False) is None}
+    assert stale == {("sweep", f"{n}-bs{b}-seed{s}") for n in results.NORMS for b in lab.plan.batch_sizes for s in (0, 1)}
+    full = lab.data("full")
+    for run in experiments.skips_runs(lab.plan):  # the gradients' records too
+        path = results.record_path(ROOT, "skips", f"gradients-{run.name}")
+        assert lab.matching(path, run.model_config, run.cfg, full, say=False) is not None, path
+
+
+def test_an_unknown_experiment_or_plan_field_is_refused_before_anything_runs(capsys):
+    with pytest.raises(SystemExit):
+        lessons.parse_args(["everything"])
+    assert "invalid choice: 'everything'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        lessons.parse_args(["lr", "--plan", "epochs=3"])
+    assert "no plan field 'epochs'" in capsys.readouterr().err

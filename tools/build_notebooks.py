@@ -1,0 +1,126 @@
+"""Write S8_BN.ipynb, S8_LN.ipynb, S8_GN.ipynb and S8_compare.ipynb from their sources in notebooks/.
+
+    python tools/build_notebooks.py      # a code cell whose source is unchanged keeps its outputs
+    python tools/build_notebooks.py --check   # exit 1, naming the notebook, where one is out of date
+
+The sources are jupytext percent files (`# %%` code cells, `# %% [markdown]` cells, tags in the
+marker line): one per notebook (notebooks/bn.py, ln.py, gn.py, compare.py). A code cell that holds
+only `# include: NAME.py` is replaced by the cells of notebooks/NAME.py, which is how the lessons
+share their first part (lesson.py) and the set-up cell (setup.py). Edit the sources, never the
+.ipynb; then fill in a full run's outputs with
+    S8_DATA=../shared/data/cifar10-jpg.tar.gz jupyter execute --inplace --timeout=-1 \\
+        --NotebookClient.store_widget_state=False S8_*.ipynb && python tools/build_notebooks.py
+"""
+
+import argparse
+import base64
+import io
+import re
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ROOT / "notebooks"
+NOTEBOOKS = {"S8_BN.ipynb": "bn.py", "S8_LN.ipynb": "ln.py", "S8_GN.ipynb": "gn.py", "S8_compare.ipynb": "compare.py"}
+INCLUDE = re.compile(r"# include: (\w+\.py)")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+PROGRESS_BAR = re.compile(r"[^\n]*: +\d+%\|")  # tqdm's text: 'epoch 3:   0%|          | 0/391 ...'
+
+
+def source_cells(name, sources=SOURCES):
+    """The cells of notebooks/`name`, each include replaced by the cells of the file it names."""
+    cells = []
+    for cell in jupytext.read(sources / name, fmt="py:percent").cells:
+        match = INCLUDE.fullmatch(cell.source.strip()) if cell.cell_type == "code" else None
+        cells += source_cells(match.group(1), sources) if match else [cell]
+    return cells
+
+
+def build(notebook, old=None, sources=SOURCES):
+    """The notebook `notebook` from its source; a code cell whose source is that of one of `old`'s
+    keeps that cell's outputs (matched by source, so inserting a cell loses no outputs)."""
+    nb = nbformat.v4.new_notebook(cells=source_cells(NOTEBOOKS[notebook], sources))
+    kept = {}
+    for before in (old.cells if old else []):
+        if before.cell_type == "code":
+            kept.setdefault(before.source, before)
+    stem = notebook.removesuffix(".ipynb")
+    for k, cell in enumerate(nb.cells):  # stable ids and metadata: rebuilding gives the same file
+        cell.id = f"{stem}-{k:02d}"
+        cell.metadata = {"tags": cell.metadata["tags"]} if cell.metadata.get("tags") else {}
+        if cell.cell_type == "code":
+            before = kept.get(cell.source)
+            cell.outputs = clean_outputs(before.outputs) if before else []
+            cell.execution_count = before.execution_count if before else None
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                   "language_info": {"name": "python"}, "accelerator": "GPU",
+                   "colab": {"provenance": [], "gpuType": "T4"}}
+    return nb
+
+
+def clean_outputs(outputs):
+    """The post-step: no saved widget state (its view shows nothing on GitHub anyway), figures as palette
+    PNGs, and no progress bar left as its first frame without its widget (the epoch table says it all)."""
+    kept = []
+    for output in outputs:
+        data = output.get("data", {})
+        data.pop(WIDGET_VIEW, None)
+        if "image/png" in data:
+            data["image/png"] = palette_png(data["image/png"])
+        if not (output.get("output_type") == "display_data" and set(data) == {"text/plain"}
+                and PROGRESS_BAR.match(data["text/plain"])):
+            kept.append(output)
+    return kept
+
+
+def palette_png(encoded):
+    """A base64 PNG as a 256-colour palette PNG on white, so that each notebook with its outputs stays
+    under 500 KB: about a third of the bytes. Plots keep their few colours exactly; the 32x32 photos lose
+    colour depth a picture that small does not show. One already in palette form is returned as it is."""
+    image = Image.open(io.BytesIO(base64.b64decode(encoded)))
+    if image.mode == "P":
+        return encoded
+    image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
+    buffer = io.BytesIO()
+    image.convert("RGB").quantize(256, dither=Image.Dither.NONE).save(buffer, "PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode() + "\n"
+
+
+def out_of_date(root=ROOT):
+    """The notebooks whose cells (sources, kinds, tags) differ from what their sources build."""
+    stale = []
+    for notebook in NOTEBOOKS:
+        path = root / notebook
+        committed = nbformat.read(path, as_version=4) if path.exists() else None
+        built = build(notebook, committed, root / "notebooks")
+        if committed is None or [(c.cell_type, c.source, c.metadata) for c in built.cells] != [
+                (c.cell_type, c.source, {"tags": c.metadata["tags"]} if c.metadata.get("tags") else {})
+                for c in committed.cells]:
+            stale.append(notebook)
+    return stale
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="write nothing; fail if a notebook differs from its source")
+    p.add_argument("--clear-outputs", action="store_true", help="drop every output, not only those of changed cells")
+    args = p.parse_args(argv)
+    if args.check:
+        stale = out_of_date()
+        if stale:
+            sys.exit(f"out of date with notebooks/: {', '.join(stale)}; run python tools/build_notebooks.py")
+        print("every notebook matches its source")
+        return
+    for notebook in NOTEBOOKS:
+        path = ROOT / notebook
+        old = None if args.clear_outputs or not path.exists() else nbformat.read(path, as_version=4)
+        nbformat.write(build(notebook, old), path)
+        print(f"wrote {notebook}")
+
+
+if __name__ == "__main__":
+    main()

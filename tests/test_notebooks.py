@@ -1,9 +1,11 @@
-"""The Colab path without Colab: badges and clone addresses agree, and the notebooks' set-up cell is
-run with a faked `google.colab` module against a clone address that points at a local repository."""
+"""The notebooks: built from their jupytext sources in notebooks/, the Colab badges and clone addresses
+agree, and the set-up cell runs with a faked `google.colab` module against a local repository."""
 
+import base64
 import importlib.util
 import io
 import re
+import shutil
 import subprocess
 import sys
 import types
@@ -15,9 +17,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-import make_notebooks  # noqa: E402
+import build_notebooks  # noqa: E402
+import colab as colab_tool  # noqa: E402
 
-NOTEBOOKS = list(make_notebooks.notebook_files().values())
+NOTEBOOKS = list(build_notebooks.NOTEBOOKS)
+LESSONS = NOTEBOOKS[:3]
 CLONE_URL = re.compile(r"https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?[\"']")
 
 
@@ -29,6 +33,10 @@ def sources(path):
 def setup_source(notebook="S8_BN.ipynb"):
     nb = nbformat.read(ROOT / notebook, as_version=4)
     return next(c.source for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source)
+
+
+def built(notebook):
+    return build_notebooks.build(notebook)
 
 
 README_WITH_SECTION = """# S8
@@ -43,10 +51,6 @@ A badge outside the generated section names nothing:
 The rest of the README.
 """
 
-# The section as earlier versions generated it: badges naming the unowned placeholder.
-PLACEHOLDER_TABLE = "| notebook | open on Colab |\n|---|---|\n" + "\n".join(
-    f"| [`{name}`]({name}) | {make_notebooks.badge(make_notebooks.PLACEHOLDER_REPO, name)} |" for name in NOTEBOOKS)
-
 
 def section(readme):
     return readme.read_text().split("<!-- colab:start -->", 1)[1].split("<!-- colab:end -->", 1)[0]
@@ -54,112 +58,129 @@ def section(readme):
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """make_notebooks pointed at a scratch project root holding a README with a colab section, and no
-    GitHub origin."""
+    """The tools pointed at a scratch project: its README has a colab section, its notebooks/ is a copy of
+    this one's, and it has no GitHub origin."""
     root = tmp_path / "project"
-    root.mkdir()
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
     (root / "README.md").write_text(README_WITH_SECTION.format(body="(to be generated)"))
-    monkeypatch.setattr(make_notebooks, "ROOT", root)
-    monkeypatch.setattr(make_notebooks, "origin_repo", lambda: None)
+    monkeypatch.setattr(colab_tool, "ROOT", root)
+    monkeypatch.setattr(build_notebooks, "ROOT", root)
+    monkeypatch.setattr(build_notebooks, "SOURCES", root / "notebooks")
+    monkeypatch.setattr(colab_tool, "origin_repo", lambda: None)
     return root
 
 
+def test_the_committed_notebooks_are_what_their_sources_build():
+    assert build_notebooks.out_of_date(ROOT) == []
+
+
+def test_a_notebook_that_disagrees_with_its_source_is_named(project):
+    build_notebooks.main([])
+    assert build_notebooks.out_of_date(project) == []
+    lesson = project / "notebooks" / "lesson.py"
+    lesson.write_text(lesson.read_text().replace("print(cfg)", "print(cfg)  # edited"))
+    assert build_notebooks.out_of_date(project) == LESSONS  # the shared part is in every lesson
+    with pytest.raises(SystemExit, match="S8_BN.ipynb, S8_LN.ipynb, S8_GN.ipynb"):
+        build_notebooks.main(["--check"])
+
+
+def test_includes_put_the_shared_part_and_the_set_up_cell_in_place():
+    cells = built("S8_GN.ipynb").cells
+    assert not any(build_notebooks.INCLUDE.fullmatch(c.source.strip()) for c in cells)
+    assert cells[1].source == 'NORM = "gn"  # the norm this lesson trains'
+    assert sum("google.colab" in c.source for c in cells) == 1
+    assert [c.id for c in cells] == [f"S8_GN-{k:02d}" for k in range(len(cells))]
+
+
+def test_rebuilding_keeps_the_outputs_of_unchanged_cells_and_drops_those_of_changed_ones(project):
+    committed = nbformat.read(ROOT / "S8_BN.ipynb", as_version=4)
+    rebuilt = build_notebooks.build("S8_BN.ipynb", committed, ROOT / "notebooks")
+    assert [c.get("outputs") for c in rebuilt.cells] == [c.get("outputs") for c in committed.cells]
+    lesson = project / "notebooks" / "lesson.py"
+    lesson.write_text(lesson.read_text().replace("plots.plot_curves(history", "plots.plot_curves(history "))
+    changed = build_notebooks.build("S8_BN.ipynb", committed, project / "notebooks")
+    curves = [c for c in changed.cells if "plot_curves" in c.source]
+    assert curves[0].outputs == [] and sum(bool(c.get("outputs")) for c in changed.cells) == sum(
+        bool(c.get("outputs")) for c in committed.cells) - 1
+
+
 def test_notebooks_name_the_repository_of_readmes_colab_section_or_none():
-    repo = make_notebooks.readme_repo(ROOT / "README.md")
+    repo = colab_tool.readme_repo(ROOT / "README.md")
     for name in NOTEBOOKS:
         text = sources(ROOT / name)
-        assert make_notebooks.PLACEHOLDER_REPO not in text
         if repo:
             assert f"/blob/main/{name})" in text  # the notebook's own badge opens itself
-            assert make_notebooks.BADGE_URL.findall(text) == [repo] and CLONE_URL.findall(text) == [repo]
+            assert colab_tool.BADGE_URL.findall(text) == [repo] and CLONE_URL.findall(text) == [repo]
         else:  # no badge, and the set-up cell has no default clone address
             assert "colab.research.google.com" not in text and CLONE_URL.findall(text) == []
             assert 'os.environ.get("S8_REPO_URL", "")' in text
 
 
-def test_readme_badges_are_the_generated_section_and_name_one_repository():
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    assert make_notebooks.PLACEHOLDER_REPO not in text
-    repo = make_notebooks.readme_repo(readme)
-    assert set(make_notebooks.BADGE_URL.findall(text)) == ({repo} if repo else set())
-    if repo:  # one badge per notebook, each to a notebook that exists
-        linked = re.findall(r"colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/main/(\S+?\.ipynb)", text)
-        assert sorted(linked) == sorted(NOTEBOOKS)
-
-
-def test_make_notebooks_repo_rewrites_badges_and_set_up_cell(project):
+def test_colab_repo_rewrites_badges_and_set_up_cell(project):
     readme = project / "README.md"
-    make_notebooks.main(["--repo", "jane/s8-fork"])
-    assert make_notebooks.readme_repo(readme) == "jane/s8-fork"
+    colab_tool.main(["--repo", "jane/s8-fork"])
+    assert colab_tool.readme_repo(readme) == "jane/s8-fork"
     body = section(readme)
-    assert set(make_notebooks.BADGE_URL.findall(body)) == {"jane/s8-fork"}
+    assert set(colab_tool.BADGE_URL.findall(body)) == {"jane/s8-fork"}
     assert sorted(re.findall(r"/blob/main/(\S+?\.ipynb)\)", body)) == sorted(NOTEBOOKS)  # a row per notebook
     assert "someone/elsewhere" in readme.read_text() and readme.read_text().endswith("The rest of the README.\n")
     for name in NOTEBOOKS:
         text = sources(project / name)
-        assert CLONE_URL.findall(text) == ["jane/s8-fork"] and "s8-normalization/" not in text
-        assert make_notebooks.BADGE_URL.findall(text) == ["jane/s8-fork"] and f"/blob/main/{name})" in text
+        assert CLONE_URL.findall(text) == ["jane/s8-fork"]
+        assert colab_tool.BADGE_URL.findall(text) == ["jane/s8-fork"] and f"/blob/main/{name})" in text
         assert 'PROJECT = "s8-fork"' in text
+    assert build_notebooks.out_of_date(project) == []
     # Without --repo and without a GitHub origin, the address README.md's section names stays.
-    make_notebooks.main([])
+    colab_tool.main([])
     assert set(CLONE_URL.findall(sources(project / "S8_GN.ipynb"))) == {"jane/s8-fork"}
-    assert make_notebooks.readme_repo(readme) == "jane/s8-fork"
+    assert colab_tool.BADGE_URL.findall(sources(project / "S8_GN.ipynb")) == ["jane/s8-fork"]  # one badge, not two
 
 
-@pytest.mark.parametrize("body", ["(to be generated)", PLACEHOLDER_TABLE])
-def test_no_repository_known_means_no_badge_and_no_clone_address(project, body, capsys):
+def test_no_repository_known_means_no_badge_and_no_clone_address(project, capsys):
+    colab_tool.main(["--repo", "jane/s8"])
     readme = project / "README.md"
-    readme.write_text(README_WITH_SECTION.format(body=body))
-    assert make_notebooks.readme_repo(readme) is None  # the placeholder is no repository
-    make_notebooks.main([])
+    readme.write_text(README_WITH_SECTION.format(body="(to be generated)"))
+    assert colab_tool.readme_repo(readme) is None
+    colab_tool.main([])  # the notebooks' sources name jane/s8, but README.md is where the address lives
     assert "no repository known" in capsys.readouterr().out
     for name in NOTEBOOKS:
         text = sources(project / name)
         assert "colab.research.google.com" not in text and "github.com" not in text
-        assert 'REPO_URL = os.environ.get("S8_REPO_URL", "")' in text
+        assert 'REPO_URL = os.environ.get("S8_REPO_URL", "")' in text and 'PROJECT = "s8-project"' in text
     body = section(readme)
-    assert make_notebooks.BADGE_URL.findall(body) == [] and make_notebooks.PLACEHOLDER_REPO not in readme.read_text()
-    assert "python tools/make_notebooks.py --bundle" in body and "File > Upload notebook" in body
-    assert "python tools/make_notebooks.py --repo OWNER/NAME" in body
-    assert make_notebooks.readme_repo(readme) is None  # and it stays so on the next run
+    assert colab_tool.BADGE_URL.findall(body) == []
+    assert "python tools/colab.py --bundle" in body and "File > Upload notebook" in body
+    assert "python tools/colab.py --repo OWNER/NAME" in body
+    assert colab_tool.readme_repo(readme) is None  # and it stays so on the next run
 
 
 def test_readme_badges_outside_the_colab_section_name_nothing(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# S8\n\n{make_notebooks.badge('jane/s8', 'S8_BN.ipynb')}\n")
-    assert make_notebooks.readme_repo(readme) is None
-    readme.write_text(README_WITH_SECTION.format(body=make_notebooks.colab_section("jane/s8")))
-    assert make_notebooks.readme_repo(readme) == "jane/s8"
+    readme.write_text(f"# S8\n\n{colab_tool.badge('jane/s8', 'S8_BN.ipynb')}\n")
+    assert colab_tool.readme_repo(readme) is None
+    readme.write_text(README_WITH_SECTION.format(body=colab_tool.colab_section("jane/s8")))
+    assert colab_tool.readme_repo(readme) == "jane/s8"
 
 
 def test_origin_remote_on_github_is_the_default(tmp_path):
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    assert make_notebooks.origin_repo(tmp_path) is None
+    assert colab_tool.origin_repo(tmp_path) is None
     subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin", "git@github.com:jane/s8.git"], check=True)
-    assert make_notebooks.origin_repo(tmp_path) == "jane/s8"
+    assert colab_tool.origin_repo(tmp_path) == "jane/s8"
 
 
 def test_bad_repo_is_refused(capsys):
     with pytest.raises(SystemExit):
-        make_notebooks.main(["--repo", "https://github.com/jane"])
+        colab_tool.main(["--repo", "https://github.com/jane"])
     assert "OWNER/NAME" in capsys.readouterr().err
-
-
-def test_regenerating_keeps_the_outputs_of_unchanged_cells():
-    for key, file in make_notebooks.notebook_files().items():
-        committed = nbformat.read(ROOT / file, as_version=4)
-        rebuilt = make_notebooks.build(key, make_notebooks.readme_repo(ROOT / "README.md"), committed)
-        assert [c.source for c in rebuilt.cells] == [c.source for c in committed.cells]  # committed = template
-        assert [c.get("outputs") for c in rebuilt.cells] == [c.get("outputs") for c in committed.cells]
 
 
 def fake_project(root):
     """A project tree with a file in every place --bundle takes from or leaves out."""
     for name in ("models.py", "utils.py", "results/bn.json", "results/sweep/sweep.json", "images/bn.png",
-                 "checkpoints/bn.pt", "checkpoints/validation/teacher.pt", "results/.bn.json.tmp123",
-                 "results/__pycache__/x.pyc", "tests/test_x.py", "tools/make_notebooks.py", ".git/HEAD",
-                 ".cache/cifar.npz", "data/cifar.tar.gz", "README.md", "S8_BN.ipynb"):
+                 "checkpoints/bn.pt", "results/.bn.json.tmp123", "results/__pycache__/x.pyc", "tests/test_x.py",
+                 "tools/colab.py", ".git/HEAD", ".cache/cifar.npz", "data/cifar.tar.gz", "README.md", "S8_BN.ipynb",
+                 "notebooks/bn.py"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(f"# {name}\n")
     return root
@@ -172,28 +193,29 @@ BUNDLED = ["checkpoints/bn.pt", "images/bn.png", "models.py", "results/bn.json",
 def test_bundle_holds_the_modules_results_images_and_checkpoints_only(project, monkeypatch, capsys):
     fake_project(project)
     notebooks_before = sorted(p.name for p in project.glob("*.ipynb"))
-    monkeypatch.setattr(make_notebooks, "build", lambda *a, **k: pytest.fail("--bundle wrote a notebook"))
-    make_notebooks.main(["--bundle"])
+    monkeypatch.setattr(build_notebooks, "build", lambda *a, **k: pytest.fail("--bundle wrote a notebook"))
+    colab_tool.main(["--bundle"])
     bundle = project / "s8-bundle.zip"
     assert sorted(zipfile.ZipFile(bundle).namelist()) == BUNDLED
     assert zipfile.ZipFile(bundle).read("models.py") == b"# models.py\n"
     out = capsys.readouterr().out
     assert str(bundle) in out and "MB" in out
     assert sorted(p.name for p in project.glob("*.ipynb")) == notebooks_before
-    make_notebooks.main(["--bundle", str(project / "elsewhere" / "b.zip")])
+    colab_tool.main(["--bundle", str(project / "elsewhere" / "b.zip")])
     assert sorted(zipfile.ZipFile(project / "elsewhere" / "b.zip").namelist()) == BUNDLED
     with pytest.raises(SystemExit):
-        make_notebooks.main(["--bundle", "--repo", "jane/s8"])  # only the zip, or only the notebooks
+        colab_tool.main(["--bundle", "--repo", "jane/s8"])  # only the zip, or only the badges
 
 
 def test_bundle_of_this_checkout_leaves_out_tests_tools_and_git(tmp_path):
     bundle = tmp_path / "s8-bundle.zip"
-    make_notebooks.write_bundle(bundle, ROOT)
+    colab_tool.write_bundle(bundle, ROOT)
     names = zipfile.ZipFile(bundle).namelist()
-    for module in ("models.py", "utils.py", "data.py", "plots.py", "results.py", "atomic.py", "explorer.py"):
+    for module in ("models.py", "utils.py", "data.py", "plots.py", "results.py", "atomic.py", "explorer.py",
+                   "experiments.py"):
         assert module in names
     assert "results/bn.json" in names and "images/batch_size.png" in names and "checkpoints/bn.pt" in names
-    assert not [n for n in names if n.split("/")[0] in ("tests", "tools", ".git", "data", ".cache")]
+    assert not [n for n in names if n.split("/")[0] in ("tests", "tools", ".git", "data", ".cache", "notebooks")]
 
 
 @pytest.fixture
@@ -254,7 +276,7 @@ def local_repo(tmp_path):
 def bundle_bytes(tmp_path):
     """The zip that --bundle writes, of a small project tree."""
     path = tmp_path / "made-here" / "s8-bundle.zip"
-    make_notebooks.write_bundle(path, fake_project(tmp_path / "tree"))
+    colab_tool.write_bundle(path, fake_project(tmp_path / "tree"))
     return path.read_bytes()
 
 
@@ -270,8 +292,8 @@ def run_cell(source):
     exec(compile(source, "setup-cell", "exec"), {})
 
 
-@pytest.mark.parametrize("source", [setup_source(), make_notebooks.setup_cell(None),
-                                    make_notebooks.setup_cell("jane/s8")])
+@pytest.mark.parametrize("source", [setup_source(), colab_tool.setup_cell(None),
+                                    colab_tool.setup_cell("jane/s8")])
 def test_set_up_cell_does_nothing_off_colab(tmp_path, monkeypatch, source):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -284,7 +306,7 @@ def test_set_up_cell_does_nothing_off_colab(tmp_path, monkeypatch, source):
 def test_set_up_cell_clones_installs_torchsummary_only_and_is_safe_twice(tmp_path, colab, monkeypatch):
     monkeypatch.setenv("S8_REPO_URL", str(local_repo(tmp_path)))
     run_cell(setup_source())
-    name = make_notebooks.project_folder(make_notebooks.readme_repo(ROOT / "README.md"))
+    name = colab_tool.project_folder(colab_tool.readme_repo(ROOT / "README.md"))
     assert Path.cwd() == colab.content / name and (Path.cwd() / "models.py").is_file()
     assert len(colab.pip_calls) == 1 and colab.pip_calls[0][-2:] == ["--no-deps", "torchsummary"]
     assert not {"torch", "torchvision", "ipywidgets"} & set(colab.pip_calls[0])
@@ -300,10 +322,10 @@ def test_set_up_cell_clones_installs_torchsummary_only_and_is_safe_twice(tmp_pat
 def test_set_up_cell_clones_from_s8_repo_url_when_set(tmp_path, colab, monkeypatch, repo):
     origin = local_repo(tmp_path)
     monkeypatch.setenv("S8_REPO_URL", str(origin))
-    run_cell(make_notebooks.setup_cell(repo))
-    assert Path.cwd() == colab.content / make_notebooks.project_folder(repo)
+    run_cell(colab_tool.setup_cell(repo))
+    assert Path.cwd() == colab.content / colab_tool.project_folder(repo)
     assert (Path.cwd() / "models.py").read_text() == "# stand-in\n"
-    assert [cmd[-2:] for cmd in colab.git_calls] == [[str(origin), make_notebooks.project_folder(repo)]]
+    assert [cmd[-2:] for cmd in colab.git_calls] == [[str(origin), colab_tool.project_folder(repo)]]
     assert colab.upload_calls == 0
 
 
@@ -314,12 +336,12 @@ def test_set_up_cell_clones_the_generated_address_when_s8_repo_url_is_unset(cola
 
     monkeypatch.setattr(subprocess, "run", no_network)
     with pytest.raises(SystemExit, match="Could not fetch the project from https://github.com/jane/s8-fork"):
-        run_cell(make_notebooks.setup_cell("jane/s8-fork"))
+        run_cell(colab_tool.setup_cell("jane/s8-fork"))
     assert colab.git_calls[0][:4] == ["git", "clone", "--depth", "1"]
     assert "https://github.com/jane/s8-fork" in colab.git_calls[0] and colab.upload_calls == 0
 
 
-@pytest.mark.parametrize("source, address", [(setup_source(), "nowhere"), (make_notebooks.setup_cell(None), None)])
+@pytest.mark.parametrize("source, address", [(setup_source(), "nowhere"), (colab_tool.setup_cell(None), None)])
 def test_set_up_cell_uses_the_files_already_here(colab, monkeypatch, source, address):
     (colab.content / "models.py").write_text("# uploaded\n")
     if address:  # a clone would fail if tried; without one, an upload would be asked for (and get nothing)
@@ -341,22 +363,22 @@ def test_failed_clone_says_what_to_do_in_one_paragraph(tmp_path, colab, monkeypa
 
 def test_set_up_cell_without_an_address_unpacks_the_uploaded_bundle_once(tmp_path, colab, monkeypatch):
     colab.uploads = {"s8-bundle.zip": bundle_bytes(tmp_path)}
-    run_cell(make_notebooks.setup_cell(None))
+    run_cell(colab_tool.setup_cell(None))
     project = colab.content / "s8-project"
     assert Path.cwd() == project
     assert sorted(p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()) == BUNDLED
     assert colab.git_calls == [] and colab.upload_calls == 1 and len(colab.pip_calls) == 1
-    run_cell(make_notebooks.setup_cell(None))  # again, from inside the project folder
+    run_cell(colab_tool.setup_cell(None))  # again, from inside the project folder
     assert Path.cwd() == project
     monkeypatch.chdir(colab.content)  # again, from /content, with the unpacked folder there
-    run_cell(make_notebooks.setup_cell(None))
+    run_cell(colab_tool.setup_cell(None))
     assert Path.cwd() == project and colab.upload_calls == 1 and colab.git_calls == []
 
 
 def test_an_empty_s8_repo_url_asks_for_the_bundle_even_with_an_address(tmp_path, colab, monkeypatch):
     monkeypatch.setenv("S8_REPO_URL", "")  # the failed-clone message's way out
     colab.uploads = {"s8-bundle (1).zip": bundle_bytes(tmp_path), "notes.txt": b"not the bundle"}
-    run_cell(make_notebooks.setup_cell("jane/s8-fork"))
+    run_cell(colab_tool.setup_cell("jane/s8-fork"))
     assert Path.cwd() == colab.content / "s8-fork" and (Path.cwd() / "models.py").is_file()
     assert colab.git_calls == []
 
@@ -365,7 +387,7 @@ def test_an_empty_s8_repo_url_asks_for_the_bundle_even_with_an_address(tmp_path,
 def test_set_up_cell_wants_exactly_one_zip(colab, uploads):
     colab.uploads = uploads
     with pytest.raises(SystemExit, match="Upload one .zip"):
-        run_cell(make_notebooks.setup_cell(None))
+        run_cell(colab_tool.setup_cell(None))
     assert Path.cwd() == colab.content and not (colab.content / "s8-project").exists()
 
 
@@ -376,9 +398,9 @@ def test_set_up_cell_refuses_a_zip_that_writes_outside_its_folder(tmp_path, cola
         evil = str(tmp_path / "evil.py")
     colab.uploads = {"s8-bundle.zip": zip_bytes(["models.py", evil])}
     with pytest.raises(SystemExit) as stop:
-        run_cell(make_notebooks.setup_cell(None))
+        run_cell(colab_tool.setup_cell(None))
     message = str(stop.value)
-    assert repr(evil) in message and "python tools/make_notebooks.py --bundle" in message
+    assert repr(evil) in message and "python tools/colab.py --bundle" in message
     assert "\n" not in message  # one line
     assert not (tmp_path / "evil.py").exists() and not (colab.content.parent / "evil.py").exists()
     assert sorted(p.name for p in colab.content.iterdir()) == ["s8-bundle.zip"]  # nothing unpacked at all
@@ -399,9 +421,6 @@ def test_readme_file_table_names_every_file_of_the_tree():
 
 
 def test_figures_are_stored_as_palette_pngs_once():
-    import base64
-    import io
-
     import numpy as np
     from PIL import Image
 
@@ -411,15 +430,15 @@ def test_figures_are_stored_as_palette_pngs_once():
     buffer = io.BytesIO()
     Image.fromarray(pixels, "RGBA").save(buffer, "PNG")
     rgba = base64.b64encode(buffer.getvalue()).decode()
-    committed = make_notebooks.build("compare", "jane/s8")
+    committed = built("S8_compare.ipynb")
     k = next(k for k, c in enumerate(committed.cells) if c.source == "plots.plot_samples(data)")
     committed.cells[k].outputs = [nbformat.v4.new_output("display_data", data={"image/png": rgba})]
-    rebuilt = make_notebooks.build("compare", "jane/s8", committed)
+    rebuilt = build_notebooks.build("S8_compare.ipynb", committed)
     stored = rebuilt.cells[k].outputs[0]["data"]["image/png"]
     image = Image.open(io.BytesIO(base64.b64decode(stored)))
     assert image.mode == "P" and image.size == (80, 60)
     assert np.array_equal(np.asarray(image.convert("RGB")), pixels[..., :3])  # at most 64 colours: kept exactly
-    assert make_notebooks.palette_png(stored) == stored  # regenerating changes nothing
+    assert build_notebooks.palette_png(stored) == stored  # rebuilding changes nothing
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
@@ -432,122 +451,75 @@ def test_committed_notebooks_are_small_and_hold_no_widget_state(notebook):
                    for c in nb.cells for o in c.get("outputs", []))
 
 
-def test_regenerating_drops_progress_bars_left_without_their_widget():
+def test_rebuilding_drops_progress_bars_left_without_their_widget():
     from nbformat.v4 import new_output
 
-    old = make_notebooks.build("bn", None)
+    old = built("S8_BN.ipynb")
     training = next(c for c in old.cells if c.cell_type == "code" and "utils.fit(" in c.source)
     table = new_output("stream", name="stdout", text="    1      1.7192     42.85%\n")
     bar = new_output("display_data", data={"text/plain": "epoch 1:   0%|          | 0/391 [00:00<?, ?batch/s]"})
     figure = new_output("display_data", data={"text/plain": "<Figure size 700x300 with 1 Axes>"})
     training.outputs = [bar, table, figure]
-    again = make_notebooks.build("bn", None, old)
-    kept = next(c for c in again.cells if c.source == training.source).outputs
-    assert kept == [table, figure]
+    again = build_notebooks.build("S8_BN.ipynb", old)
+    assert next(c for c in again.cells if c.source == training.source).outputs == [table, figure]
     for notebook in NOTEBOOKS:  # the committed ones are clean
         assert not re.search(r"[0-9]+: +0%\|", (ROOT / notebook).read_text())
 
 
-def code_cells(notebook):
-    return [c.source for c in make_notebooks.build(notebook, None).cells if c.cell_type == "code"]
-
-
-@pytest.mark.parametrize("norm", list(make_notebooks.LESSONS))
-def test_each_lesson_is_mostly_its_own(norm):
-    """Fewer than half of a lesson's code cells are the same as a cell of another lesson."""
-    mine = code_cells(norm)
-    others = {source for other in make_notebooks.LESSONS if other != norm for source in code_cells(other)}
-    shared = [source for source in mine if source in others]
-    assert len(shared) < len(mine) / 2, (len(shared), len(mine))
-
-
 def test_student_cells_say_nothing_about_ci_or_nbval():
-    for key in make_notebooks.notebook_files():
-        for cell in make_notebooks.build(key, None).cells:
-            assert not re.search(r"\bCI\b|nbval", cell.source, flags=re.I), (key, cell.source[:80])
+    for notebook in NOTEBOOKS:
+        for cell in built(notebook).cells:
+            assert not re.search(r"\bCI\b|nbval", cell.source, flags=re.I), (notebook, cell.source[:80])
 
 
-@pytest.mark.parametrize("norm", list(make_notebooks.LESSONS))
-def test_nbval_checks_the_output_of_each_lessons_model_cell_alone(norm):
+@pytest.mark.parametrize("notebook", LESSONS)
+def test_nbval_checks_the_output_of_each_lessons_model_cell_alone(notebook):
     """The tag, not a comment in the student's code, makes nbval compare the model cell's printout (its
     parameters and layers) with the committed one; every other cell only has to run."""
     from nbval.plugin import find_comment_markers, find_metadata_tags
 
-    checked = [cell.source for cell in make_notebooks.build(norm, None).cells if cell.cell_type == "code"
-               and dict(find_metadata_tags(cell.metadata)).get("check")]
-    assert checked == [make_notebooks.MODEL]
-    assert not any(dict(find_comment_markers(c.source)) for c in make_notebooks.build(norm, None).cells)
+    cells = built(notebook).cells
+    checked = [c.source for c in cells if c.cell_type == "code" and dict(find_metadata_tags(c.metadata)).get("check")]
+    assert len(checked) == 1 and checked[0].startswith("torch.manual_seed(SEED)\nmodel = S8_model(NORM)")
+    assert not any(dict(find_comment_markers(c.source)) for c in cells)
 
 
 def test_the_compare_notebook_trains_nothing_and_links_each_lesson():
-    cells = make_notebooks.build("compare", None).cells
-    text = "\n".join(c.source for c in cells)
+    text = "\n".join(c.source for c in built("S8_compare.ipynb").cells)
     assert "utils.fit(" not in text and "run.py" in text
-    for spec in make_notebooks.LESSONS.values():
-        assert f"[`{spec['file']}`]({spec['file']})" in text
-    for norm in make_notebooks.LESSONS:  # and each lesson links it
-        assert "(S8_compare.ipynb)" in "\n".join(c.source for c in make_notebooks.build(norm, None).cells)
+    for notebook in LESSONS:
+        assert f"[`{notebook}`]({notebook})" in text
+        assert "(S8_compare.ipynb)" in "\n".join(c.source for c in built(notebook).cells)  # and each links it
 
 
-# The measured numbers in a text: decimals ('69.2', '-2.41', the '1.7' of '1.7e-06'), numbers with
-# thousands separators ('47,514') and integers of three or more digits ('114'); not 'x0.25' or 'C9'.
-NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+|\d{3,})")
+def test_notebooks_import_no_command_line_script():
+    for notebook in NOTEBOOKS:
+        text = "\n".join(c.source for c in built(notebook).cells if c.cell_type == "code")
+        assert not re.search(r"^\s*(import|from) (run|lessons|benchmark)\b", text, flags=re.M), notebook
 
 
-def numbers(text):
-    return set(NUMBER.findall(text))
+# A measured number: an accuracy or share ('69.2%'), a small difference ('1.7e-06') or a time ('1.455 ms');
+# not a setting such as momentum 0.1, nor 'x0.25', 'C9' or a formula's index.
+MEASURED = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:%| ms\b)|\d\.\d+e-\d+")
 
 
-def lesson_sections():
-    """{experiment: the generated part of its docs/lessons.md section} and {experiment: the prose written
-    beside it (from its end marker to the next heading)}: each `lessons.py` experiment, and sweep.py's
-    batch size."""
-    text = (ROOT / "docs" / "lessons.md").read_text()
-    generated, prose = {}, {}
-    for marker in re.findall(r"<!-- ([\w-]+):start -->", text):
-        name = marker.removeprefix("lesson-")
-        start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-        generated[name] = text.split(start, 1)[1].split(end, 1)[0]
-        prose[name] = re.split(r"\n## ", text.split(end, 1)[1], maxsplit=1)[0]
-    return generated, prose
+def test_no_measured_number_is_typed_into_the_notebooks_words():
+    """The numbers a lesson quotes come from its records, through experiments.show, not from markdown."""
+    for notebook in NOTEBOOKS:
+        for cell in built(notebook).cells:
+            if cell.cell_type == "markdown":
+                words = re.sub(r"\$\$.*?\$\$|\$[^$]*\$", "", cell.source, flags=re.S)  # formulas are not measurements
+                assert not MEASURED.findall(words), (notebook, MEASURED.findall(words), cell.source[:60])
 
 
-def unquoted(words, source):
-    return sorted(numbers(words) - numbers(source))
+def test_readmes_lessons_section_is_what_the_records_render():
+    import experiments
+    import results
 
-
-def test_the_words_beside_each_lesson_quote_its_measured_numbers():
-    """A sentence about a lesson's figure, in docs/lessons.md or in a notebook's markdown after
-    `lessons.show(...)` or the batch-size table, quotes only numbers that its generated section (made
-    from the records) holds, so a rerun that changes them makes the words fail here, not go stale."""
-    generated, prose = lesson_sections()
-    for name, words in prose.items():
-        assert not unquoted(words, generated[name]), (name, unquoted(words, generated[name]))
-    for key in make_notebooks.notebook_files():
-        cells = make_notebooks.build(key, None).cells
-        for cell, after in zip(cells, cells[1:]):
-            shown = re.fullmatch(r'lessons\.show\("([\w-]+)"\)', cell.source.strip())
-            name = shown[1] if shown else "batch-size" if "sweep.lessons_section(" in cell.source else None
-            if name and after.cell_type == "markdown":
-                assert not unquoted(after.source, generated[name]), (key, name, unquoted(after.source, generated[name]))
-
-
-def slug(heading):
-    """GitHub's anchor for a heading."""
-    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-
-
-def test_each_readme_lesson_quotes_only_numbers_of_the_section_it_links():
     readme = (ROOT / "README.md").read_text()
-    lessons_part = readme.split("## Lessons", 1)[1].split("\n## ", 1)[0]
-    sections = {}  # anchor -> the text of the '## ' section of docs/lessons.md that holds it
-    for part in re.split(r"\n(?=## )", (ROOT / "docs" / "lessons.md").read_text()):
-        for heading in re.findall(r"^#{2,3} (.+)$", part, flags=re.M):
-            sections.setdefault(slug(heading), part)
-    for paragraph in lessons_part.split("\n\n"):
-        anchors = re.findall(r"docs/lessons\.md#([\w-]+)", paragraph)
-        if not anchors:
-            continue
-        words = re.sub(r"\[[^\]]*\]\([^)]*\)|<img[^>]*>", "", paragraph)  # the links and images are not claims
-        assert all(a in sections for a in anchors), anchors
-        assert not unquoted(words, "".join(sections[a] for a in anchors)), (anchors, unquoted(words, sections[anchors[0]]))
+    start, end = results.section_markers("lessons")
+    assert readme.split(start, 1)[1].split(end, 1)[0].strip() == experiments.readme_lessons(ROOT)
+    lessons = (ROOT / "docs" / "lessons.md").read_text()
+    for name, experiment in experiments.EXPERIMENTS.items():
+        start, end = results.section_markers(experiments.section_name(name))
+        assert lessons.split(start, 1)[1].split(end, 1)[0].strip() == experiment.render(ROOT)[1], name

@@ -31,16 +31,16 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 PROGRESS_BAR = re.compile(r"[^\n]*: +\d+%\|")  # tqdm's text: 'epoch 3:   0%|          | 0/391 ...'
 
 
-def source_cells(name, sources=SOURCES):
+def source_cells(name, sources=None):
     """The cells of notebooks/`name`, each include replaced by the cells of the file it names."""
-    cells = []
+    sources, cells = sources or SOURCES, []
     for cell in jupytext.read(sources / name, fmt="py:percent").cells:
         match = INCLUDE.fullmatch(cell.source.strip()) if cell.cell_type == "code" else None
         cells += source_cells(match.group(1), sources) if match else [cell]
     return cells
 
 
-def build(notebook, old=None, sources=SOURCES):
+def build(notebook, old=None, sources=None):
     """The notebook `notebook` from its source; a code cell whose source is that of one of `old`'s
     keeps that cell's outputs (matched by source, so inserting a cell loses no outputs)."""
     nb = nbformat.v4.new_notebook(cells=source_cells(NOTEBOOKS[notebook], sources))
@@ -90,9 +90,9 @@ def palette_png(encoded):
     return base64.b64encode(buffer.getvalue()).decode() + "\n"
 
 
-def out_of_date(root=ROOT):
+def out_of_date(root=None):
     """The notebooks whose cells (sources, kinds, tags) differ from what their sources build."""
-    stale = []
+    root, stale = root or ROOT, []
     for notebook in NOTEBOOKS:
         path = root / notebook
         committed = nbformat.read(path, as_version=4) if path.exists() else None
@@ -110,7 +110,7 @@ def main(argv=None):
     p.add_argument("--clear-outputs", action="store_true", help="drop every output, not only those of changed cells")
     args = p.parse_args(argv)
     if args.check:
-        stale = out_of_date()
+        stale = out_of_date(ROOT)
         if stale:
             sys.exit(f"out of date with notebooks/: {', '.join(stale)}; run python tools/build_notebooks.py")
         print("every notebook matches its source")
@@ -118,7 +118,7 @@ def main(argv=None):
     for notebook in NOTEBOOKS:
         path = ROOT / notebook
         old = None if args.clear_outputs or not path.exists() else nbformat.read(path, as_version=4)
-        nbformat.write(build(notebook, old), path)
+        nbformat.write(build(notebook, old, ROOT / "notebooks"), path)
         print(f"wrote {notebook}")
 
 

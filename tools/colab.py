@@ -19,6 +19,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import nbformat
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
@@ -51,7 +53,7 @@ def with_repo(setup_source, repo):
                                         f'REPO_URL = os.environ.get("S8_REPO_URL", "{url}")', setup_source)
 
 
-def setup_cell(repo, sources=build_notebooks.SOURCES):
+def setup_cell(repo, sources=None):
     return with_repo(build_notebooks.source_cells("setup.py", sources)[0].source, repo)
 
 
@@ -147,7 +149,10 @@ def main(argv=None):
     if repo and not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
         p.error(f"--repo takes OWNER/NAME as on GitHub (e.g. jane/s8-normalization), got {repo!r}")
     point_at(repo, ROOT)
-    build_notebooks.main([])
+    for notebook in build_notebooks.NOTEBOOKS:  # rebuilt, each keeping its outputs
+        path = ROOT / notebook
+        old = nbformat.read(path, as_version=4) if path.exists() else None
+        nbformat.write(build_notebooks.build(notebook, old, ROOT / "notebooks"), path)
     print(f"Colab badges and clone address: github.com/{repo}" if repo else
           "no repository known (give --repo OWNER/NAME): no Colab badge, no clone address; on Colab the set-up "
           "cell asks for the zip that --bundle writes")

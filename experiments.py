@@ -192,7 +192,8 @@ class Lab:
                                                 percentiles=list(probes.PERCENTILES), blocks=recorder.values)}
 
         outcome = utils.run_one(run.model_config, run.cfg, data, self.precision(run.model_config.norm, run.cfg),
-                                self.device, quiet=True, probe=probe, keep_diverged=True)
+                                self.device, verbose=False, progress=False, probe=probe,
+                                keep_diverged=True)
         if recorder is not None:
             recorder.remove()
         record = outcome["record"]

@@ -188,7 +188,7 @@ def main(argv=None):
         for norm in norms:
             if args.validation:
                 for cfg in asked[norm]:
-                    run = utils.run_one(model_configs[norm], cfg, data, precisions[norm], device, args.quiet)
+                    run = utils.run_one(model_configs[norm], cfg, data, precisions[norm], device, progress=not args.quiet)
                     defaults = {**vars(utils.recipe(norm)), **ModelConfig(norm=norm).to_dict()}
                     changed = results.changed_settings({**vars(cfg), **model_configs[norm].to_dict()}, defaults)
                     results.write_validation(out, {**run["record"], "run_id": run_id, "tag": args.tag, "changed": changed})
@@ -198,8 +198,8 @@ def main(argv=None):
             stage = out / INCOMPLETE / f"{run_id}-{norm}"
             runs = []
             for cfg in asked[norm]:
-                run = utils.run_one(model_configs[norm], cfg, data, precisions[norm], device, args.quiet)
-                run["record"]["run_id"] = run_id
+                run = utils.run_one(model_configs[norm], cfg, data, precisions[norm], device, progress=not args.quiet)
+                run["record"]["run_id"] = run["checkpoint"]["run_id"] = run_id
                 save_seed(stage, run, data.classes, first=not runs)
                 runs.append(run["record"])
             summaries[norm] = results.summarize_seeds(runs)

@@ -268,6 +268,7 @@ def fit(model, data, cfg, device, precision, progress=True, log=print, stop_afte
     every epoch; return the History. `stop_after` trains only the first that many epochs of cfg.epochs'
     schedule (a look at early training: the same steps as the full run's first epochs). With `history`
     (a History), the rows go there as they come, so a caller keeps the epochs before a divergence."""
+    device = torch.device(device)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     data = data.to(device)
@@ -324,9 +325,10 @@ def get_incorrect_predictions(model, data, precision=FP32):
     return score(model, data, precision).mistakes(data.test_images)
 
 
-def run_one(model_config, cfg, data, precision, device, quiet=False, probe=None, keep_diverged=False):
+def run_one(model_config, cfg, data, precision, device, verbose=True, progress=True, probe=None, keep_diverged=False):
     """Train one seed of `model_config` with `cfg` in `precision`; returns {"record": the run's record
-    (results.run_record), "checkpoint", "mistakes", "model"}. `probe(model, steps_per_epoch)` is called
+    (results.run_record), "checkpoint", "mistakes", "model"}; `verbose` prints the model's summary and a line
+    per epoch, `progress` draws the progress bars. `probe(model, steps_per_epoch)` is called
     before training and returns a function that gives the record's extra fields after it. With
     `keep_diverged`, a run whose loss stops being finite is recorded as diverged (its finished epochs
     kept) instead of raising."""
@@ -334,7 +336,7 @@ def run_one(model_config, cfg, data, precision, device, quiet=False, probe=None,
     torch.manual_seed(cfg.seed)
     model = S8_model(**asdict(model_config))
     parameters = count_parameters(model)
-    if not quiet:
+    if verbose:
         print(f"\n=== {type(model).__name__} ({results.LABELS[model.norm]}) ===")
         summarize(model, device)
         print(f"{parameters:,} parameters: " + (f"within the {PARAMETER_BUDGET:,} budget" if parameters < PARAMETER_BUDGET
@@ -342,8 +344,7 @@ def run_one(model_config, cfg, data, precision, device, quiet=False, probe=None,
     extra = probe(model, math.ceil(len(data.train_labels) / cfg.batch_size)) if probe else None
     history, diverged = History(), None
     try:
-        fit(model, data, cfg, device, precision, progress=not quiet, log=(lambda line: None) if quiet else print,
-            history=history)
+        fit(model, data, cfg, device, precision, progress, log=print if verbose else lambda line: None, history=history)
     except FloatingPointError as err:
         if not keep_diverged:
             raise
@@ -351,6 +352,7 @@ def run_one(model_config, cfg, data, precision, device, quiet=False, probe=None,
     record = results.run_record(model, cfg, data, precision, describe_device(device), history, diverged,
                                 optimizer_groups(model, cfg), extra() if extra else {})
     saved = checkpoint(model, classes=list(data.classes), config=asdict(cfg), mean=data.mean.cpu(),
-                       std=data.std.cpu(), data=data.source, git_commit=record["git_commit"])
+                       std=data.std.cpu(), data=data.source, git_commit=record["git_commit"],
+                       git_dirty=record["git_dirty"])
     mistakes = history.scores.mistakes(data.test_images) if history.scores is not None and not diverged else []
     return {"record": record, "checkpoint": saved, "mistakes": mistakes, "model": model}

@@ -27,9 +27,20 @@ def test_norm_types():
     assert len(norms_in(gn)) == 8 and all(isinstance(m, nn.GroupNorm) and m.num_groups == 4 for m in norms_in(gn))
 
 
-def test_three_versions_differ_only_in_the_norm():
-    shapes = [[p.shape for n, p in cls().named_parameters() if "weight" in n and p.ndim == 4] for cls in VARIANTS]
-    assert shapes[0] == shapes[1] == shapes[2]
+def test_three_versions_differ_from_batchnorms_only_in_the_norm_its_place_and_its_conv():
+    """With BatchNorm put where a version puts its norm and given its 3x3 convs, every module and every
+    parameter but the norm layers' is the same: the norm table (its order and conv) is the only other seam."""
+    def without_norms(model):
+        norms = {name for name, m in model.named_modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))}
+        modules = [(name, "norm" if name in norms else type(m).__name__) for name, m in model.named_modules() if name]
+        params = [(n, p.shape) for n, p in model.named_parameters() if n.rsplit(".", 1)[0] not in norms]
+        return modules, params
+
+    for cls in VARIANTS:
+        model = cls()
+        twin = S8_model("bn", order=model.config.order, conv=model.config.conv)
+        assert without_norms(model) == without_norms(twin), cls.__name__
+    assert S8_model("gn").config.conv == "ws" and S8_model("ln").config.order == "relu-norm"
 
 
 @pytest.mark.parametrize("name,expected", [("bn", nn.BatchNorm2d), ("Batch", nn.BatchNorm2d),
@@ -110,9 +121,9 @@ def test_unknown_order_is_refused():
 
 def test_each_norm_sits_where_validation_put_it():
     bn, ln, gn = (cls() for cls in VARIANTS)
-    assert [type(m) for m in bn.c1] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
-    assert [type(m) for m in ln.c1] == [nn.Conv2d, nn.ReLU, nn.GroupNorm]
-    assert [type(m) for m in gn.c1] == [StdConv2d, nn.ReLU, nn.GroupNorm]  # weight-standardized convs
+    assert [type(m) for m in bn.C1] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert [type(m) for m in ln.C1] == [nn.Conv2d, nn.ReLU, nn.GroupNorm]
+    assert [type(m) for m in gn.C1] == [StdConv2d, nn.ReLU, nn.GroupNorm]  # weight-standardized convs
     assert count_parameters(bn) == 47_970 and count_parameters(ln) == count_parameters(gn) == 48_198
 
 
@@ -177,13 +188,13 @@ def test_without_a_norm_every_conv_keeps_its_bias():
 
 def test_channel_layer_norm_normalizes_each_pixel_over_the_channels_alone():
     torch.manual_seed(0)
-    layer = S8_model("lnc").c1[2]  # conv, ReLU, norm
+    layer = S8_model("lnc").C1[2]  # conv, ReLU, norm
     x = torch.randn(2, 16, 5, 5) * 3 + 1
     y = layer(x)
     assert torch.allclose(y.mean(1), torch.zeros(2, 5, 5), atol=1e-5)
     assert torch.allclose(y.var(1, unbiased=False), torch.ones(2, 5, 5), atol=1e-3)
     # the suite's LayerNorm takes one mean over C, H and W: its pixels keep different means
-    z = S8_model("ln").c1[2](x)
+    z = S8_model("ln").C1[2](x)
     assert torch.allclose(z.mean((1, 2, 3)), torch.zeros(2), atol=1e-5) and z.mean(1).std() > 0.1
 
 
@@ -204,14 +215,14 @@ def test_the_skips_switch_removes_both_additions_and_nothing_else():
     x = torch.randn(2, 3, 32, 32)
     assert not torch.allclose(on(x), off(x))
     # without skips, forward is the plain chain of the layers
-    chain = [off.c1, off.c2, off.c3, off.pool, off.C3, off.C4, off.C5, off.c6, off.pool, off.C7, off.C8, off.C9]
+    chain = [off.C1, off.C2, off.c3, off.P1, off.C3, off.C4, off.C5, off.c6, off.P2, off.C7, off.C8, off.C9]
     h = x
     for layer in chain:
         h = layer(h)
     assert torch.allclose(off(x), off.c10(h.mean((2, 3), keepdim=True)).flatten(1), atol=1e-6)
     # with them, C3's output joins C5's and C7's joins C9's
-    h = on.C3(on.pool(on.c3(on.c2(on.c1(x)))))
-    h = on.C7(on.pool(on.c6(on.C5(on.C4(h)) + h)))
+    h = on.C3(on.P1(on.c3(on.C2(on.C1(x)))))
+    h = on.C7(on.P2(on.c6(on.C5(on.C4(h)) + h)))
     h = on.C9(on.C8(h)) + h
     assert torch.allclose(on(x), on.c10(h.mean((2, 3), keepdim=True)).flatten(1), atol=1e-6)
     assert count_parameters(on) == count_parameters(off)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import utils
+from hardware import choose_precision
 from models import S8_model
 from muon import NEWTON_SCHULZ, MuonSGD, orthogonalize
 
@@ -90,7 +91,7 @@ def test_muon_trains_the_model():
 
     torch.manual_seed(0)
     history = utils.fit(S8_model("bn"), toy_data(), utils.TrainConfig(epochs=3, optimizer="muon", **FAST), "cpu",
-                        progress=False, log=lambda s: None)
+                        choose_precision("cpu", "bn", "off", False), progress=False, log=lambda s: None)
     assert history[-1]["train_loss"] < history[0]["train_loss"] and math.isfinite(history[-1]["test_loss"])
 
 
@@ -120,6 +121,7 @@ def test_muon_steps_through_a_grad_scaler_in_fp16():
 
     torch.manual_seed(0)
     cfg = utils.TrainConfig(epochs=2, optimizer="muon", **{**FAST, "amp": "fp16"})
-    history = utils.fit(S8_model("bn"), toy_data(64, 10), cfg, "cpu", progress=False, log=lambda s: None)
+    history = utils.fit(S8_model("bn"), toy_data(64, 10), cfg, "cpu", choose_precision("cpu", "bn", "fp16"),
+                        progress=False, log=lambda s: None)
     assert all(math.isfinite(row["train_loss"]) for row in history)
     assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -1,11 +1,10 @@
 """The figures (plots.py)."""
 
-import pytest
 import torch
 
 import plots
 import utils
-from conftest import CLASSES, fake_mistakes, fixed_logits, toy_data
+from conftest import CLASSES, fake_mistakes, toy_data
 
 
 def test_misclassified_grid_has_ten_titled_panels_in_5_rows_2_columns():
@@ -31,18 +30,6 @@ def test_curves_show_train_and_test_loss_and_accuracy():
     assert all(tick == int(tick) for tick in acc_ax.xaxis.get_major_locator().tick_values(1, 3))  # whole epochs
 
 
-def test_confusion_matrix_counts_true_against_predicted():
-    data = toy_data(10, 6)  # test labels 0..5
-    logits = torch.full((6, 10), -5.0)
-    for i, p in enumerate([0, 1, 9, 3, 9, 5]):
-        logits[i, p] = 5
-    counts = plots.confusion_matrix(fixed_logits(logits), data, utils.TrainConfig(amp="off"))
-    assert counts.shape == (10, 10) and counts.sum() == 6
-    assert counts[2, 9] == 1 and counts[4, 9] == 1 and counts.diag()[:6].tolist() == [1, 1, 0, 1, 0, 1]
-    acc = plots.per_class_accuracy(counts)
-    assert acc[:6].tolist() == [100, 100, 0, 100, 0, 100] and acc[7] == 0
-
-
 def test_sample_and_augmentation_figures():
     data = toy_data(40, 10)
     assert len(plots.plot_samples(data, per_class=2).get_axes()) == 20
@@ -52,14 +39,6 @@ def test_sample_and_augmentation_figures():
     shown = [torch.from_numpy(a.get_images()[0].get_array().data).permute(2, 0, 1) for a in axes]
     assert torch.equal(shown[0], data.train_images[3])  # the original, then copies made from it
     assert all(s.shape == shown[0].shape and not torch.equal(s, shown[0]) for s in shown[1:])
-
-
-def test_learning_rate_schedule_plot_rises_then_falls():
-    cfg = utils.TrainConfig(epochs=4, lr=0.1, warmup=0.25)
-    line = plots.plot_lr_schedule(cfg, steps_per_epoch=10).axes[0].get_lines()[0]
-    rates = list(line.get_ydata())
-    assert len(rates) == 40 and max(rates) == pytest.approx(0.1) and rates.index(max(rates)) in (9, 10)
-    assert rates[0] == pytest.approx(0.01) and rates[-1] < rates[0]
 
 
 def test_batch_size_figure_draws_each_norms_mean_and_seed_range():
@@ -78,3 +57,13 @@ def test_a_long_caption_is_wrapped_to_the_figures_width():
     lines = fig.get_supxlabel().splitlines()
     assert len(lines) > 1 and max(map(len, lines)) <= fig.get_figwidth() * 17
     assert " ".join(lines) == caption.strip()
+
+
+def test_the_figures_module_imports_neither_the_training_loop_nor_the_optimizers():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(plots.__file__).read_text())
+    imported = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in ast.walk(tree)
+                if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    assert not imported & {"utils", "muon", "experiments", "run", "lessons"}, imported

@@ -60,7 +60,7 @@ def test_folded_batchnorm_gives_the_same_logits_with_fewer_parameters():
     data = toy_data(64, 16)
     torch.manual_seed(0)
     model = S8_model("bn")
-    utils.fit(model, data, utils.TrainConfig(epochs=1, **FAST), "cpu", progress=False, log=lambda s: None)
+    utils.fit(model, data, utils.TrainConfig(epochs=1, **FAST), "cpu", utils.FP32, progress=False, log=lambda s: None)
     folded = probes.fold_batchnorm(model)
     x = normalize(data.test_images, data.mean, data.std)
     with torch.no_grad():
@@ -98,6 +98,6 @@ def test_norm_input_is_what_the_norm_of_a_block_normalizes():
     x = torch.randn(2, 3, 32, 32)
     captured = probes.norm_input(model, "C5", x)
     with torch.no_grad():  # by hand: the chain up to C5's ReLU (conv, ReLU, norm)
-        h = model.C3(model.pool(model.c3(model.c2(model.c1(x)))))
+        h = model.C3(model.P1(model.c3(model.C2(model.C1(x)))))
         expected = model.C5[1](model.C5[0](model.C4(h)))
     assert torch.allclose(captured, expected, atol=1e-6) and not model.training

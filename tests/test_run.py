@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,9 +17,11 @@ from conftest import write_tree
 from data import load_cifar10
 from models import NORM_TYPES, load_checkpoint
 
+ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
 ARTIFACTS = ["results/{n}.json", "results/{n}_seed0.json", "results/{n}_seed1.json", "checkpoints/{n}.pt",
              "images/{N}_curves.png", "images/{N}_misclassified.png"]
-README = "# title\n\n<!-- results-table:start -->\nold table\n<!-- results-table:end -->\n\nafter\n"
+README = ("# title\n\n<!-- results-table:start -->\nold table\n<!-- results-table:end -->\n\n"
+          "<!-- comparison:start -->\n<!-- comparison:end -->\n\nafter\n")
 
 
 def tiny_argv(tree, out, cache, *extra):
@@ -61,7 +64,7 @@ def test_run_all_writes_every_artifact(full_run):
         on_muon = 10 if utils.recipe(norm).optimizer == "muon" else 0  # the ten kernels a norm follows
         assert len(result["optimizer_groups"]["muon"]) == on_muon and "c10.weight" in result["optimizer_groups"]["sgd"]
         assert result["model"] == NORM_TYPES[norm].class_name and result["model_config"]["norm"] == norm
-        assert result["git_commit"] == run.code_version()["git_commit"] and "git_dirty" in result
+        assert result["git_commit"] == results.code_version()["git_commit"] and "git_dirty" in result
         assert all(len(str(r["test_acc"]).split(".")[-1]) <= 2 for r in result["history"])  # two decimals
     assert (out / "images" / "comparison.png").is_file()
     assert not list(out.rglob("*.tmp*")) and not (out / run.INCOMPLETE).exists()
@@ -172,7 +175,7 @@ def test_dry_run_without_out_leaves_the_saved_results_alone(full_run, tmp_path, 
 
 def interrupt_on_call(monkeypatch, n):
     """run_one raises KeyboardInterrupt on its n-th call, as Ctrl-C during that training would."""
-    real, calls = run.run_one, []
+    real, calls = run.utils.run_one, []
 
     def run_one(*args, **kwargs):
         calls.append(1)
@@ -180,7 +183,7 @@ def interrupt_on_call(monkeypatch, n):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run, "run_one", run_one)
+    monkeypatch.setattr(run.utils, "run_one", run_one)
 
 
 def test_ctrl_c_keeps_every_finished_norm_whole_and_the_earlier_files_of_the_rest(full_run, tmp_path, monkeypatch,
@@ -246,10 +249,24 @@ def test_bad_numbers_get_a_plain_message(capsys, flags, message):
 
 
 def test_subset_larger_than_the_training_set_is_refused_before_training(full_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(run, "run_one", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(run.utils, "run_one", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match="--subset 999999 is more than the 60 training images; use 1 to 60, or 0"):
         run.main(["--data", str(full_run.tree), "--cache", str(full_run.cache), "--out", str(tmp_path / "o"),
                   "--subset", "999999"])
+
+
+def test_a_subset_that_leaves_fewer_than_ten_test_images_is_refused_before_the_data(tmp_path, no_data):
+    with pytest.raises(ValueError, match="--subset 3 keeps 0 test images .* use --subset 50 or more"):
+        run.main(["--norm", "bn", "--out", str(tmp_path), "--subset", "3"])
+    with pytest.raises(ValueError, match="--subset 49 keeps 9 test images"):
+        run.main(["--norm", "bn", "--out", str(tmp_path), "--subset", "49"])
+
+
+def test_instance_norm_after_the_relu_is_named_before_the_data(tmp_path, no_data):
+    with pytest.warns(UserWarning, match="one channel per group after the ReLU trains at chance: each channel's "
+                                         "spatial mean becomes its shift.*use --order norm-relu"):
+        with pytest.raises(pytest.fail.Exception):  # then goes on, to the data this test refuses to load
+            run.main(["--norm", "in", "--order", "relu-norm", "--out", str(tmp_path)])
 
 
 def test_out_that_is_a_file_is_refused_before_the_data(tmp_path, no_data):
@@ -275,12 +292,22 @@ def test_committed_checkpoints_load_as_their_results_describe(norm):
     assert ckpt["model_config"] == summary["model_config"] and type(model).__name__ == summary["model"]
 
 
-def test_results_py_regenerates_the_readme_and_comparison_a_run_of_all_norms_wrote(full_run, tmp_path):
-    """After norms trained by separate runs, `python results.py` writes what `run.py --norm all` would."""
+def test_report_draws_the_readme_and_comparison_a_run_of_all_norms_wrote(full_run, tmp_path, monkeypatch):
+    """After norms trained by separate runs, `python run.py --report` writes what `run.py --norm all` would."""
     out = tmp_path / "out"
     shutil.copytree(full_run.out, out)
     (out / "README.md").write_text(README)
     (out / "images" / "comparison.png").unlink()
-    results.main(out)
+    monkeypatch.setattr(run.utils, "run_one", lambda *a, **k: pytest.fail("trained"))
+    assert run.main(["--report", "--out", str(out)]) == 0
     assert (out / "README.md").read_text() == (full_run.out / "README.md").read_text()
     assert (out / "images" / "comparison.png").read_bytes() == (full_run.out / "images" / "comparison.png").read_bytes()
+
+
+@pytest.mark.skipif(not ARCHIVE.is_file(), reason=f"offline CIFAR-10 not at {ARCHIVE}")
+def test_the_committed_batchnorm_checkpoint_scores_its_recorded_accuracy():
+    """checkpoints/bn.pt, saved before C1 and C2 took the template's names, loads under them and scores what
+    the fold lesson recorded for it (fp32, eval mode, the 10,000 test images)."""
+    model, _ = load_checkpoint(run.ROOT / "checkpoints" / "bn.pt", norm="bn")
+    fold = json.loads(results.record_path(run.ROOT, "fold", "bn").read_text())
+    assert round(utils.score(model, load_cifar10(ARCHIVE)).accuracy, 2) == round(fold["accuracy"], 2)

@@ -2,22 +2,20 @@
 
 import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import hardware
 import utils
 from conftest import FAST, fixed_logits, toy_data
-from data import load_cifar10
-from models import Model_Batch_Normalization, S8_model
-
-ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
+from models import ModelConfig, S8_model
 
 
 def quiet_fit(model, data, cfg, **kwargs):
-    return utils.fit(model, data, cfg, "cpu", progress=False, log=lambda s: None, **kwargs)
+    precision = hardware.choose_precision("cpu", getattr(model, "norm", None), cfg.amp, cfg.channels_last)
+    return utils.fit(model, data, cfg, "cpu", precision, progress=False, log=lambda s: None, **kwargs)
 
 
 def test_training_lowers_the_loss():
@@ -51,8 +49,8 @@ def test_bf16_autocast_trains_on_cpu():
 
 def test_fit_uses_the_precision_it_is_given_and_decides_nothing(monkeypatch):
     """run.py chooses the precision once per run; fit, train and the scoring take it as given."""
-    monkeypatch.setattr(utils, "choose_precision", lambda *a, **k: pytest.fail("precision chosen again"))
-    given = utils.Precision("off", True, "given")
+    monkeypatch.setattr(hardware, "choose_precision", lambda *a, **k: pytest.fail("precision chosen again"))
+    given = hardware.Precision("off", True, "given")
     seen, logged = [], []
     model = S8_model("bn")
     model.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
@@ -86,7 +84,7 @@ def test_nan_loss_stops_training_naming_epoch_and_step():
 def test_asking_for_cuda_without_it_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available; use --device cpu"):
-        utils.pick_device("cuda")
+        hardware.pick_device("cuda")
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -136,7 +134,7 @@ def test_scores_give_accuracy_flip_tta_and_mistakes_from_one_pass():
     assert items[0]["confidence"] > items[1]["confidence"] == pytest.approx(items[2]["confidence"])
     assert torch.equal(items[0]["image"], data.test_images[2])
     assert scores.accuracy == pytest.approx(50.0) and scores.flip_tta_accuracy == pytest.approx(50.0)
-    assert [i["index"] for i in utils.get_incorrect_predictions(model, data, utils.TrainConfig(amp="off"))] == [2, 1, 4]
+    assert [i["index"] for i in utils.get_incorrect_predictions(model, data, utils.FP32)] == [2, 1, 4]
 
 
 def test_flip_tta_averages_each_image_with_its_mirror_image():
@@ -177,12 +175,18 @@ def test_very_short_runs_train(images):
     assert h[0]["lr"] > 0
 
 
-@pytest.mark.skipif(not ARCHIVE.is_file(), reason=f"offline CIFAR-10 not at {ARCHIVE}")
-def test_two_short_epochs_of_batchnorm_on_real_data_reach_40_percent():
-    """All 60,000 images load; 2 epochs on 10,000 of them (in the precision the hardware chooses)
-    reach 40% on 2,000 test images (49% measured, where chance is 10%): the pipeline learns."""
-    data = load_cifar10(ARCHIVE)
-    assert len(data.train_labels) == 50_000 and len(data.test_labels) == 10_000
-    torch.manual_seed(0)
-    history = quiet_fit(Model_Batch_Normalization(), data.subset(10_000, 2_000), utils.TrainConfig(epochs=2))
-    assert history[-1]["test_acc"] >= 40.0
+def test_a_batch_larger_than_the_training_set_is_named_before_training():
+    with pytest.warns(UserWarning, match="batch size 128 is larger than the 64 training images: one step per epoch"):
+        quiet_fit(S8_model("bn"), toy_data(64, 10), utils.TrainConfig(epochs=1, batch_size=128, amp="off"))
+
+
+def test_run_one_records_what_it_trained_in_one_schema():
+    cfg = utils.TrainConfig(epochs=2, **FAST)
+    run = utils.run_one(ModelConfig(norm="gn"), cfg, toy_data(64, 10), hardware.choose_precision("cpu", "gn", "off", False),
+                        "cpu", verbose=False, progress=False, probe=lambda model, steps: lambda: {"steps_per_epoch": steps})
+    record = run["record"]
+    assert record["config"] == {**dataclasses.asdict(cfg), "amp": "off", "channels_last": False}  # as chosen
+    assert record["model_config"] == ModelConfig(norm="gn").to_dict() and record["steps_per_epoch"] == 2
+    assert record["final_test_accuracy"] == record["history"][-1]["test_acc"] and record["diverged"] is None
+    assert record["precision"] == "fp32, NCHW (asked for)" and record["train_images"] == 64
+    assert run["checkpoint"]["model_config"] == record["model_config"] and len(run["mistakes"]) > 0

@@ -3,19 +3,17 @@
     python benchmark.py --data ../shared/data/cifar10-jpg.tar.gz
 
 Public pipeline: torchvision transforms on PIL images (RandomCrop with padding 4,
-RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with two workers, batch 64, fp32.
+RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with two workers, batch 64, fp32, plain SGD.
 This suite: uint8 tensors in memory, whole-batch augmentation, batch 128, and the precision and
 memory layout hardware.py chooses for this machine and norm (bf16 autocast only where the CPU has
-native bf16; --amp forces one), once with the second push's recipe (SGD, plain convs) and once with
-today's (the norm's recipe and convs: Muon for the conv kernels, and Weight Standardization for
-GroupNorm); the last row of each norm gives today's images per second over the old recipe's.
+native bf16; --amp forces one), with the norm's recipe and convs (Muon for the conv kernels, and
+Weight Standardization for GroupNorm).
 Prints images per second, seconds per 50,000-image epoch and the ratio to the public pipeline; on a
 GPU also the time for 20 epochs of each norm. Writes the report to --report (default results/benchmark.txt).
 """
 
 import argparse
 import time
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +52,7 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
 
     torch.manual_seed(0)
     model = S8_model(norm)
-    cfg = utils.TrainConfig(batch_size=batch_size, amp="off", channels_last=False)
-    optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=steps + 10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)  # as public solutions do
     loader = DataLoader(PILCIFAR(data.train_images, data.train_labels), batch_size=batch_size,
                         shuffle=True, num_workers=workers, persistent_workers=True)
     model.train()
@@ -63,25 +60,22 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
     for step, (x, y) in enumerate(loader):
         if step == 5:  # warm-up done: workers started, first batches out
             seen, start = 0, time.perf_counter()
-        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+        loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        scheduler.step()
         seen += len(y)
         if step == steps + 5:
             break
     return seen / (time.perf_counter() - start)
 
 
-def suite_ips(data, norm, images, device, cfg=None, conv=None):
-    """Images/s of utils.train on `images` training images, after a warm-up epoch; `conv` None: the
-    norm's own 3x3 convs."""
-    cfg = cfg or utils.recipe(norm)
+def suite_ips(data, norm, images, device, cfg):
+    """Images/s of utils.train on `images` training images with `cfg`, after a warm-up epoch."""
     precision = choose_precision(device, norm, cfg.amp, cfg.channels_last)
     part = data.subset(images, 1, seed=0).to(device)
     torch.manual_seed(0)
-    model = S8_model(norm, conv=conv).to(device, memory_format=precision.memory_format)
+    model = S8_model(norm).to(device, memory_format=precision.memory_format)
     steps = -(-images // cfg.batch_size)
     optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=2 * steps)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -131,19 +125,13 @@ def main(argv=None):
     print(lines[0] + "\n" + lines[1])
     for norm in args.norms.split(","):
         rows = [("public: PIL transforms, DataLoader x2, bs64, fp32", public_pipeline_ips(data, norm, args.steps))]
-        # The suite with the second push's recipe (SGD, plain convs) and with today's (the norm's recipe
-        # and convs): what Muon's Newton-Schulz steps and Weight Standardization cost.
-        recipe = utils.recipe(norm, amp=args.amp)
-        for cfg, conv in ((replace(recipe, optimizer="sgd"), "plain"), (recipe, None)):
-            precision = choose_precision(cpu, norm, cfg.amp, cfg.channels_last)
-            convs = conv or ModelConfig(norm=norm).conv
-            rows.append((f"suite: uint8, batch augment, bs128, {_short(precision)}, {cfg.optimizer}"
-                         + (", ws" if convs == "ws" else ""), suite_ips(data, norm, args.images, cpu, cfg, conv)))
+        cfg = utils.recipe(norm, amp=args.amp)
+        precision = choose_precision(cpu, norm, cfg.amp, cfg.channels_last)
+        rows.append((f"suite: uint8, batch augment, bs128, {_short(precision)}, muon"
+                     + (", ws" if ModelConfig(norm=norm).conv == "ws" else ""), suite_ips(data, norm, args.images, cpu, cfg)))
         for name, ips in rows:
             lines.append(f"{name:{NAME_WIDTH}s} {LABELS[norm]:9s} {ips:9.0f}  {50000 / ips:12.1f}  {ips / rows[0][1]:.2f}x")
             print(lines[-1], flush=True)
-        lines.append(f"{'  recipe / sgd images per second':{NAME_WIDTH}s} {LABELS[norm]:9s} {rows[2][1] / rows[1][1]:.2f}x")
-        print(lines[-1], flush=True)
     if torch.cuda.is_available():
         device = torch.device("cuda")
         precision = choose_precision(device, None, args.amp)

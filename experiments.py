@@ -110,8 +110,10 @@ def fingerprint(model_config, config, data, train_images, test_images):
     with warnings.catch_warnings():  # a lesson's deliberate failure (one channel per group) warns
         warnings.simplefilter("ignore")
         model = ModelConfig(**model_config).to_dict()
+    if results.optimizer_label(config) == "SGD":  # the earlier recipe: no request of today's asks for it
+        raise ValueError("a run of the earlier recipe")
     train = {k: v for k, v in asdict(utils.TrainConfig(**{k: v for k, v in config.items()
-                                                           if k not in PRECISION_FIELDS})).items()
+                                                           if k not in (*PRECISION_FIELDS, "optimizer")})).items()
              if k not in PRECISION_FIELDS}
     text = json.dumps([model, train, data, train_images, test_images], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -136,20 +138,16 @@ class Lab:
         self._data = {}
 
     def data(self, kind):
+        """"full" (all training images, or plan.full_images, scored on the test set), "screen" or "sweep"."""
         if kind not in self._data:
-            full = self._data.get("all") or load_cifar10(self.source, cache_dir=self.cache)
-            self._data["all"], p = full, self.plan
-            if kind == "full":
-                self._data[kind] = full.subset(p.full_images, seed=0) if p.full_images else full
-            elif kind == "screen":
-                split = full.validation_split(p.validation, seed=0)
-                self._data[kind] = split.subset(p.screen_images, p.validation, seed=0)
-            elif kind == "sweep":
-                self._data[kind] = full.subset(p.sweep_images, p.sweep_test, seed=0)
+            p, full = self.plan, self._data.get("all") or load_cifar10(self.source, cache_dir=self.cache)
+            self._data.update(all=full, full=full.subset(p.full_images, seed=0) if p.full_images else full,
+                              screen=full.validation_split(p.validation, seed=0).subset(p.screen_images, p.validation, seed=0),
+                              sweep=full.subset(p.sweep_images, p.sweep_test, seed=0))
         return self._data[kind]
 
     def precision(self, norm, cfg):
-        return choose_precision(self.device, norm, cfg.amp, cfg.channels_last)
+        return choose_precision(self.device, norm, self.amp, cfg.channels_last)
 
     def matching(self, path, model_config, cfg, data, say=True):
         """The record at `path` if its fingerprint is the request's, else None (a stale one is named)."""
@@ -180,22 +178,14 @@ class Lab:
         found = self.answered(run)
         if found is not None:
             return found
-        data = self.data(run.data)
-        recorder = None
-
-        def probe(model, steps):
-            nonlocal recorder
-            if not run.activations:
-                return None
+        def probe(model, steps):  # what enters each ReLU, read (and the hooks taken out) when training ends
             recorder = probes.ActivationRecorder(model, probes.first_epoch_and_end(steps, steps * run.cfg.epochs))
-            return lambda: {"activations": dict(steps=recorder.steps, steps_per_epoch=steps,
-                                                percentiles=list(probes.PERCENTILES), blocks=recorder.values)}
+            return lambda: recorder.remove() or {"activations": dict(
+                steps=recorder.steps, steps_per_epoch=steps, percentiles=list(probes.PERCENTILES), blocks=recorder.values)}
 
-        outcome = utils.run_one(run.model_config, run.cfg, data, self.precision(run.model_config.norm, run.cfg),
-                                self.device, verbose=False, progress=False, probe=probe,
+        outcome = utils.run_one(run.model_config, run.cfg, self.data(run.data), self.precision(run.model_config.norm, run.cfg),
+                                self.device, verbose=False, progress=False, probe=probe if run.activations else None,
                                 keep_diverged=True)
-        if recorder is not None:
-            recorder.remove()
         record = outcome["record"]
         results.write_record(self.out, run.folder, run.name, record)
         if run.keep_checkpoint and not record["diverged"]:
@@ -323,11 +313,11 @@ def render_skips(out):
                 f" at full length ({'; '.join(f'{LABELS[n]} {accuracy[(n, True)]:.1f}% with them, {accuracy[(n, False)]:.1f}% without' for n in with_norm)}); "
                 f"without a norm the network reached {accuracy[('none', True)]:.1f}% with them and "
                 f"{accuracy[('none', False)]:.1f}% without")
-    lines += ["", f"What it shows: {headline}. At initialisation without norm or skips, C1's gradient is "
+    lines += ["", "At initialisation without norm or skips, C1's gradient is "
               f"{mean_and_range([r['init']['C1'] for r in grads[('none', False)]])[0]:.2g}, against "
               f"{mean_and_range([r['init']['C1'] for r in grads[('none', True)]])[0]:.2g} with the skips."]
     fig = plots.plot_skips({k: [r["history"] for r in v] for k, v in runs.items()}, grads, LABELS)
-    return fig, "\n".join(lines), headline
+    return fig, lines, headline
 
 
 # --- learning rate and activations ------------------------------------------------------------
@@ -357,8 +347,7 @@ def render_lr(out):
                 best[norm] = (m, mean_and_range(done)[0])
         lines.append(f"| {LABELS[norm]} | " + " | ".join(cells) + " |")
     headline = "Each norm's best rate: " + "; ".join(f"{LABELS[n]} {acc:.1f}% at x{m:g}" for n, (m, acc) in best.items())
-    lines += ["", f"What it shows: {headline}."]
-    return plots.plot_lr_sweep(table, LABELS, screening_setting(every)), "\n".join(lines), headline
+    return plots.plot_lr_sweep(table, LABELS, screening_setting(every)), lines, headline
 
 
 def render_activations(out):
@@ -379,8 +368,7 @@ def render_activations(out):
     headline = (f"Without a norm, the 99th percentile of what enters C9's ReLUs at the end of training is "
                 f"{', '.join(f'{v:.2f}' for v in last_99)} (seeds {seeds_of(runs['none'])}): "
                 + ("almost all of it is cut off" if max(last_99) < 0 else "some of it passes"))
-    lines += ["", f"What it shows: {headline}."]
-    return plots.plot_activations({norm: runs[norm][0] for norm in LESSON_NORMS}, LABELS), "\n".join(lines), headline
+    return plots.plot_activations({norm: runs[norm][0] for norm in LESSON_NORMS}, LABELS), lines, headline
 
 
 # --- BatchNorm folded ------------------------------------------------------------------------
@@ -418,9 +406,8 @@ def render_fold(out):
     headline = (f"Folded into the convs, BatchNorm changes {r['predictions_changed']} of the {r['test_images']:,} test "
                 f"predictions (largest logit difference {r['max_logit_difference']:.2e}) and leaves "
                 f"{r['parameters_folded']:,} parameters of {r['parameters']:,}")
-    lines += ["", f"What it shows: {headline}. Times: the median of 5 passes on the machine named above; they "
-              "change from run to run."]
-    return plots.plot_fold(r["seconds_per_image"]), "\n".join(lines), headline
+    lines += ["", "Times: the median of 5 passes on the machine named above; they change from run to run."]
+    return plots.plot_fold(r["seconds_per_image"]), lines, headline
 
 
 # --- a batch of one ----------------------------------------------------------------------------
@@ -450,8 +437,7 @@ def render_batch_of_one(out):
                 "when each image is passed alone (these models: the screening runs'); "
                 + (f"the other models ({', '.join(others)}) change none, in either mode" if others else
                    "every other model changes some"))
-    lines += ["", f"What it shows: {headline}."]
-    return plots.plot_batch_of_one(record, LABELS), "\n".join(lines), headline
+    return plots.plot_batch_of_one(record, LABELS), lines, headline
 
 
 # --- two LayerNorms and GroupNorm's group size --------------------------------------------------
@@ -467,10 +453,9 @@ def render_layernorms(out):
     headline = (f"The per-image GroupNorm(1, C) reached {mean_and_range(a)[0]:.1f}% and the per-pixel LayerNorm(C) "
                 f"{mean_and_range(b)[0]:.1f}% at screening size: "
                 + ("beyond the seeds' range" if differ(a, b) else "within the seeds' range, no difference"))
-    lines += ["", f"What it shows: {headline}."]
     fig = plots.plot_screening_curves({LAYERNORM_NAMES[v]: [r["history"] for r in runs[v]] for v in runs},
                                       screening_setting(runs["ln"]))
-    return fig, "\n".join(lines), headline
+    return fig, lines, headline
 
 
 def render_groups(out):
@@ -489,9 +474,8 @@ def render_groups(out):
                 + (", no pair beyond the seeds' range" if level else "") + "; one channel per group scored "
                 f"{mean_and_range(finished(runs['in']))[0]:.1f}% before the ReLU and "
                 f"{mean_and_range(finished(runs['gn-cpg1']))[0]:.1f}% after it")
-    lines += ["", f"What it shows: {headline}."]
     table = {GROUP_LABELS[v]: finished(runs[v]) for v in GROUP_LABELS}
-    return plots.plot_group_size(table, screening_setting(every)), "\n".join(lines), headline
+    return plots.plot_group_size(table, screening_setting(every)), lines, headline
 
 
 # --- placement ---------------------------------------------------------------------------------
@@ -523,8 +507,7 @@ def render_placement(out):
             better.append(f"{LABELS[norm]} {mean_and_range(after)[0]:.1f}% after the ReLU against "
                           f"{mean_and_range(before)[0]:.1f}% before")
     headline = "On validation, with an earlier recipe (SGD, plain convs): " + "; ".join(better)
-    lines += ["", f"What it shows: {headline}."]
-    return plots.plot_placement(table, LABELS), "\n".join(lines), headline
+    return plots.plot_placement(table, LABELS), lines, headline
 
 
 # --- the batch size ------------------------------------------------------------------------------
@@ -570,7 +553,7 @@ def gap_table(out=ROOT):
 def recipe_of(config, conv):
     """What trained a batch-size point, in words: runs of one norm trained with different recipes do not
     belong in one figure."""
-    if config.get("optimizer") == "muon":
+    if results.optimizer_label(config) != "SGD":
         rule = (f"Muon (peak {config['muon_lr']}, momentum {config['muon_momentum']}) on the conv kernels and SGD "
                 f"with Nesterov momentum {config['momentum']} on the rest")
     else:
@@ -614,9 +597,8 @@ def render_batch_size(out):
         name, row = next(iter(gap.items()))
         headline += (f"; the full run's BatchNorm model scores {row['eval']:.2f}% with its running statistics and "
                      f"{row[f'train_bs{GAP_BATCHES[0]}']:.2f}% with those of {GAP_BATCHES[0]} test images")
-    lines += ["", f"What it shows: {headline}."]
     caption = f"{first['train_images']:,} training images, {first['epochs']} epochs; {results.trained_on(runs)}"
-    return plots.plot_batch_size(table, LABELS, caption), "\n".join(lines), headline
+    return plots.plot_batch_size(table, LABELS, caption), lines, headline
 
 
 # ---------------------------------------------------------------------------------------------
@@ -627,14 +609,15 @@ class Experiment:
     title: str  # the README's bold lead-in
     notebook: str  # where a student meets it
     anchor: str  # its section of docs/lessons.md
-    render: callable
+    render: callable  # (figure, the section's lines, the headline) from the records under a folder
     runs: callable = lambda plan: []
     measure: callable = None
+    section: str = ""  # its markers in docs/lessons.md; default lesson-<name>
 
 
 EXPERIMENTS = {
     "batch-size": Experiment("The batch size", "S8_compare.ipynb", "what-the-batch-size-does-to-each-norm",
-                             render_batch_size, batch_size_runs, measure_batch_size),
+                             render_batch_size, batch_size_runs, measure_batch_size, "batch-size"),
     "lr": Experiment("What a norm buys: the learning rate", "S8_compare.ipynb", "what-a-norm-does-to-the-learning-rate",
                      render_lr, lambda plan: screening_runs(plan, LESSON_NORMS, plan.multipliers)),
     "skips": Experiment("The skip connections", "S8_compare.ipynb", "what-the-skip-connections-do",
@@ -642,7 +625,8 @@ EXPERIMENTS = {
     "activations": Experiment("What enters each ReLU", "S8_compare.ipynb", "what-enters-each-relu",
                               render_activations, lambda plan: screening_runs(plan, LESSON_NORMS)),
     "batch-of-one": Experiment("A batch of one", "S8_LN.ipynb", "a-batch-of-one", render_batch_of_one,
-                               lambda plan: screening_runs(replace_seeds(plan, (0,)), LESSON_NORMS), measure_batch_of_one),
+                               lambda plan: screening_runs(Plan(**{**asdict(plan), "seeds": (0,)}), LESSON_NORMS),
+                               measure_batch_of_one),
     "fold": Experiment("Folding BatchNorm", "S8_BN.ipynb", "batchnorm-folds-into-the-conv", render_fold,
                        measure=measure_fold),
     "layernorms": Experiment("Two LayerNorms", "S8_LN.ipynb", "two-kinds-of-layernorm", render_layernorms,
@@ -654,16 +638,18 @@ EXPERIMENTS = {
 }
 
 
-def replace_seeds(plan, seeds):
-    return Plan(**{**asdict(plan), "seeds": seeds})
-
-
 def section_name(name):
-    return "batch-size" if name == "batch-size" else f"lesson-{name}"
+    return EXPERIMENTS[name].section or f"lesson-{name}"
 
 
 def figure_path(out, name):
     return Path(out) / "images" / ("batch_size.png" if name == "batch-size" else f"lesson_{name.replace('-', '_')}.png")
+
+
+def rendered(name, out=ROOT):
+    """(figure, section, headline) of `name` from the records under `out`; NotRunYet where there are none."""
+    fig, lines, headline = EXPERIMENTS[name].render(out)
+    return fig, "\n".join([*lines, "", f"What it shows: {headline}."]), headline
 
 
 def measure(lab, name):
@@ -678,7 +664,7 @@ def measure(lab, name):
 def publish(out, name):
     """Draw `name`'s figure and write its section of docs/lessons.md and README's lessons section from the
     records; returns the section."""
-    fig, section, _ = EXPERIMENTS[name].render(out)
+    fig, section, _ = rendered(name, out)
     save_figure(fig, figure_path(out, name))
     results.write_section(Path(out) / "docs" / "lessons.md", section_name(name), section)
     results.write_section(Path(out) / "README.md", "lessons", readme_lessons(out))
@@ -704,7 +690,7 @@ def show(name, out=ROOT):
     from IPython.display import Markdown, display
 
     try:
-        fig, section, _ = EXPERIMENTS[name].render(out)
+        fig, section, _ = rendered(name, out)
     except NotRunYet as err:
         display(Markdown(f"*Not run yet:* {err}."))
         return

@@ -28,32 +28,12 @@ import torch
 from torch import nn
 
 
-def _batch_norm(channels, groups):
-    return nn.BatchNorm2d(channels)
-
-
-def _layer_norm(channels, groups):
-    # Layer norm over (C, H, W) of each image is GroupNorm with one group; nn.LayerNorm would
-    # need the spatial size fixed in advance and learn a scale per pixel.
-    return nn.GroupNorm(1, channels)
-
-
 def _group_norm(channels, groups, channels_per_group=None):
     if channels_per_group:
         _check_divides("channels_per_group", channels_per_group, (channels,))
         return nn.GroupNorm(channels // channels_per_group, channels)
     _check_divides("groups", groups, (channels,))
     return nn.GroupNorm(groups, channels)
-
-
-def _instance_norm(channels, groups):
-    # One channel per group: statistics over (H, W) of each channel of each image. GroupNorm keeps
-    # the per-channel scale and shift that nn.InstanceNorm2d leaves out by default.
-    return nn.GroupNorm(channels, channels)
-
-
-def _no_norm(channels, groups):
-    return nn.Identity()
 
 
 class ChannelLayerNorm(nn.Module):
@@ -67,10 +47,6 @@ class ChannelLayerNorm(nn.Module):
 
     def forward(self, x):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-def _channel_layer_norm(channels, groups):
-    return ChannelLayerNorm(channels)
 
 
 def _check_divides(name, value, widths):
@@ -106,14 +82,21 @@ ORDERS = ("norm-relu", "relu-norm")
 # channel's spatial mean equal to its shift (beta), so the global average pool sees the same numbers
 # for every image (screening runs at chance, 9.76%, loss stuck at ln 10).
 NORM_TYPES = {t.key: t for t in (
-    NormType("bn", ("batch", "batchnorm"), "BatchNorm", "Model_Batch_Normalization", _batch_norm, "norm-relu"),
-    NormType("ln", ("layer", "layernorm"), "LayerNorm", "Model_Layer_Normalization", _layer_norm, "relu-norm"),
-    NormType("gn", ("group", "groupnorm"), "GroupNorm", "Model_Group_Normalization", _group_norm, "relu-norm", "ws"),
-    NormType("in", ("instance", "instancenorm"), "InstanceNorm", "Model_Instance_Normalization", _instance_norm,
+    NormType("bn", ("batch", "batchnorm"), "BatchNorm", "Model_Batch_Normalization", lambda c, groups: nn.BatchNorm2d(c),
              "norm-relu"),
-    NormType("none", ("identity", "no-norm"), "no norm", "Model_No_Normalization", _no_norm, "norm-relu"),
+    # Layer norm over (C, H, W) of each image is GroupNorm with one group; nn.LayerNorm would need the
+    # spatial size fixed in advance and learn a scale per pixel.
+    NormType("ln", ("layer", "layernorm"), "LayerNorm", "Model_Layer_Normalization", lambda c, groups: nn.GroupNorm(1, c),
+             "relu-norm"),
+    NormType("gn", ("group", "groupnorm"), "GroupNorm", "Model_Group_Normalization", _group_norm, "relu-norm", "ws"),
+    # One channel per group: statistics over (H, W) of each channel of each image; GroupNorm keeps the
+    # per-channel scale and shift that nn.InstanceNorm2d leaves out by default.
+    NormType("in", ("instance", "instancenorm"), "InstanceNorm", "Model_Instance_Normalization",
+             lambda c, groups: nn.GroupNorm(c, c), "norm-relu"),
+    NormType("none", ("identity", "no-norm"), "no norm", "Model_No_Normalization", lambda c, groups: nn.Identity(),
+             "norm-relu"),
     NormType("lnc", ("channel-layernorm", "layernorm-c"), "LayerNorm over C", "Model_Channel_Layer_Normalization",
-             _channel_layer_norm, "relu-norm"),
+             lambda c, groups: ChannelLayerNorm(c), "relu-norm"),
 )}
 
 # The three norms the suite trains, compares and teaches one notebook each.

@@ -196,8 +196,9 @@ def test_accuracy(r):
 
 
 def optimizer_label(config):
-    """'SGD', or 'Muon 0.1 + SGD' (Muon's peak rate for the conv kernels, SGD for the rest)."""
-    if config.get("optimizer", "sgd") == "muon":  # results written before Muon record no optimizer
+    """'Muon 0.1 + SGD' (Muon's peak rate for the conv kernels, SGD for the rest), or 'SGD' for a record of
+    the earlier recipe (SGD for every kernel: written before Muon, with no muon_lr, or with optimizer 'sgd')."""
+    if "muon_lr" in config and config.get("optimizer", "muon") == "muon":
         return f"Muon {config['muon_lr']} + SGD"
     return "SGD"
 
@@ -301,22 +302,6 @@ def update_readme(out=ROOT, saved=None):
 # ---------------------------------------------------------------------------------------------
 # Validation runs (run.py --validation): results/validation/<tag>-<norm>[-seed<k>].json and the record.
 
-VALIDATION_HEADER = """# Validation record
-
-Every setting of the suite was chosen here, on 5,000 training images held out (seeded) from the
-50,000, never on the test set. Each row is one run of `python run.py --validation 5000 --tag TAG ...`;
-the accuracy is the last epoch's, on the held-out images. Rows trained on fewer than the 45,000
-remaining images (`--subset N`, the same seeded subset for every seed of one command, scored on
-N/5 of the held-out images) are screening runs: they compare settings with each other at that
-size, not with full runs.
-Seconds per epoch depend on the machine and precision of each run. Generated from
-`results/validation/*.json` by run.py; what was concluded is in docs/experiments.md.
-
-| tag | norm | differs from the defaults of the time | train images | val images | epochs | seed | precision | val acc | train acc | s/epoch |
-|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|
-"""
-
-
 def changed_settings(settings, defaults):
     """'lr=0.1, cutout=8' for the settings that differ from `defaults` (seed aside), or '-'."""
     return ", ".join(f"{k}={v}" for k, v in settings.items()
@@ -324,13 +309,14 @@ def changed_settings(settings, defaults):
 
 
 def validation_record(entries):
-    """Markdown table of validation runs, in the order of their tags."""
-    rows = []
+    """Markdown table of validation runs, in the order of their tags (results/validation.md's section)."""
+    rows = ["| tag | norm | differs from the defaults of the time | train images | val images | epochs | seed | precision "
+            "| val acc | train acc | s/epoch |", "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in sorted(entries, key=lambda r: (r.get("tag", ""), list(NORM_TYPES).index(r["norm"]), r["seed"])):
         rows.append(f"| {r.get('tag', '')} | {LABELS[r['norm']]} | {r.get('changed', '?')} | {r['train_images']:,} | "
                     f"{r['test_images']:,} | {r['epochs']} | {r['seed']} | {_amp_label(r['config']['amp'])} | {r['final_test_accuracy']:.2f}% | "
                     f"{r['final_train_accuracy']:.2f}% | {r['seconds_per_epoch']:.1f} |")
-    return VALIDATION_HEADER + "\n".join(rows) + "\n"
+    return "\n".join(rows)
 
 
 def _amp_label(amp):
@@ -346,4 +332,7 @@ def write_validation(out, result):
     """results/validation/<tag>-<norm>[-seed<k>].json (seed 0 has no suffix), then the record."""
     suffix = f"-seed{result['seed']}" if result["seed"] else ""
     write_json(Path(out) / "results" / "validation" / f"{result['tag']}-{result['norm']}{suffix}.json", result)
-    write_text(Path(out) / "results" / "validation.md", validation_record(validation_runs(out)))
+    record = Path(out) / "results" / "validation.md"  # its words stand around the generated section
+    if not record.is_file():
+        write_text(record, "# Validation record\n\n<!-- validation-runs:start -->\n<!-- validation-runs:end -->\n")
+    write_section(record, "validation-runs", validation_record(validation_runs(out)))

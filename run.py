@@ -80,8 +80,6 @@ def parse_args(argv=None):
     add_config_flags(p, utils.TrainConfig, skip=("seed",), special={
         "amp": dict(choices=AMP_CHOICES, help="mixed precision (default auto: bf16 where the hardware has it "
                                               "natively, fp16 with a GradScaler on older CUDA GPUs, else fp32)"),
-        "optimizer": dict(choices=utils.OPTIMIZERS, help="sgd, or muon: Muon for the conv kernels a norm follows "
-                                                         "(all but c10), SGD for the rest (default sgd)"),
         "channels_last": dict(action=argparse.BooleanOptionalAction,
                               help="memory layout (default: channels-last where measured faster for the norm on "
                                    "this kind of device, hardware.CHANNELS_LAST)"),

@@ -74,7 +74,7 @@ def test_the_lr_experiment_scales_both_rates_of_one_recipe_for_every_norm(lab_ou
     for norm in experiments.LESSON_NORMS:
         for m in (1, 4):
             r = record(out, "screening", f"{norm}-x{m:g}-seed0")
-            assert (r["norm"], r["seed"], r["config"]["optimizer"]) == (norm, 0, "muon")
+            assert (r["norm"], r["seed"], results.optimizer_label(r["config"])) == (norm, 0, f"Muon {0.1 * m:g} + SGD")
             assert r["config"]["lr"] == pytest.approx(0.05 * m) and r["config"]["muon_lr"] == pytest.approx(0.1 * m)
             assert (r["train_images"], r["test_images"], r["epochs"]) == (40, 20, 2)
             assert "validation split 20" in r["data"]
@@ -217,13 +217,13 @@ def test_every_committed_record_with_its_configs_answers_todays_plan(monkeypatch
 
     monkeypatch.setattr(experiments, "load_cifar10", offline_copy)
     lab = experiments.Lab(ROOT, "offline copy", log=lambda line: None)
-    stale = {(run.folder, run.name) for name, e in experiments.EXPERIMENTS.items() for run in e.runs(lab.plan)
-             if lab.answered(run, say=False) is None}
+    stale = {(request.folder, request.name) for e in experiments.EXPERIMENTS.values() for request in e.runs(lab.plan)
+             if lab.answered(request, say=False) is None}
     assert stale == {("sweep", f"{n}-bs{b}-seed{s}") for n in results.NORMS for b in lab.plan.batch_sizes for s in (0, 1)}
     full = lab.data("full")
-    for run in experiments.skips_runs(lab.plan):  # the gradients' records too
-        path = results.record_path(ROOT, "skips", f"gradients-{run.name}")
-        assert lab.matching(path, run.model_config, run.cfg, full, say=False) is not None, path
+    for request in experiments.skips_runs(lab.plan):  # the gradients' records too
+        path = results.record_path(ROOT, "skips", f"gradients-{request.name}")
+        assert lab.matching(path, request.model_config, request.cfg, full, say=False) is not None, path
 
 
 def test_an_unknown_experiment_or_plan_field_is_refused_before_anything_runs(capsys):

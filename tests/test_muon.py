@@ -42,19 +42,18 @@ def test_tall_and_wide_matrices_come_out_near_orthogonal():
 
 def test_muon_takes_the_kernels_a_norm_follows_and_sgd_the_classifier_and_1d_parameters():
     model = S8_model("bn")
-    groups = utils.optimizer_groups(model, utils.TrainConfig(optimizer="muon"))
+    groups = utils.optimizer_groups(model, utils.TrainConfig())
     assert len(groups["muon"]) == 10 and all(n.endswith("weight") for n in groups["muon"])
     assert "c10.weight" in groups["sgd"] and "c10.bias" in groups["sgd"] and "c3.weight" in groups["muon"]
     shapes = dict(model.named_parameters())
     assert all(shapes[n].ndim == 4 for n in groups["muon"]) and all(shapes[n].ndim == 1 for n in groups["sgd"]
                                                                      if n != "c10.weight")
-    assert utils.optimizer_groups(model, utils.TrainConfig())["muon"] == []
 
 
 def test_one_step_moves_each_kernel_by_its_orthogonalized_gradient_and_the_rest_by_sgd():
     torch.manual_seed(0)
     model = S8_model("gn")
-    cfg = utils.TrainConfig(optimizer="muon", muon_lr=0.1, muon_momentum=0.9, lr=0.05, weight_decay=5e-4, epochs=1)
+    cfg = utils.TrainConfig(muon_lr=0.1, muon_momentum=0.9, lr=0.05, weight_decay=5e-4, epochs=1)
     optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=10)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean().backward()
@@ -74,7 +73,7 @@ def test_one_step_moves_each_kernel_by_its_orthogonalized_gradient_and_the_rest_
 
 def test_one_cycle_drives_both_rates_and_keeps_muons_momentum():
     model = S8_model("bn")
-    cfg = utils.TrainConfig(optimizer="muon", muon_lr=0.03, epochs=1, warmup=0.5)
+    cfg = utils.TrainConfig(muon_lr=0.03, epochs=1, warmup=0.5)
     optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=10)
     seen = []
     for _ in range(10):
@@ -90,14 +89,14 @@ def test_muon_trains_the_model():
     from conftest import FAST, toy_data
 
     torch.manual_seed(0)
-    history = utils.fit(S8_model("bn"), toy_data(), utils.TrainConfig(epochs=3, optimizer="muon", **FAST), "cpu",
+    history = utils.fit(S8_model("bn"), toy_data(), utils.TrainConfig(epochs=3, **FAST), "cpu",
                         choose_precision("cpu", "bn", "off", False), progress=False, log=lambda s: None)
     assert history[-1]["train_loss"] < history[0]["train_loss"] and math.isfinite(history[-1]["test_loss"])
 
 
 def test_bad_muon_settings_are_refused():
-    with pytest.raises(ValueError, match="--optimizer must be one of sgd, muon, got 'adam'.*--muon-lr must be above 0"):
-        utils.TrainConfig(optimizer="adam", muon_lr=0)
+    with pytest.raises(ValueError, match="--muon-lr must be above 0.*--muon-momentum must be from 0"):
+        utils.TrainConfig(muon_lr=0, muon_momentum=1)
 
 
 def test_muon_sgd_alone_is_sgd_with_nesterov():
@@ -120,7 +119,7 @@ def test_muon_steps_through_a_grad_scaler_in_fp16():
     from conftest import FAST, toy_data
 
     torch.manual_seed(0)
-    cfg = utils.TrainConfig(epochs=2, optimizer="muon", **{**FAST, "amp": "fp16"})
+    cfg = utils.TrainConfig(epochs=2, **{**FAST, "amp": "fp16"})
     history = utils.fit(S8_model("bn"), toy_data(64, 10), cfg, "cpu", choose_precision("cpu", "bn", "fp16"),
                         progress=False, log=lambda s: None)
     assert all(math.isfinite(row["train_loss"]) for row in history)

@@ -522,4 +522,4 @@ def test_readmes_lessons_section_is_what_the_records_render():
     lessons = (ROOT / "docs" / "lessons.md").read_text()
     for name, experiment in experiments.EXPERIMENTS.items():
         start, end = results.section_markers(experiments.section_name(name))
-        assert lessons.split(start, 1)[1].split(end, 1)[0].strip() == experiment.render(ROOT)[1], name
+        assert lessons.split(start, 1)[1].split(end, 1)[0].strip() == experiments.rendered(name, ROOT)[1], name

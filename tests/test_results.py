@@ -55,8 +55,8 @@ def test_results_table():
 
 
 def test_the_table_names_each_norms_optimizer():
-    table = results.results_table({"bn": fake_result("bn", 82.0, config={"optimizer": "muon", "muon_lr": 0.1}),
-                                   "ln": fake_result("ln", 80.0)})  # written before Muon existed: no optimizer
+    table = results.results_table({"bn": fake_result("bn", 82.0, config={"muon_lr": 0.1}),
+                                   "ln": fake_result("ln", 80.0)})  # written before Muon existed: no muon_lr
     header, _, bn_row, ln_row = table.splitlines()
     column = header.split(" | ").index("optimizer")
     assert bn_row.split(" | ")[column] == "Muon 0.1 + SGD" and ln_row.split(" | ")[column] == "SGD"

@@ -316,8 +316,7 @@ def render_skips(out):
     lines += ["", "At initialisation without norm or skips, C1's gradient is "
               f"{mean_and_range([r['init']['C1'] for r in grads[('none', False)]])[0]:.2g}, against "
               f"{mean_and_range([r['init']['C1'] for r in grads[('none', True)]])[0]:.2g} with the skips."]
-    fig = plots.plot_skips({k: [r["history"] for r in v] for k, v in runs.items()}, grads, LABELS)
-    return fig, lines, headline
+    return lambda: plots.plot_skips({k: [r["history"] for r in v] for k, v in runs.items()}, grads, LABELS), lines, headline
 
 
 # --- learning rate and activations ------------------------------------------------------------
@@ -347,7 +346,7 @@ def render_lr(out):
                 best[norm] = (m, mean_and_range(done)[0])
         lines.append(f"| {LABELS[norm]} | " + " | ".join(cells) + " |")
     headline = "Each norm's best rate: " + "; ".join(f"{LABELS[n]} {acc:.1f}% at x{m:g}" for n, (m, acc) in best.items())
-    return plots.plot_lr_sweep(table, LABELS, screening_setting(every)), lines, headline
+    return lambda: plots.plot_lr_sweep(table, LABELS, screening_setting(every)), lines, headline
 
 
 def render_activations(out):
@@ -368,7 +367,7 @@ def render_activations(out):
     headline = (f"Without a norm, the 99th percentile of what enters C9's ReLUs at the end of training is "
                 f"{', '.join(f'{v:.2f}' for v in last_99)} (seeds {seeds_of(runs['none'])}): "
                 + ("almost all of it is cut off" if max(last_99) < 0 else "some of it passes"))
-    return plots.plot_activations({norm: runs[norm][0] for norm in LESSON_NORMS}, LABELS), lines, headline
+    return lambda: plots.plot_activations({norm: runs[norm][0] for norm in LESSON_NORMS}, LABELS), lines, headline
 
 
 # --- BatchNorm folded ------------------------------------------------------------------------
@@ -407,7 +406,7 @@ def render_fold(out):
                 f"predictions (largest logit difference {r['max_logit_difference']:.2e}) and leaves "
                 f"{r['parameters_folded']:,} parameters of {r['parameters']:,}")
     lines += ["", "Times: the median of 5 passes on the machine named above; they change from run to run."]
-    return plots.plot_fold(r["seconds_per_image"]), lines, headline
+    return lambda: plots.plot_fold(r["seconds_per_image"]), lines, headline
 
 
 # --- a batch of one ----------------------------------------------------------------------------
@@ -437,7 +436,7 @@ def render_batch_of_one(out):
                 "when each image is passed alone (these models: the screening runs'); "
                 + (f"the other models ({', '.join(others)}) change none, in either mode" if others else
                    "every other model changes some"))
-    return plots.plot_batch_of_one(record, LABELS), lines, headline
+    return lambda: plots.plot_batch_of_one(record, LABELS), lines, headline
 
 
 # --- two LayerNorms and GroupNorm's group size --------------------------------------------------
@@ -453,9 +452,8 @@ def render_layernorms(out):
     headline = (f"The per-image GroupNorm(1, C) reached {mean_and_range(a)[0]:.1f}% and the per-pixel LayerNorm(C) "
                 f"{mean_and_range(b)[0]:.1f}% at screening size: "
                 + ("beyond the seeds' range" if differ(a, b) else "within the seeds' range, no difference"))
-    fig = plots.plot_screening_curves({LAYERNORM_NAMES[v]: [r["history"] for r in runs[v]] for v in runs},
-                                      screening_setting(runs["ln"]))
-    return fig, lines, headline
+    return lambda: plots.plot_screening_curves({LAYERNORM_NAMES[v]: [r["history"] for r in runs[v]] for v in runs},
+                                      screening_setting(runs["ln"])), lines, headline
 
 
 def render_groups(out):
@@ -475,7 +473,7 @@ def render_groups(out):
                 f"{mean_and_range(finished(runs['in']))[0]:.1f}% before the ReLU and "
                 f"{mean_and_range(finished(runs['gn-cpg1']))[0]:.1f}% after it")
     table = {GROUP_LABELS[v]: finished(runs[v]) for v in GROUP_LABELS}
-    return plots.plot_group_size(table, screening_setting(every)), lines, headline
+    return lambda: plots.plot_group_size(table, screening_setting(every)), lines, headline
 
 
 # --- placement ---------------------------------------------------------------------------------
@@ -507,7 +505,7 @@ def render_placement(out):
             better.append(f"{LABELS[norm]} {mean_and_range(after)[0]:.1f}% after the ReLU against "
                           f"{mean_and_range(before)[0]:.1f}% before")
     headline = "On validation, with an earlier recipe (SGD, plain convs): " + "; ".join(better)
-    return plots.plot_placement(table, LABELS), lines, headline
+    return lambda: plots.plot_placement(table, LABELS), lines, headline
 
 
 # --- the batch size ------------------------------------------------------------------------------
@@ -598,7 +596,7 @@ def render_batch_size(out):
         headline += (f"; the full run's BatchNorm model scores {row['eval']:.2f}% with its running statistics and "
                      f"{row[f'train_bs{GAP_BATCHES[0]}']:.2f}% with those of {GAP_BATCHES[0]} test images")
     caption = f"{first['train_images']:,} training images, {first['epochs']} epochs; {results.trained_on(runs)}"
-    return plots.plot_batch_size(table, LABELS, caption), lines, headline
+    return lambda: plots.plot_batch_size(table, LABELS, caption), lines, headline
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,7 +607,7 @@ class Experiment:
     title: str  # the README's bold lead-in
     notebook: str  # where a student meets it
     anchor: str  # its section of docs/lessons.md
-    render: callable  # (figure, the section's lines, the headline) from the records under a folder
+    render: callable  # (a function that draws the figure, the section's lines, the headline) from the records
     runs: callable = lambda plan: []
     measure: callable = None
     section: str = ""  # its markers in docs/lessons.md; default lesson-<name>
@@ -648,8 +646,8 @@ def figure_path(out, name):
 
 def rendered(name, out=ROOT):
     """(figure, section, headline) of `name` from the records under `out`; NotRunYet where there are none."""
-    fig, lines, headline = EXPERIMENTS[name].render(out)
-    return fig, "\n".join([*lines, "", f"What it shows: {headline}."]), headline
+    draw, lines, headline = EXPERIMENTS[name].render(out)
+    return draw(), "\n".join([*lines, "", f"What it shows: {headline}."]), headline
 
 
 def measure(lab, name):

@@ -17,7 +17,7 @@ from data import CIFAR10
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ["--plan", "seeds=0", "multipliers=1,4", "validation=20", "screen_images=40", "screen_epochs=2", "full_images=60",
-        "full_epochs=2", "sweep_images=40", "sweep_test=20", "sweep_epochs=1", "batch_sizes=2,8", "--amp", "off"]
+        "full_epochs=1", "sweep_images=40", "sweep_test=20", "sweep_epochs=1", "batch_sizes=2,8", "--amp", "off"]
 SECTIONS = [experiments.section_name(name) for name in experiments.EXPERIMENTS]
 
 
@@ -48,7 +48,7 @@ def lab_out(tmp_path_factory):
     tree = write_tree(root / "tree", n_train=10, n_test=6)
     out = lessons_folder(root)
     common = ["--data", str(tree), "--cache", str(root / "cache"), "--out", str(out)]
-    assert run.main(["--norm", "bn", "--seeds", "0", "--epochs", "2", "--subset", "60", "--amp", "off", "--quiet",
+    assert run.main(["--norm", "bn", "--seeds", "0", "--epochs", "1", "--subset", "60", "--amp", "off", "--quiet",
                      *common]) == 0
     assert lessons.main(["all", *common, *PLAN]) == 0
     return out, common
@@ -96,7 +96,7 @@ def test_the_skips_experiment_trains_both_arms_and_takes_run_pys_matching_run(la
             arm = "skips" if skips else "noskips"
             r = record(out, "skips", f"{norm}-{arm}-seed0")
             assert r["model_config"]["skips"] is skips and r["model_config"]["norm"] == norm
-            assert r["train_images"] == 60 and r["epochs"] == 2 and len(r["history"]) == 2
+            assert r["train_images"] == 60 and r["epochs"] == 1 and len(r["history"]) == 1
             g = record(out, "skips", f"gradients-{norm}-{arm}-seed0")
             assert list(g["init"]) == list(g["epoch1"]) and "C1" in g["init"] and g["init"] != g["epoch1"]
     suite = json.loads(results.seed_path(out, "bn", 0).read_text())

@@ -4,7 +4,6 @@ import contextlib
 import io
 import json
 import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +16,6 @@ from conftest import write_tree
 from data import load_cifar10
 from models import NORM_TYPES, load_checkpoint
 
-ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
 ARTIFACTS = ["results/{n}.json", "results/{n}_seed0.json", "results/{n}_seed1.json", "checkpoints/{n}.pt",
              "images/{N}_curves.png", "images/{N}_misclassified.png"]
 README = ("# title\n\n<!-- results-table:start -->\nold table\n<!-- results-table:end -->\n\n"
@@ -300,11 +298,3 @@ def test_report_draws_the_readme_and_comparison_a_run_of_all_norms_wrote(full_ru
     assert (out / "README.md").read_text() == (full_run.out / "README.md").read_text()
     assert (out / "images" / "comparison.png").read_bytes() == (full_run.out / "images" / "comparison.png").read_bytes()
 
-
-@pytest.mark.skipif(not ARCHIVE.is_file(), reason=f"offline CIFAR-10 not at {ARCHIVE}")
-def test_the_committed_batchnorm_checkpoint_scores_its_recorded_accuracy():
-    """checkpoints/bn.pt, saved before C1 and C2 took the template's names, loads under them and scores what
-    the fold lesson recorded for it (fp32, eval mode, the 10,000 test images)."""
-    model, _ = load_checkpoint(run.ROOT / "checkpoints" / "bn.pt", norm="bn")
-    fold = json.loads(results.record_path(run.ROOT, "fold", "bn").read_text())
-    assert round(utils.score(model, load_cifar10(ARCHIVE)).accuracy, 2) == round(fold["accuracy"], 2)

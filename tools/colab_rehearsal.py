@@ -198,7 +198,7 @@ def main(argv=None):
             problems = []
             if seen["cwd"] != str(project) or seen["modules"] != str(project):
                 problems.append(f"ran in {seen['cwd']} with the modules of {seen['modules']}, not in {project}")
-            if seen["results"] != ["bn", "ln", "gn"] or not seen["figure"]:
+            if seen["results"] != ["bn", "gn", "ln"] or not seen["figure"]:
                 problems.append(f"saved results {seen['results']}, figure {seen['figure']}: not all came along")
             if seen["ipywidgets"] != "7.7.1" or not seen["explorer"]:
                 problems.append(f"ipywidgets {seen['ipywidgets']}, not Colab's 7.7.1, or the explorer did not build")

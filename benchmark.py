@@ -70,9 +70,8 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
     return seen / (time.perf_counter() - start)
 
 
-def suite_ips(data, norm, images, device, cfg):
-    """Images/s of utils.train on `images` training images with `cfg`, after a warm-up epoch."""
-    precision = choose_precision(device, norm, cfg.amp, cfg.channels_last)
+def suite_ips(data, norm, images, device, cfg, precision):
+    """Images/s of utils.train on `images` training images with `cfg` in `precision`, after a warm-up epoch."""
     part = data.subset(images, 1, seed=0).to(device)
     torch.manual_seed(0)
     model = S8_model(norm).to(device, memory_format=precision.memory_format)
@@ -128,7 +127,7 @@ def main(argv=None):
         cfg = utils.recipe(norm, amp=args.amp)
         precision = choose_precision(cpu, norm, cfg.amp, cfg.channels_last)
         rows.append((f"suite: uint8, batch augment, bs128, {_short(precision)}, muon"
-                     + (", ws" if ModelConfig(norm=norm).conv == "ws" else ""), suite_ips(data, norm, args.images, cpu, cfg)))
+                     + (", ws" if ModelConfig(norm=norm).conv == "ws" else ""), suite_ips(data, norm, args.images, cpu, cfg, precision)))
         for name, ips in rows:
             lines.append(f"{name:{NAME_WIDTH}s} {LABELS[norm]:9s} {ips:9.0f}  {50000 / ips:12.1f}  {ips / rows[0][1]:.2f}x")
             print(lines[-1], flush=True)

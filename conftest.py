@@ -10,6 +10,6 @@ from pathlib import Path
 OFFLINE_COPY = Path(__file__).resolve().parent.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 
 os.environ.setdefault("S8_EPOCHS", "1")
-os.environ.setdefault("S8_SUBSET", "2000")
+os.environ.setdefault("S8_SUBSET", "1000")
 if OFFLINE_COPY.is_file():
     os.environ.setdefault("S8_DATA", str(OFFLINE_COPY))

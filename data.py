@@ -93,7 +93,7 @@ class CIFAR10:
             self,
             train_images=self.train_images[tr], train_labels=self.train_labels[tr],
             test_images=self.test_images[te], test_labels=self.test_labels[te],
-            source=f"{self.source}, subset {n_train}/{n_test}",
+            source=f"{self.source}, subset {n_train}/{n_test}" + (f" (seed {seed})" if seed else ""),
         )
 
     def validation_split(self, n_val=5000, seed=0):
@@ -196,7 +196,7 @@ def _cached(path, cache_dir, read, description):
     cache_file = Path(cache_dir or DEFAULT_CACHE) / f"cifar10-{key}.pt"
     if cache_file.is_file():
         try:
-            d = torch.load(cache_file, weights_only=True)
+            d = torch.load(cache_file, weights_only=True, mmap=True)  # read lazily: a subset touches only its pages
             return CIFAR10(**{**d, "classes": tuple(d["classes"])})
         except Exception:
             pass  # a damaged cache is rebuilt below

@@ -3,7 +3,8 @@ and how its figure and words are drawn from the records.
 
 Each entry of EXPERIMENTS has
     runs(plan)    the training runs it needs (Run: where the record goes, ModelConfig, TrainConfig, data)
-    measure(lab)  what it measures beyond training (re-measured each time its command runs), or None
+    measure(lab)  what it measures beyond training (the gradients reuse a matching record; the rest are
+                  measured again each time the command runs), or None
     render(out)   (figure, Markdown, headline) from the records on disk alone; the notebooks call
                   show(name), which renders and never trains
 `python lessons.py NAME` trains what is missing, measures, and writes the figure and the section.
@@ -21,7 +22,7 @@ split's 5,000, 8 epochs, scored on those 5,000 held-out images (never on the tes
 import hashlib
 import json
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -42,6 +43,7 @@ LESSON_NORMS = ("bn", "ln", "in", "gn", "none")  # the learning-rate and activat
 SKIP_NORMS = ("bn", "ln", "gn", "none")
 PROBE_IMAGES = 512  # the fixed batch of training images the gradient norms are taken on
 GAP_BATCHES = (2, 8, 32, 128)  # test batch sizes of BatchNorm's train/eval comparison
+FULL_RUN = "run.py's (batch 128, all data, 20 epochs)"  # the gap's row of checkpoints/bn.pt
 
 # The screening variants by name: the ModelConfig fields each one sets. All take plain convs, so that
 # only the norm differs (GroupNorm's own default is weight-standardized).
@@ -158,19 +160,22 @@ class Lab:
         if record_fingerprint(record) == want:
             return record
         if say:
-            why = "records no configs" if record_fingerprint(record) is None else "was made with other settings"
+            why = ("records no configs" if "config" not in record else "was trained with the earlier SGD recipe"
+                   if results.optimizer_label(record["config"]) == "SGD" else "was made with other settings")
             self.log(f"{path.relative_to(self.out)} {why}: it is made again")
         return None
 
-    def answered(self, run, say=True):
-        """The saved record that answers `run`, its own or one of `also` (copied to its own place), or None."""
-        data = self.data(run.data)
-        found = self.matching(results.record_path(self.out, run.folder, run.name), run.model_config, run.cfg, data, say)
+    def answered(self, run, say=True, copy=True):
+        """The saved record that answers `run`, its own or one of `also` (with `copy`, copied to its own place),
+        or None; a run whose checkpoint is kept is answered only while that checkpoint is there."""
+        data, path = self.data(run.data), results.record_path(self.out, run.folder, run.name)
+        found = self.matching(path, run.model_config, run.cfg, data, say)
         for other in run.also if found is None else ():
             found = self.matching(self.out / other, run.model_config, run.cfg, data, say=False)
-            if found is not None:
+            if found is not None and copy:
                 results.write_record(self.out, run.folder, run.name, {**found, "source": f"{other} (run.py)"})
-                break
+        if found is not None and run.keep_checkpoint and not found["diverged"] and not path.with_suffix(".pt").is_file():
+            return None
         return found
 
     def ensure(self, run):
@@ -262,11 +267,12 @@ def measure_skips(lab):
         model = S8_model(**asdict(run.model_config))
         at_init = probes.gradient_norms(model, images, labels, data.mean, data.std)
         precision = lab.precision(run.model_config.norm, run.cfg)
+        cfg = replace(run.cfg, amp=precision.amp, channels_last=precision.channels_last)  # recorded as chosen
         utils.fit(model, data, run.cfg, lab.device, precision, progress=False, log=lambda line: None, stop_after=1)
         after = probes.gradient_norms(model, images, labels, data.mean, data.std)
         write_json(path, dict(
             norm=run.model_config.norm, skips=run.model_config.skips, seed=run.cfg.seed, images=PROBE_IMAGES,
-            device=describe_device(lab.device), precision=precision.describe(), config=asdict(run.cfg),
+            device=describe_device(lab.device), precision=precision.describe(), config=asdict(cfg),
             model_config=run.model_config.to_dict(), data=data.source, train_images=len(data.train_labels),
             test_images=len(data.test_labels), init=at_init, epoch1=after))
 
@@ -510,12 +516,13 @@ def render_placement(out):
 
 # --- the batch size ------------------------------------------------------------------------------
 
-BASE_LR, BASE_BATCH = 0.05, 128  # SGD's peak rate at the recipe's batch size; scaled with the batch (Wu and He)
+BASE_BATCH = 128  # the recipe's batch size; SGD's peak rate is scaled with the batch (Wu and He), Muon's is not
 
 
 def batch_size_runs(plan):
     return [Run("sweep", f"{norm}-bs{b}-seed{seed}", ModelConfig(norm=norm),
-                utils.recipe(norm, epochs=plan.sweep_epochs, batch_size=b, lr=BASE_LR * b / BASE_BATCH, seed=seed), "sweep",
+                utils.recipe(norm, epochs=plan.sweep_epochs, batch_size=b, lr=utils.recipe(norm).lr * b / BASE_BATCH,
+                             seed=seed), "sweep",
                 keep_checkpoint=norm == "bn" and b == min(plan.batch_sizes) and seed == plan.seeds[0])
             for norm in results.NORMS for b in plan.batch_sizes for seed in plan.seeds]
 
@@ -523,11 +530,9 @@ def batch_size_runs(plan):
 def measure_batch_size(lab):
     """BatchNorm's train/eval gap: run.py's BatchNorm model and the sweep's smallest-batch one, scored
     with their running statistics and with the statistics of test batches."""
-    data, gap = lab.data("all"), {}
-    models = {"run.py's (batch 128, all data, 20 epochs)": lab.out / "checkpoints" / "bn.pt"}
-    small = results.record_files(lab.out, "sweep", "bn-bs*-seed*", ".pt")
-    if small:
-        models[f"the sweep's, trained with batches of {small[0].name.split('-bs')[1].split('-')[0]}"] = small[0]
+    data, gap, smallest = lab.data("all"), {}, min(lab.plan.batch_sizes)
+    models = {FULL_RUN: lab.out / "checkpoints" / "bn.pt", f"the sweep's, trained with batches of {smallest}":
+              results.record_path(lab.out, "sweep", f"bn-bs{smallest}-seed{lab.plan.seeds[0]}", ".pt")}
     for name, path in models.items():
         if path.is_file():
             model, _ = load_checkpoint(path, norm="bn")
@@ -549,14 +554,10 @@ def gap_table(out=ROOT):
 
 
 def recipe_of(config, conv):
-    """What trained a batch-size point, in words: runs of one norm trained with different recipes do not
-    belong in one figure."""
-    if results.optimizer_label(config) != "SGD":
-        rule = (f"Muon (peak {config['muon_lr']}, momentum {config['muon_momentum']}) on the conv kernels and SGD "
-                f"with Nesterov momentum {config['momentum']} on the rest")
-    else:
-        rule = f"SGD with Nesterov momentum {config['momentum']}"
-    return f"{rule}, weight decay {config['weight_decay']:g} on the conv kernels, {conv} 3x3 convs"
+    """What trained a batch-size point, in words (the earlier runs record theirs so): runs of one norm
+    trained with different recipes do not belong in one figure."""
+    return (f"Muon (peak {config['muon_lr']}, momentum {config['muon_momentum']}) on the conv kernels and SGD with "
+            f"Nesterov momentum {config['momentum']} on the rest, {conv} 3x3 convs")
 
 
 def render_batch_size(out):
@@ -574,7 +575,7 @@ def render_batch_size(out):
     first, sizes = runs[0], sorted({b for points in table.values() for b in points})
     lines = [f"`{command('batch-size')}`: {first['train_images']:,} training images (the same seeded subset at every "
              f"point), {first['epochs']} epochs, scored on {first['test_images']:,} test images; SGD's rate "
-             f"{BASE_LR} x batch / {BASE_BATCH}; seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; "
+             f"{utils.recipe('bn').lr} x batch / {BASE_BATCH} (Muon's unscaled); seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; "
              f"{first['data']}; {results.trained_on(runs)}; "
              + "; ".join(f"{', '.join(dict.fromkeys(n))} trained with {words}" for words, n in recipes.items())
              + (f"; not today's recipe for {', '.join(earlier)} (`utils.recipe`): `{command('batch-size')}` trains "
@@ -591,8 +592,8 @@ def render_batch_size(out):
                                                        for n in results.NORMS if low in table.get(n, {}))
                 + f" ({first['train_images']:,} training images, {first['epochs']} epochs, "
                 + ("an earlier recipe" if earlier else "today's recipe") + ")")
-    if gap:
-        name, row = next(iter(gap.items()))
+    if FULL_RUN in gap:
+        row = gap[FULL_RUN]
         headline += (f"; the full run's BatchNorm model scores {row['eval']:.2f}% with its running statistics and "
                      f"{row[f'train_bs{GAP_BATCHES[0]}']:.2f}% with those of {GAP_BATCHES[0]} test images")
     caption = f"{first['train_images']:,} training images, {first['epochs']} epochs; {results.trained_on(runs)}"
@@ -657,6 +658,13 @@ def measure(lab, name):
         lab.ensure(run)
     if experiment.measure:
         experiment.measure(lab)
+
+
+def check_sections(out, name):
+    """Refuse, naming the file, an output folder whose docs lack `name`'s markers."""
+    for path, section in ((Path(out) / "docs" / "lessons.md", section_name(name)), (Path(out) / "README.md", "lessons")):
+        if path.is_file():
+            results.replace_section(path.read_text(), section, "", path)
 
 
 def publish(out, name):

@@ -6,7 +6,7 @@ trains the runs EXPERIMENT needs that no saved record answers (a record is reuse
 model, training settings and data match; the command names each one it trains again), takes its
 measurements, and writes its figure under images/, its section of docs/lessons.md and README.md's
 lessons section. An interrupted command keeps every finished run and picks up where it stopped.
-`--check` only lists what would be trained. EXPERIMENT is one of:
+`--check` lists the runs that would be trained and trains and writes nothing. EXPERIMENT is one of:
     batch-size    each suite norm at batch sizes 2 to 128 (SGD's rate scaled with the batch), and
                   BatchNorm's train/eval gap
     lr            the five norms at the recipe's rates times 1/4, 1, 4 and 16 (screening size)
@@ -36,7 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default="data", help="CIFAR-10 source (see run.py --help)")
     p.add_argument("--cache", default=None, help="folder for decoded images (default: .cache/ beside this file)")
     p.add_argument("--out", default=str(ROOT), help="where results/, images/ and the docs are (default: here)")
-    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"), help="mixed precision")
+    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
+                   help="mixed precision of the runs trained now (saved runs of another precision are reused)")
     p.add_argument("--device", default=None)
     p.add_argument("--check", action="store_true", help="list the runs that would be trained, and train nothing")
     # A smaller plan through the same code, for the tests: --plan seeds=0 multipliers=1,4 screen_images=40
@@ -55,14 +56,16 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    ensure_writable(args.out)
     lab = Lab(args.out, args.data, args.cache, args.device, args.amp, args.plan, log=lambda line: print(line, flush=True))
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     if args.check:
-        stale = [f"{run.folder}/{run.name}" for name in names for run in EXPERIMENTS[name].runs(lab.plan)
-                 if lab.answered(run, say=False) is None]
+        stale = dict.fromkeys(f"{run.folder}/{run.name}" for name in names for run in EXPERIMENTS[name].runs(lab.plan)
+                              if lab.answered(run, say=False, copy=False) is None)
         print("\n".join(stale) or "nothing to train: every run is on disk with matching settings")
         return 0
+    ensure_writable(args.out)
+    for name in names:  # a missing marker is refused before hours of training, not after
+        experiments.check_sections(lab.out, name)
     for name in names:
         print(f"\n=== {name} ===", flush=True)
         experiments.measure(lab, name)

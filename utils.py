@@ -2,7 +2,7 @@
 
 The training data lives on the training device as uint8 tensors (see data.py); each step
 takes a batch of indices, augments the whole batch at once and runs the model. The recipe
-(one-cycle rates, label smoothing, Muon or SGD) lives in `TrainConfig`. The precision
+(one-cycle rates, label smoothing, Muon with SGD) lives in `TrainConfig`. The precision
 (hardware.Precision) is chosen once per run by hardware.choose_precision and passed in.
 `run_one` trains one seed and returns its record (results.run_record), checkpoint and mistakes.
 """
@@ -93,7 +93,7 @@ def recipe(norm, **overrides):
     return TrainConfig(**{**RECIPES.get(canonical_norm(norm), {}), **overrides})
 
 
-def optimizer_groups(model, cfg):
+def optimizer_groups(model):
     """{"muon": [names], "sgd": [names]}: which parameters each update rule moves. Muon takes the conv
     kernels that a norm follows, every one but the classifier c10 (a norm makes its layer's output blind
     to the kernel's scale, so a fixed-size orthogonal step suits it; c10's scale is the logits' scale);
@@ -106,7 +106,7 @@ def optimizer_groups(model, cfg):
 def make_optimizer(model, cfg, steps_per_epoch):
     """MuonSGD and its one-cycle schedule, for both rates. SGD's weight decay falls on c10's kernel only."""
     params = dict(model.named_parameters())
-    muon = optimizer_groups(model, cfg)["muon"]
+    muon = optimizer_groups(model)["muon"]
     sgd_kernels = [p for n, p in params.items() if p.ndim == 4 and n not in muon]
     others = [p for p in params.values() if p.ndim != 4]  # norm scales/shifts, biases
     groups = [{"params": sgd_kernels, "weight_decay": cfg.weight_decay}, {"params": others, "weight_decay": 0.0}]
@@ -333,7 +333,7 @@ def run_one(model_config, cfg, data, precision, device, verbose=True, progress=T
             raise
         diverged = str(err)
     record = results.run_record(model, cfg, data, precision, describe_device(device), history, diverged,
-                                optimizer_groups(model, cfg), extra() if extra else {})
+                                optimizer_groups(model), extra() if extra else {})
     saved = checkpoint(model, classes=list(data.classes), config=asdict(cfg), mean=data.mean.cpu(),
                        std=data.std.cpu(), data=data.source, git_commit=record["git_commit"],
                        git_dirty=record["git_dirty"])

@@ -73,7 +73,7 @@ experiments.show("activations")
 # %% [markdown]
 # ## 6. The batch size
 #
-# `python lessons.py batch-size`: each norm trained at batch sizes 2 to 128, the learning rate scaled with the batch, on a seeded 4,000-image subset (Wu and He, 2018, on ImageNet: BatchNorm's error rises below 16 images per batch, GroupNorm's stays flat).
+# `python lessons.py batch-size`: each norm trained at batch sizes 2 to 128, SGD's learning rate scaled with the batch, on a seeded 4,000-image subset (Wu and He, 2018, on ImageNet: BatchNorm's error rises below 16 images per batch, GroupNorm's stays flat).
 
 # %%
 experiments.show("batch-size")

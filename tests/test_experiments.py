@@ -2,6 +2,7 @@
 (one seed, two rates), and the one reuse rule."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -146,8 +147,10 @@ def test_a_second_run_trains_nothing(lab_out, monkeypatch):
     assert lessons.main(["skips", *common, *PLAN]) == 0
 
 
-def test_a_recipe_change_retrains_only_the_runs_it_changes(lab_out, monkeypatch, capsys):
+def test_a_recipe_change_retrains_only_the_runs_it_changes(lab_out, tmp_path, monkeypatch, capsys):
     out, common = lab_out
+    out = shutil.copytree(out, tmp_path / "out")  # the shared records stay as they were
+    common = [*common[:-1], str(out)]
     monkeypatch.setitem(utils.RECIPES, "gn", {**utils.RECIPES["gn"], "muon_lr": 0.05})
     assert lessons.main(["batch-size", "--check", *common, *PLAN]) == 0
     assert capsys.readouterr().out.split() == ["sweep/gn-bs2-seed0", "sweep/gn-bs8-seed0"]
@@ -190,12 +193,27 @@ def test_a_diverged_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     assert "diverged (1 of 1)" in (out / "docs" / "lessons.md").read_text()
 
 
-def test_a_missing_docs_marker_is_an_error(lab_out, tmp_path):
-    out, _ = lab_out
-    (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "lessons.md").write_text("# no markers\n")
-    with pytest.raises(ValueError, match="lesson-fold:start"):
-        results.write_section(tmp_path / "docs" / "lessons.md", "lesson-fold", "x")
+def test_a_missing_docs_marker_is_refused_before_anything_is_trained(tmp_path, monkeypatch):
+    out = lessons_folder(tmp_path)
+    text = (out / "docs" / "lessons.md").read_text()
+    (out / "docs" / "lessons.md").write_text(text.replace("<!-- lesson-lr:start -->", ""))
+    monkeypatch.setattr(utils, "fit", lambda *a, **k: pytest.fail("trained before the markers were checked"))
+    with pytest.raises(ValueError, match="lessons.md has no <!-- lesson-lr:start --> ... <!-- lesson-lr:end --> markers"):
+        lessons.main(["lr", "--data", str(write_tree(tmp_path / "tree", n_train=6, n_test=2)), "--out", str(out), *PLAN])
+
+
+def test_check_lists_what_would_be_trained_and_writes_nothing(lab_out, tmp_path, capsys):
+    out, common = lab_out
+    before = sorted(p for p in out.rglob("*") if p.is_file())
+    assert lessons.main(["all", "--check", *common, *PLAN]) == 0
+    assert capsys.readouterr().out.strip() == "nothing to train: every run is on disk with matching settings"
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == before
+    (results.record_path(out, "screening", "in-x1-seed0", ".pt")).rename(tmp_path / "kept.pt")
+    try:  # a run whose checkpoint a lesson reads is not answered without it
+        assert lessons.main(["batch-of-one", "--check", *common, *PLAN]) == 0
+        assert capsys.readouterr().out.split() == ["screening/in-x1-seed0"]
+    finally:
+        (tmp_path / "kept.pt").rename(results.record_path(out, "screening", "in-x1-seed0", ".pt"))
 
 
 def test_the_notebooks_show_only_what_is_recorded(tmp_path, monkeypatch):
@@ -218,7 +236,7 @@ def test_every_committed_record_with_its_configs_answers_todays_plan(monkeypatch
     monkeypatch.setattr(experiments, "load_cifar10", offline_copy)
     lab = experiments.Lab(ROOT, "offline copy", log=lambda line: None)
     stale = {(request.folder, request.name) for e in experiments.EXPERIMENTS.values() for request in e.runs(lab.plan)
-             if lab.answered(request, say=False) is None}
+             if lab.answered(request, say=False, copy=False) is None}
     assert stale == {("sweep", f"{n}-bs{b}-seed{s}") for n in results.NORMS for b in lab.plan.batch_sizes for s in (0, 1)}
     full = lab.data("full")
     for request in experiments.skips_runs(lab.plan):  # the gradients' records too

@@ -42,7 +42,7 @@ def test_tall_and_wide_matrices_come_out_near_orthogonal():
 
 def test_muon_takes_the_kernels_a_norm_follows_and_sgd_the_classifier_and_1d_parameters():
     model = S8_model("bn")
-    groups = utils.optimizer_groups(model, utils.TrainConfig())
+    groups = utils.optimizer_groups(model)
     assert len(groups["muon"]) == 10 and all(n.endswith("weight") for n in groups["muon"])
     assert "c10.weight" in groups["sgd"] and "c10.bias" in groups["sgd"] and "c3.weight" in groups["muon"]
     shapes = dict(model.named_parameters())

@@ -19,8 +19,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import nbformat
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
@@ -97,7 +95,7 @@ def colab_section(repo):
 
 
 def point_at(repo, root=ROOT):
-    """Badges and the set-up cell's address for `repo` (or none) in notebooks/ and README.md; then rebuild."""
+    """Badges and the set-up cell's address for `repo` (or none) in notebooks/ and README.md."""
     sources = root / "notebooks"
     for notebook, name in build_notebooks.NOTEBOOKS.items():
         path = sources / name
@@ -149,10 +147,7 @@ def main(argv=None):
     if repo and not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
         p.error(f"--repo takes OWNER/NAME as on GitHub (e.g. jane/s8-normalization), got {repo!r}")
     point_at(repo, ROOT)
-    for notebook in build_notebooks.NOTEBOOKS:  # rebuilt, each keeping its outputs
-        path = ROOT / notebook
-        old = nbformat.read(path, as_version=4) if path.exists() else None
-        nbformat.write(build_notebooks.build(notebook, old, ROOT / "notebooks"), path)
+    build_notebooks.main([])  # rebuilt, each keeping its outputs
     print(f"Colab badges and clone address: github.com/{repo}" if repo else
           "no repository known (give --repo OWNER/NAME): no Colab badge, no clone address; on Colab the set-up "
           "cell asks for the zip that --bundle writes")

@@ -17,7 +17,7 @@ from conftest import write_tree
 from data import CIFAR10
 
 ROOT = Path(__file__).resolve().parents[1]
-PLAN = ["--plan", "seeds=0", "multipliers=1,4", "validation=20", "screen_images=40", "screen_epochs=2", "full_images=60",
+PLAN = ["--plan", "seeds=0", "multipliers=1,4", "validation=20", "screen_images=40", "screen_epochs=1", "full_images=60",
         "full_epochs=1", "sweep_images=40", "sweep_test=20", "sweep_epochs=1", "batch_sizes=2,8", "--amp", "off"]
 SECTIONS = [experiments.section_name(name) for name in experiments.EXPERIMENTS]
 
@@ -77,7 +77,7 @@ def test_the_lr_experiment_scales_both_rates_of_one_recipe_for_every_norm(lab_ou
             r = record(out, "screening", f"{norm}-x{m:g}-seed0")
             assert (r["norm"], r["seed"], results.optimizer_label(r["config"])) == (norm, 0, f"Muon {0.1 * m:g} + SGD")
             assert r["config"]["lr"] == pytest.approx(0.05 * m) and r["config"]["muon_lr"] == pytest.approx(0.1 * m)
-            assert (r["train_images"], r["test_images"], r["epochs"]) == (40, 20, 2)
+            assert (r["train_images"], r["test_images"], r["epochs"]) == (40, 20, 1)
             assert "validation split 20" in r["data"]
     assert "| rates x1 | rates x4 |" in (out / "docs" / "lessons.md").read_text()
 
@@ -86,8 +86,8 @@ def test_screening_runs_record_the_activations_of_each_block(lab_out):
     out, _ = lab_out
     act = record(out, "screening", "none-x1-seed0")["activations"]
     assert list(act["blocks"]) == ["C1", "C2", "C3", "C4", "C5", "C7", "C8", "C9"]
-    assert act["steps"] == [0, 1] and act["steps_per_epoch"] == 1  # 40 images, batches of 128, 2 epochs
-    assert all(len(v) == 2 and len(v[0]) == 4 and v[0] == sorted(v[0]) for v in act["blocks"].values())
+    assert act["steps"] == [0] and act["steps_per_epoch"] == 1  # 40 images, batches of 128, 1 epoch
+    assert all(len(v) == 1 and len(v[0]) == 4 and v[0] == sorted(v[0]) for v in act["blocks"].values())
 
 
 def test_the_skips_experiment_trains_both_arms_and_takes_run_pys_matching_run(lab_out):

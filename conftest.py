@@ -9,6 +9,10 @@ from pathlib import Path
 
 OFFLINE_COPY = Path(__file__).resolve().parent.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 
+# Under pytest-xdist each worker (and the notebook kernels it starts) takes one thread: the workers
+# share the cores instead of fighting over them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("S8_EPOCHS", "1")
 os.environ.setdefault("S8_SUBSET", "1000")
 if OFFLINE_COPY.is_file():

@@ -238,6 +238,12 @@ def screening_setting(records):
 
 def screening_runs(plan, variants, multipliers=(1,)):
     base = utils.recipe("bn")  # one recipe for every variant (BatchNorm's), so that only the norm differs
+    with warnings.catch_warnings():  # one channel per group after the ReLU (gn-cpg1) is planned on purpose
+        warnings.simplefilter("ignore")
+        return screening_plan(plan, variants, multipliers, base)
+
+
+def screening_plan(plan, variants, multipliers, base):
     return [Run("screening", f"{v}-x{m:g}-seed{seed}", ModelConfig(**VARIANTS[v]),
                 utils.recipe("bn", lr=base.lr * m, muon_lr=base.muon_lr * m, epochs=plan.screen_epochs, seed=seed),
                 "screen", keep_checkpoint=v in LESSON_NORMS and m == 1 and seed == 0, activations=True)

@@ -208,7 +208,11 @@ class NotRunYet(Exception):
 
 
 def command(name):
-    return f"python lessons.py {name} {DATA_HINT}"
+    return f"python lessons.py {name}"
+
+
+class ForTheRecord(str):
+    """A line of a section for docs/lessons.md alone (which runs, by tag): the notebooks leave it out."""
 
 
 def needed(records, what, name):
@@ -291,7 +295,7 @@ def render_skips(out):
     grads = {(n, s): needed(results.read_records(out, "skips", f"gradients-{n}-{arm[s]}-seed*"), "gradients", "skips")
              for n, s in arms}
     first = runs[arms[0]][0]
-    lines = [f"`{command('skips')}`: each norm's recipe, {first['train_images']:,} training images, {first['epochs']} "
+    lines = [f"each norm's recipe, {first['train_images']:,} training images, {first['epochs']} "
              f"epochs, scored on the {first['test_images']:,} test images; seeds {seeds_of(runs[arms[0]])}. "
              "Final test accuracy, mean of the seeds (lowest-highest):", "",
              "| norm | with the two skips | without | difference | beyond the seeds' range? | machine, precision |",
@@ -341,7 +345,7 @@ def render_lr(out):
     every = [r for points in table.values() for runs in points.values() for r in runs]
     one = table["bn"][1][0]
     rates = ", ".join(f"x{m:g}: {one['config']['lr'] * m:g} and {one['config']['muon_lr'] * m:g}" for m in multipliers)
-    lines = [f"`{command('lr')}`: {screening_setting(every)}; seeds {seeds_of(table['bn'][1])}. Every norm trained "
+    lines = [f"{screening_setting(every)}; seeds {seeds_of(table['bn'][1])}. Every norm trained "
              "with one recipe (BatchNorm's: Muon for the conv kernels, SGD for the rest, no weight decay) and plain "
              f"convs, its two peak rates, SGD's and Muon's, multiplied together ({rates}). Final validation accuracy, "
              "mean of the seeds (lowest-highest); a run whose loss stopped being finite is marked diverged:", "",
@@ -363,7 +367,7 @@ def render_lr(out):
 
 def render_activations(out):
     runs = {norm: screening(out, norm, 1, "activations") for norm in LESSON_NORMS}
-    lines = [f"`{command('activations')}`: the learning-rate lesson's x1 runs ({screening_setting(runs['bn'])}). What "
+    lines = [f"the learning-rate lesson's x1 runs ({screening_setting(runs['bn'])}). What "
              "enters three C blocks' ReLUs, the 1st and 99th percentiles (the 20th and 80th are in the figure) on "
              "the training batch at the first step and at the last, seed 0 (seed 1 in brackets):", "",
              "| norm | block | first step: 1st, 99th | last step: 1st, 99th |", "|---|---|---:|---:|"]
@@ -407,7 +411,7 @@ def measure_fold(lab):
 
 def render_fold(out):
     r = needed(results.read_records(out, "fold", "bn"), "measurement", "fold")[0]
-    lines = [f"`{command('fold')}`: the BatchNorm model of run.py ({r['checkpoint']}, seed {r['seed']}) on the "
+    lines = [f"the BatchNorm model of run.py ({r['checkpoint']}, seed {r['seed']}) on the "
              f"{r['test_images']:,} test images, fp32, eval mode, on {r['device']}.", "",
              "| | with BatchNorm | folded into the convs |", "|---|---:|---:|",
              f"| test accuracy | {r['accuracy']:.2f}% | {r['accuracy_folded']:.2f}% |",
@@ -437,7 +441,7 @@ def measure_batch_of_one(lab):
 
 def render_batch_of_one(out):
     record = needed(results.read_records(out, "batch-of-one", "models-x1-seed0"), "measurement", "batch-of-one")[0]
-    lines = [f"`{command('batch-of-one')}`: the learning-rate lesson's x1 models, seed 0; 128 held-out validation "
+    lines = [f"the learning-rate lesson's x1 models, seed 0; 128 held-out validation "
              "images passed as one batch and each passed alone, fp32. The largest difference in any logit, and how "
              "many of the 128 predictions change:", "", "| norm | eval mode | train mode |", "|---|---:|---:|"]
     for norm, row in record.items():
@@ -455,7 +459,7 @@ def render_batch_of_one(out):
 
 def render_layernorms(out):
     runs = {v: screening(out, v, 1, "layernorms") for v in LAYERNORM_NAMES}
-    lines = [f"`{command('layernorms')}`: {screening_setting(runs['ln'] + runs['lnc'])}; seeds {seeds_of(runs['ln'])}; "
+    lines = [f"{screening_setting(runs['ln'] + runs['lnc'])}; seeds {seeds_of(runs['ln'])}; "
              "both after the ReLU, the recipe's rates. Final validation accuracy, mean of the seeds (lowest-highest):", "",
              "| LayerNorm | validation accuracy | train accuracy |", "|---|---:|---:|",
              *(f"| {LAYERNORM_NAMES[v]} | {spread(finished(runs[v]))} | {spread(finished(runs[v], 'final_train_accuracy'))} |"
@@ -471,7 +475,7 @@ def render_layernorms(out):
 def render_groups(out):
     runs = {v: screening(out, v, 1, "groups") for v in GROUP_LABELS}
     every = [r for v in runs.values() for r in v]
-    lines = [f"`{command('groups')}`: {screening_setting(every)}; seeds {seeds_of(runs['gn'])}; GroupNorm after the "
+    lines = [f"{screening_setting(every)}; seeds {seeds_of(runs['gn'])}; GroupNorm after the "
              "ReLU (InstanceNorm also before it), plain convs, BatchNorm's recipe at x1. Final validation accuracy, "
              "mean of the seeds (lowest-highest):", "",
              "| channels per group | validation accuracy | train accuracy |", "|---|---:|---:|",
@@ -499,16 +503,16 @@ def measure_placement(lab):
 
 def render_placement(out):
     table = needed(results.read_records(out, "placement", "validation"), "record", "placement")[0]
-    lines = [f"`{command('placement')}` (no training): full validation runs from results/validation.md, an earlier "
+    lines = ["No training: full validation runs from results/validation.md, an earlier "
              "recipe (SGD with weight decay 5e-4, plain convs; not today's Muon), 45,000 training images, 20 epochs, "
-             "scored on the 5,000 held-out images. Validation accuracy, mean of the seeds (lowest-highest), and the "
-             "runs (tags) they come from:", "",
+             "scored on the 5,000 held-out images. Validation accuracy, mean of the seeds (lowest-highest):", "",
              "| norm | before the ReLU (conv, norm, ReLU) | after it (conv, ReLU, norm) | beyond the seeds' range? |",
              "|---|---:|---:|---|"]
-    better = []
+    better, tags = [], []
     for norm, arms in table.items():
-        cells = [spread([r["accuracy"] for r in arms.get(o, [])]) + " ["
-                 + ", ".join(f"{r['tag']} seed {r['seed']}" for r in arms.get(o, [])) + "]" for o in ("norm-relu", "relu-norm")]
+        cells = [spread([r["accuracy"] for r in arms.get(o, [])]) for o in ("norm-relu", "relu-norm")]
+        tags += [f"{LABELS[norm]} {o}: " + ", ".join(f"{r['tag']} seed {r['seed']}" for r in arms.get(o, []))
+                 for o in ("norm-relu", "relu-norm")]
         before, after = ([r["accuracy"] for r in arms.get(o, [])] for o in ("norm-relu", "relu-norm"))
         judged = ("one seed: no range to judge by" if min(len(before), len(after)) < 2
                   else "yes" if differ(before, after) else "no: no difference")
@@ -516,6 +520,7 @@ def render_placement(out):
         if before and after:
             better.append(f"{LABELS[norm]} {mean_and_range(after)[0]:.1f}% after the ReLU against "
                           f"{mean_and_range(before)[0]:.1f}% before")
+    lines += ["", ForTheRecord("The runs, by their tags in results/validation.md: " + "; ".join(tags) + ".")]
     headline = "On validation, with an earlier recipe (SGD, plain convs): " + "; ".join(better)
     return lambda: plots.plot_placement(table, LABELS), lines, headline
 
@@ -579,7 +584,7 @@ def render_batch_size(out):
         recipes.setdefault(label[id(r)], []).append(LABELS[r["norm"]])
     earlier = [LABELS[n] for n in results.NORMS if any(label[id(r)] != today[n] for r in runs if r["norm"] == n)]
     first, sizes = runs[0], sorted({b for points in table.values() for b in points})
-    lines = [f"`{command('batch-size')}`: {first['train_images']:,} training images (the same seeded subset at every "
+    lines = [f"{first['train_images']:,} training images (the same seeded subset at every "
              f"point), {first['epochs']} epochs, scored on {first['test_images']:,} test images; SGD's rate "
              f"{utils.recipe('bn').lr} x batch / {BASE_BATCH} (Muon's unscaled); seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; "
              f"{first['data']}; {results.trained_on(runs)}; "
@@ -651,9 +656,15 @@ def figure_path(out, name):
     return Path(out) / "images" / ("batch_size.png" if name == "batch-size" else f"lesson_{name.replace('-', '_')}.png")
 
 
-def rendered(name, out=ROOT):
-    """(figure, section, headline) of `name` from the records under `out`; NotRunYet where there are none."""
+def rendered(name, out=ROOT, students=False):
+    """(figure, section, headline) of `name` from the records under `out`; NotRunYet where there are none.
+    The section for docs/lessons.md opens with the command that made it; a student's leaves that out, and
+    the lines ForTheRecord."""
     draw, lines, headline = EXPERIMENTS[name].render(out)
+    if students:
+        lines = [line for line in lines if not isinstance(line, ForTheRecord)]
+    else:
+        lines = [f"`{command(name)} {DATA_HINT}`: {lines[0]}", *lines[1:]]
     return draw(), "\n".join([*lines, "", f"What it shows: {headline}."]), headline
 
 
@@ -702,7 +713,7 @@ def show(name, out=ROOT):
     from IPython.display import Markdown, display
 
     try:
-        fig, section, _ = rendered(name, out)
+        fig, section, _ = rendered(name, out, students=True)
     except NotRunYet as err:
         display(Markdown(f"*Not run yet:* {err}."))
         return

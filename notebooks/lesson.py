@@ -62,10 +62,9 @@ print(inspect.getsource(type(model).forward))  # the two skips: C3's output join
 # %% [markdown]
 # ## 2. Training
 #
-# Muon (`muon.py`: each conv kernel's update made orthogonal) for the conv kernels that a norm follows, SGD with Nesterov momentum for the classifier and the norms' scales and shifts, one one-cycle learning-rate schedule for both, and label smoothing; chosen on the validation split (`docs/experiments.md`). The settings are printed first (the peak rates are `lr` for SGD and `muon_lr` for Muon), then a line that names the precision chosen for this hardware (`hardware.py`), then one row per epoch.
+# Muon (`muon.py`: each conv kernel's update made orthogonal) for the conv kernels that a norm follows, SGD with Nesterov momentum for the classifier and the norms' scales and shifts, one one-cycle learning-rate schedule for both, and label smoothing; chosen on the validation split (`docs/experiments.md`). Below, a line names the precision chosen for this hardware (`hardware.py`), then one row per epoch.
 
 # %%
-print(cfg)
 history = utils.fit(model, data, cfg, device, precision)
 
 # %% [markdown]

@@ -141,11 +141,14 @@ class Lab:
 
     def data(self, kind):
         """"full" (all training images, or plan.full_images, scored on the test set), "screen" or "sweep"."""
-        if kind not in self._data:
-            p, full = self.plan, self._data.get("all") or load_cifar10(self.source, cache_dir=self.cache)
-            self._data.update(all=full, full=full.subset(p.full_images, seed=0) if p.full_images else full,
-                              screen=full.validation_split(p.validation, seed=0).subset(p.screen_images, p.validation, seed=0),
-                              sweep=full.subset(p.sweep_images, p.sweep_test, seed=0))
+        if "all" not in self._data:
+            self._data["all"] = load_cifar10(self.source, cache_dir=self.cache)
+        if kind not in self._data:  # each split made once, and only the ones asked for
+            p, full = self.plan, self._data["all"]
+            self._data[kind] = {
+                "full": lambda: full.subset(p.full_images, seed=0) if p.full_images else full,
+                "screen": lambda: full.validation_split(p.validation, seed=0).subset(p.screen_images, p.validation, seed=0),
+                "sweep": lambda: full.subset(p.sweep_images, p.sweep_test, seed=0)}[kind]()
         return self._data[kind]
 
     def precision(self, norm, cfg):
@@ -172,8 +175,10 @@ class Lab:
         found = self.matching(path, run.model_config, run.cfg, data, say)
         for other in run.also if found is None else ():
             found = self.matching(self.out / other, run.model_config, run.cfg, data, say=False)
-            if found is not None and copy:
-                results.write_record(self.out, run.folder, run.name, {**found, "source": f"{other} (run.py)"})
+            if found is not None:
+                if copy:
+                    results.write_record(self.out, run.folder, run.name, {**found, "source": f"{other} (run.py)"})
+                break
         if found is not None and run.keep_checkpoint and not found["diverged"] and not path.with_suffix(".pt").is_file():
             return None
         return found
@@ -183,6 +188,7 @@ class Lab:
         found = self.answered(run)
         if found is not None:
             return found
+
         def probe(model, steps):  # what enters each ReLU, read (and the hooks taken out) when training ends
             recorder = probes.ActivationRecorder(model, probes.first_epoch_and_end(steps, steps * run.cfg.epochs))
             return lambda: recorder.remove() or {"activations": dict(
@@ -441,7 +447,7 @@ def measure_batch_of_one(lab):
 
 def render_batch_of_one(out):
     record = needed(results.read_records(out, "batch-of-one", "models-x1-seed0"), "measurement", "batch-of-one")[0]
-    lines = [f"the learning-rate lesson's x1 models, seed 0; 128 held-out validation "
+    lines = ["the learning-rate lesson's x1 models, seed 0; 128 held-out validation "
              "images passed as one batch and each passed alone, fp32. The largest difference in any logit, and how "
              "many of the 128 predictions change:", "", "| norm | eval mode | train mode |", "|---|---:|---:|"]
     for norm, row in record.items():
@@ -663,6 +669,7 @@ def rendered(name, out=ROOT, students=False):
     draw, lines, headline = EXPERIMENTS[name].render(out)
     if students:
         lines = [line for line in lines if not isinstance(line, ForTheRecord)]
+        lines[0] = lines[0][:1].upper() + lines[0][1:]
     else:
         lines = [f"`{command(name)} {DATA_HINT}`: {lines[0]}", *lines[1:]]
     return draw(), "\n".join([*lines, "", f"What it shows: {headline}."]), headline

@@ -4,9 +4,10 @@
 hardware what it does natively instead of trusting what runs on the machine a default was tuned
 on, because the wrong choice costs an order of magnitude:
 
-- bfloat16 autocast only where the hardware computes in bf16: on a CPU, where oneDNN has native
-  bf16 kernels (AVX-512 BF16 or AMX; on an AVX2-only CPU bf16 is emulated and ran 6 to 24 times
-  slower than fp32); on CUDA, compute capability 8.0 or higher (`torch.cuda.is_bf16_supported()`
+- bfloat16 autocast only where the hardware computes in bf16: on a CPU with AVX512_BF16 or AMX
+  units (elsewhere bf16 is emulated: on an AVX2 CPU it ran 6 to 24 times slower than fp32; oneDNN's
+  own check, `torch.ops.mkldnn._is_mkldnn_bf16_supported()`, also says True on any AVX-512 CPU, such
+  as the Skylake and Cascade Lake Xeons of Colab's CPU runtime, so it is not asked); on CUDA, compute capability 8.0 or higher (`torch.cuda.is_bf16_supported()`
   also says True on a T4, where it is only emulated and cuDNN has no bf16 convolutions).
 - float16 autocast with a GradScaler on CUDA GPUs below 8.0 (the T4 of Colab's free tier).
 - fp32 everywhere else (MPS included): nothing measured there says otherwise.
@@ -72,10 +73,17 @@ def native_bf16(device):
     """True where `device` computes in bfloat16 natively rather than by emulation."""
     device = torch.device(device)
     if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return _cpu_bf16_unit() is not None
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= (8, 0)
     return False
+
+
+def _cpu_bf16_unit():
+    """'AMX' or 'AVX512_BF16', the CPU's bf16 unit, or None where bf16 would be emulated."""
+    if torch.cpu._is_amx_tile_supported():
+        return "AMX"
+    return "AVX512_BF16" if torch.cpu._is_avx512_bf16_supported() else None
 
 
 def _hardware(device):
@@ -96,7 +104,7 @@ def choose_amp(device, amp="auto"):
     hardware = _hardware(device)
     if device.type == "cpu":
         if native_bf16(device):
-            return "bf16", f"native bf16 on {hardware}"
+            return "bf16", f"native bf16 ({_cpu_bf16_unit()}) on {hardware}"
         return "off", f"no native bf16 on {hardware}"
     if device.type == "cuda":
         if native_bf16(device):

@@ -13,8 +13,10 @@ import subprocess
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import torch
+
 from atomic import write_json, write_text
-from models import NORM_TYPES, SUITE_NORMS
+from models import NORM_TYPES, PARAMETER_BUDGET, SUITE_NORMS, count_parameters
 
 ROOT = Path(__file__).resolve().parent
 NORMS = SUITE_NORMS  # the three the suite compares; the lessons' controls are in experiments.py
@@ -113,16 +115,14 @@ def run_record(model, cfg, data, precision, device, history, diverged, optimizer
     """A run's record: what it trained (config with the precision as chosen, model_config, data),
     where and how (device, precision, torch, commit), its per-epoch history and final numbers
     (None where it diverged), and `extra` (a lesson's measurements)."""
-    import torch
-
     cfg = replace(cfg, amp=precision.amp, channels_last=precision.channels_last)  # recorded as chosen, not 'auto'
     rows = [{**row, "train_acc": percent(row["train_acc"]), "test_acc": percent(row["test_acc"]),
              "seconds": round(row["seconds"], 2)} for row in history]
     done = rows and not diverged
-    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    parameters = count_parameters(model)
     return {
         "norm": model.norm, "model": type(model).__name__, "parameters": parameters,
-        "within_budget": parameters < 50_000, "epochs": cfg.epochs, "seed": cfg.seed,
+        "within_budget": parameters < PARAMETER_BUDGET, "epochs": cfg.epochs, "seed": cfg.seed,
         "final_train_accuracy": rows[-1]["train_acc"] if done else None,
         "final_test_accuracy": rows[-1]["test_acc"] if done else None,
         "final_test_accuracy_flip_tta": percent(history.scores.flip_tta_accuracy) if done else None,

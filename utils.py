@@ -334,7 +334,7 @@ def run_one(model_config, cfg, data, precision, device, verbose=True, progress=T
         diverged = str(err)
     record = results.run_record(model, cfg, data, precision, describe_device(device), history, diverged,
                                 optimizer_groups(model), extra() if extra else {})
-    saved = checkpoint(model, classes=list(data.classes), config=asdict(cfg), mean=data.mean.cpu(),
+    saved = checkpoint(model, classes=list(data.classes), config=record["config"], mean=data.mean.cpu(),
                        std=data.std.cpu(), data=data.source, git_commit=record["git_commit"],
                        git_dirty=record["git_dirty"])
     mistakes = history.scores.mistakes(data.test_images) if history.scores is not None and not diverged else []

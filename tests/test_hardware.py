@@ -13,12 +13,15 @@ CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 
 @pytest.fixture
 def cpu_bf16(monkeypatch):
-    """cpu_bf16(True) fakes a CPU with native bf16 kernels (AVX-512 BF16), False one without (AVX2)."""
+    """cpu_bf16(True) fakes a CPU with native bf16 (AVX512_BF16, or `unit`="AMX"), False one without (AVX2,
+    or an AVX-512 `capability` without bf16 units). oneDNN's own check says True on every AVX-512 CPU."""
 
-    def fake(native, capability=None):
-        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability",
-                            lambda: capability or ("AVX512" if native else "AVX2"))
+    def fake(native, capability=None, unit="AVX512_BF16"):
+        capability = capability or ("AVX512" if native else "AVX2")
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: capability.startswith("AVX512"))
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native and unit == "AVX512_BF16")
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native and unit == "AMX")
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
 
     return fake
 
@@ -41,6 +44,18 @@ def test_cpu_without_native_bf16_trains_in_fp32_channels_last(cpu_bf16):
         assert (p.amp, p.dtype, p.channels_last) == ("off", None, True)
         assert p.grad_scaler(CPU) is None
     assert "no native bf16 on this CPU (AVX2)" in p.describe() and p.describe().startswith("fp32, channels-last")
+
+
+@pytest.mark.parametrize("native,capability,unit,amp,reason", [
+    (False, "AVX2", None, "off", "no native bf16 on this CPU (AVX2)"),  # a laptop, Colab's older CPUs
+    (False, "AVX512", None, "off", "no native bf16 on this CPU (AVX512)"),  # Skylake, Cascade Lake: emulated
+    (True, "AVX512", "AVX512_BF16", "bf16", "native bf16 (AVX512_BF16) on this CPU (AVX512)"),  # Cooper Lake, Zen 4
+    (True, "AVX512", "AMX", "bf16", "native bf16 (AMX) on this CPU (AVX512)"),  # Sapphire Rapids
+])
+def test_cpu_takes_bf16_only_from_avx512_bf16_or_amx_and_says_which(cpu_bf16, native, capability, unit, amp, reason):
+    cpu_bf16(native, capability, unit)
+    p = hardware.choose_precision(CPU, "bn")
+    assert p.amp == amp and p.reason == reason and hardware.native_bf16(CPU) is native
 
 
 def test_cpu_with_native_bf16_uses_bf16_and_nchw_for_groupnorm(cpu_bf16):

@@ -10,7 +10,7 @@ import torch
 
 
 def write_atomically(path, write):
-    """Call write(temp path) beside `path`, then rename the temp file into place."""
+    """Call write(temp path) beside `path`, then rename the temp file into place; returns `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -19,14 +19,15 @@ def write_atomically(path, write):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
 
 
 def write_text(path, text):
-    write_atomically(path, lambda tmp: tmp.write_text(text))
+    return write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path, obj):
-    write_text(path, json.dumps(obj, indent=1) + "\n")
+    return write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def torch_save(obj, path):

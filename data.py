@@ -1,8 +1,8 @@
 """CIFAR-10 as uint8 tensors in memory, and whole-batch augmentation on the training device.
 
-`load_cifar10(source)` reads any of the accepted sources once, caches the decoded images,
-and returns a `CIFAR10` holding train and test images as uint8 tensors (N, 3, 32, 32).
-Training never touches PIL: `augment` crops, flips and cuts out whole batches at once.
+`load_cifar10(source)` reads any of the accepted sources once, caches the decoded images, and returns a `CIFAR10`
+holding train and test images as uint8 tensors (N, 3, 32, 32). Training never touches PIL: `augment` crops, flips
+and cuts out whole batches at once.
 """
 
 import hashlib
@@ -89,43 +89,32 @@ class CIFAR10:
         n_test = n_test if n_test is not None else max(n_train // 5, 1)
         tr = torch.randperm(len(self.train_labels), generator=g)[:n_train]
         te = torch.randperm(len(self.test_labels), generator=g)[:n_test]
-        return replace(
-            self,
-            train_images=self.train_images[tr], train_labels=self.train_labels[tr],
-            test_images=self.test_images[te], test_labels=self.test_labels[te],
-            source=f"{self.source}, subset {n_train}/{n_test}" + (f" (seed {seed})" if seed else ""),
-        )
+        return replace(self, train_images=self.train_images[tr], train_labels=self.train_labels[tr],
+                       test_images=self.test_images[te], test_labels=self.test_labels[te],
+                       source=f"{self.source}, subset {n_train}/{n_test}" + (f" (seed {seed})" if seed else ""))
 
     def validation_split(self, n_val=5000, seed=0):
         """Hold out `n_val` seeded training images as the 'test' set, for choosing settings."""
         g = torch.Generator().manual_seed(seed)
         perm = torch.randperm(len(self.train_labels), generator=g)
         tr, va = perm[n_val:], perm[:n_val]
-        return replace(
-            self,
-            train_images=self.train_images[tr], train_labels=self.train_labels[tr],
-            test_images=self.train_images[va], test_labels=self.train_labels[va],
-            source=f"{self.source}, validation split {n_val} (seed {seed})",
-        )
+        return replace(self, train_images=self.train_images[tr], train_labels=self.train_labels[tr],
+                       test_images=self.train_images[va], test_labels=self.train_labels[va],
+                       source=f"{self.source}, validation split {n_val} (seed {seed})")
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading
-
+# === Loading ======================================================================================
 
 def load_cifar10(source="data", cache_dir=None, download=True):
-    """Return CIFAR-10 from `source` (see ACCEPTED_SOURCES), decoding it at most once.
-
-    Decoded images are cached as a .pt file in `cache_dir` (default: .cache/ beside this file),
-    keyed by the source's path, size and modification time.
-    """
+    """CIFAR-10 from `source` (see ACCEPTED_SOURCES), decoded at most once: cached as a .pt file in `cache_dir`
+    (default: .cache/ beside this file), keyed by the source's path, size and modification time."""
     path = Path(source).expanduser()
     if path.is_file() or str(path).endswith(ARCHIVE_SUFFIXES):
         if not path.is_file():
             raise DataSourceError(f"CIFAR-10 archive not found: {path}")
         return _cached(path, cache_dir, lambda: _read_archive(path), f"{path.name} (archive)")
     if path.is_dir():
-        batches = _find_batches_folder(path)
+        batches = next((p for p in (path, path / "cifar-10-batches-py") if (p / "data_batch_1").is_file()), None)
         if batches is not None:
             return _read_batches(batches)  # the pickles load in about a second: no cache needed
         if (path / "train").is_dir() or (path / "test").is_dir():
@@ -138,13 +127,6 @@ def load_cifar10(source="data", cache_dir=None, download=True):
     if not download:
         raise DataSourceError(f"no CIFAR-10 found at {path}")
     return _download(path)
-
-
-def _find_batches_folder(path):
-    for candidate in (path, path / "cifar-10-batches-py"):
-        if (candidate / "data_batch_1").is_file():
-            return candidate
-    return None
 
 
 def _download(path):
@@ -169,10 +151,9 @@ def _read_batches(folder):
             raise DataSourceError(f"missing CIFAR-10 batch file: {file}")
         raw = file.read_bytes()
         if hashlib.md5(raw).hexdigest() != BATCH_MD5[name]:
-            raise DataSourceError(
-                f"refusing {file}: it is not the published CIFAR-10 file (its MD5 differs), and a batch file "
-                f"is a pickle that could run code when read; replace the folder with a fresh download "
-                f"(an empty --data folder) or use an image-folder copy")
+            raise DataSourceError(f"refusing {file}: it is not the published CIFAR-10 file (its MD5 differs), and a "
+                                  "batch file is a pickle that could run code when read; replace the folder with a "
+                                  "fresh download (an empty --data folder) or use an image-folder copy")
         try:
             return pickle.loads(raw, encoding="latin1")  # the published file, byte for byte
         except Exception as err:
@@ -201,7 +182,6 @@ def _cached(path, cache_dir, read, description):
         except Exception:
             pass  # a damaged cache is rebuilt below
     data = replace(read(), source=description)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
     torch_save({**data.tensors(), "classes": list(data.classes), "source": data.source}, cache_file)
     return data
 
@@ -210,29 +190,23 @@ def _decode(raw, name):
     try:
         with Image.open(io.BytesIO(raw)) as im:
             im = im.convert("RGB")
-            if im.size != (32, 32):
-                raise DataSourceError(f"image {name} is {im.size[0]}x{im.size[1]}, expected 32x32")
-            return np.asarray(im)
-    except DataSourceError:
-        raise
     except Exception as err:
         raise DataSourceError(f"image {name} does not decode: {err}") from err
+    if im.size != (32, 32):
+        raise DataSourceError(f"image {name} is {im.size[0]}x{im.size[1]}, expected 32x32")
+    return np.asarray(im)
 
 
 def _assemble(files, where):
     """files: {(split, class, name): bytes-or-reader}; returns a CIFAR10 in class order."""
-    splits = {}
-    for split in ("train", "test"):
-        classes = sorted({c for s, c, _ in files if s == split})
+    splits = {split: sorted({c for s, c, _ in files if s == split}) for split in ("train", "test")}
+    for split, classes in splits.items():
         if not classes:
             raise DataSourceError(f"no {split}/<class>/ images found in {where}")
-        splits[split] = classes
-    if splits["train"] != splits["test"]:
-        raise DataSourceError(
-            f"train and test class folders differ in {where}: "
-            f"train has {splits['train']}, test has {splits['test']}"
-        )
     classes = splits["train"]
+    if classes != splits["test"]:
+        raise DataSourceError(f"train and test class folders differ in {where}: "
+                              f"train has {classes}, test has {splits['test']}")
     out = []
     for split in ("train", "test"):
         keys = sorted(k for k in files if k[0] == split)
@@ -275,15 +249,12 @@ def _read_archive(path):
     return _assemble(files, path.name)
 
 
-# ---------------------------------------------------------------------------------------------
-# Batches and augmentation: whole batches, on whatever device the data lives on.
-
+# === Batches and augmentation: whole batches, on whatever device the data lives on ================
 
 def train_batches(data, batch_size, generator, pad=4, flip=True, cutout=0, memory_format=torch.contiguous_format,
                   normalized=True):
-    """One epoch of (images, labels) batches in a seeded random order, each batch augmented at
-    once on the data's device. Images come normalized float in `memory_format`, or, with
-    `normalized=False`, as augmented uint8 (for showing them)."""
+    """One epoch of (images, labels) batches in a seeded random order, each augmented at once on the data's device:
+    normalized float images in `memory_format`, or, with `normalized=False`, augmented uint8 (for showing them)."""
     order = torch.randperm(len(data.train_labels), device=data.train_images.device, generator=generator)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
@@ -293,14 +264,10 @@ def train_batches(data, batch_size, generator, pad=4, flip=True, cutout=0, memor
         yield x, data.train_labels[idx]
 
 
-
 def augment(images, generator, pad=4, flip=True, cutout=0):
-    """Random translation by up to `pad` pixels (reflect padding), horizontal flip and cutout.
-
-    `images` is a uint8 or float batch (N, C, H, W); the result has the same shape and dtype.
-    One gather does the crop and the flip together: each output pixel reads from a shifted
-    (and, for flipped images, mirrored) source index; reflecting the index is reflect padding.
-    """
+    """Random translation by up to `pad` pixels (reflect padding), horizontal flip and cutout of a uint8 or float
+    batch (N, C, H, W), of the same shape and dtype. One gather does the crop and the flip together: each output
+    pixel reads from a shifted (and, for flipped images, mirrored) source index; reflecting it is reflect padding."""
     n, c, h, w = images.shape
     dev = images.device
     rows = torch.arange(h, device=dev) + torch.randint(-pad, pad + 1, (n, 1), device=dev, generator=generator)

@@ -1,13 +1,7 @@
-"""The lessons' experiments in one registry: what each needs, how what is missing gets measured,
-and how its figure and words are drawn from the records.
-
-Each entry of EXPERIMENTS has
-    runs(plan)    the training runs it needs (Run: where the record goes, ModelConfig, TrainConfig, data)
-    measure(lab)  what it measures beyond training (the gradients reuse a matching record; the rest are
-                  measured again each time the command runs), or None
-    render(out)   (figure, Markdown, headline) from the records on disk alone; the notebooks call
-                  show(name), which renders and never trains
-`python lessons.py NAME` trains what is missing, measures, and writes the figure and the section.
+"""The lessons' experiments in one registry, EXPERIMENTS: the training runs each needs, what it measures
+beyond training, and how its figure and words are drawn from the records on disk alone. `python lessons.py
+NAME` trains what is missing, measures, and writes the figure and the section; the notebooks call show(name),
+which renders and never trains.
 
 The one reuse rule (Lab.ensure): a saved run is reused only when the fingerprint of its ModelConfig,
 TrainConfig and data description equals the request's. Precision and machine are recorded and shown,
@@ -49,11 +43,8 @@ FULL_RUN = "run.py's (batch 128, all data, 20 epochs)"  # the gap's row of check
 # only the norm differs (GroupNorm's own default is weight-standardized).
 VARIANTS = {key: {"conv": "plain", **fields} for key, fields in {
     **{norm: {"norm": norm} for norm in NORM_TYPES},
-    "gn-cpg1": {"norm": "gn", "channels_per_group": 1},
-    "gn-cpg2": {"norm": "gn", "channels_per_group": 2},
-    "gn-cpg4": {"norm": "gn", "channels_per_group": 4},
-    "gn-g2": {"norm": "gn", "groups": 2},
-    "gn-g1": {"norm": "gn", "groups": 1},
+    **{f"gn-cpg{c}": {"norm": "gn", "channels_per_group": c} for c in (1, 2, 4)},
+    **{f"gn-g{g}": {"norm": "gn", "groups": g} for g in (2, 1)},
 }.items()}
 # GroupNorm's group sizes, from one channel per group to all of them (the widths are 16 to 32). One
 # channel per group after the ReLU cannot learn (models.py), so InstanceNorm is also there before it.
@@ -100,8 +91,7 @@ class Run:
     activations: bool = False  # record what enters each ReLU (probes.ActivationRecorder)
 
 
-# ---------------------------------------------------------------------------------------------
-# The one reuse rule.
+# === The one reuse rule ===========================================================================
 
 PRECISION_FIELDS = ("amp", "channels_last")  # recorded and shown, never matched
 
@@ -114,9 +104,8 @@ def fingerprint(model_config, config, data, train_images, test_images):
         model = ModelConfig(**model_config).to_dict()
     if results.optimizer_label(config) == "SGD":  # the earlier recipe: no request of today's asks for it
         raise ValueError("a run of the earlier recipe")
-    train = {k: v for k, v in asdict(utils.TrainConfig(**{k: v for k, v in config.items()
-                                                           if k not in (*PRECISION_FIELDS, "optimizer")})).items()
-             if k not in PRECISION_FIELDS}
+    given = {k: v for k, v in config.items() if k not in (*PRECISION_FIELDS, "optimizer")}
+    train = {k: v for k, v in asdict(utils.TrainConfig(**given)).items() if k not in PRECISION_FIELDS}
     text = json.dumps([model, train, data, train_images, test_images], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -124,15 +113,13 @@ def fingerprint(model_config, config, data, train_images, test_images):
 def record_fingerprint(record):
     """The fingerprint of a saved record, or None for one that lacks its configs."""
     try:
-        return fingerprint(record["model_config"], record["config"], record["data"], record["train_images"],
-                           record["test_images"])
+        return fingerprint(*(record[k] for k in ("model_config", "config", "data", "train_images", "test_images")))
     except (KeyError, TypeError, ValueError):
         return None
 
 
 class Lab:
-    """What every experiment's measuring shares: the data (loaded on first use), the device, the plan,
-    and where the records go."""
+    """What every experiment's measuring shares: the data (loaded on first use), device, plan and output."""
 
     def __init__(self, out, data_source, cache=None, device=None, amp="auto", plan=Plan(), log=print):
         self.out, self.source, self.cache, self.amp, self.plan, self.log = Path(out), data_source, cache, amp, plan, log
@@ -157,10 +144,8 @@ class Lab:
     def matching(self, path, model_config, cfg, data, say=True):
         """The record at `path` if its fingerprint is the request's, else None (a stale one is named)."""
         record = results.read(path)
-        if record is None:
-            return None
-        want = fingerprint(model_config.to_dict(), asdict(cfg), data.source, len(data.train_labels), len(data.test_labels))
-        if record_fingerprint(record) == want:
+        if record is None or record_fingerprint(record) == fingerprint(
+                model_config.to_dict(), asdict(cfg), data.source, len(data.train_labels), len(data.test_labels)):
             return record
         if say:
             why = ("records no configs" if "config" not in record else "was trained with the earlier SGD recipe"
@@ -206,8 +191,7 @@ class Lab:
         return record
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading records for the renders.
+# === Reading records for the renders ==============================================================
 
 class NotRunYet(Exception):
     """An experiment's records are not on disk yet: run its command."""
@@ -221,14 +205,16 @@ class ForTheRecord(str):
     """A line of a section for docs/lessons.md alone (which runs, by tag): the notebooks leave it out."""
 
 
-def needed(records, what, name):
+def needed(out, folder, pattern, what, name):
+    """The records results.read_records finds; NotRunYet, naming `what` and the command, where there are none."""
+    records = results.read_records(out, folder, pattern)
     if not records:
         raise NotRunYet(f"no {what} on disk yet: run `{command(name)}`")
     return records
 
 
 def screening(out, variant, multiplier, name):
-    return needed(results.read_records(out, "screening", f"{variant}-x{multiplier:g}-seed*"),
+    return needed(out, "screening", f"{variant}-x{multiplier:g}-seed*",
                   f"screening runs of {variant} at x{multiplier:g}", name)
 
 
@@ -250,14 +236,10 @@ def screening_runs(plan, variants, multipliers=(1,)):
     base = utils.recipe("bn")  # one recipe for every variant (BatchNorm's), so that only the norm differs
     with warnings.catch_warnings():  # one channel per group after the ReLU (gn-cpg1) is planned on purpose
         warnings.simplefilter("ignore")
-        return screening_plan(plan, variants, multipliers, base)
-
-
-def screening_plan(plan, variants, multipliers, base):
-    return [Run("screening", f"{v}-x{m:g}-seed{seed}", ModelConfig(**VARIANTS[v]),
-                utils.recipe("bn", lr=base.lr * m, muon_lr=base.muon_lr * m, epochs=plan.screen_epochs, seed=seed),
-                "screen", keep_checkpoint=v in LESSON_NORMS and m == 1 and seed == 0, activations=True)
-            for v in variants for m in multipliers for seed in plan.seeds]
+        return [Run("screening", f"{v}-x{m:g}-seed{seed}", ModelConfig(**VARIANTS[v]),
+                    utils.recipe("bn", lr=base.lr * m, muon_lr=base.muon_lr * m, epochs=plan.screen_epochs, seed=seed),
+                    "screen", keep_checkpoint=v in LESSON_NORMS and m == 1 and seed == 0, activations=True)
+                for v in variants for m in multipliers for seed in plan.seeds]
 
 
 # --- skips -----------------------------------------------------------------------------------
@@ -270,8 +252,7 @@ def skips_runs(plan):
 
 
 def measure_skips(lab):
-    """Each layer's gradient norm at initialisation and after the first epoch of the full run's
-    schedule (the same steps), on PROBE_IMAGES fixed training images."""
+    """Each layer's gradient norm at init and after the full run's first epoch (its steps), on PROBE_IMAGES images."""
     data = lab.data("full")
     for run in skips_runs(lab.plan):
         path = results.record_path(lab.out, "skips", f"gradients-{run.name}")
@@ -296,10 +277,8 @@ def measure_skips(lab):
 def render_skips(out):
     arms = [(norm, skips) for norm in SKIP_NORMS for skips in (True, False)]
     arm = {True: "skips", False: "noskips"}
-    runs = {(n, s): needed(results.read_records(out, "skips", f"{n}-{arm[s]}-seed*"), "full runs", "skips")
-            for n, s in arms}
-    grads = {(n, s): needed(results.read_records(out, "skips", f"gradients-{n}-{arm[s]}-seed*"), "gradients", "skips")
-             for n, s in arms}
+    runs = {(n, s): needed(out, "skips", f"{n}-{arm[s]}-seed*", "full runs", "skips") for n, s in arms}
+    grads = {(n, s): needed(out, "skips", f"gradients-{n}-{arm[s]}-seed*", "gradients", "skips") for n, s in arms}
     first = runs[arms[0]][0]
     lines = [f"each norm's recipe, {first['train_images']:,} training images, {first['epochs']} "
              f"epochs, scored on the {first['test_images']:,} test images; seeds {seeds_of(runs[arms[0]])}. "
@@ -319,15 +298,12 @@ def render_skips(out):
               "(C1) and the last's (C9), and their ratio:", "",
               "| norm | skips | C1 at init | C9 at init | C1 / C9 at init | C1 / C9 after epoch 1 |",
               "|---|---|---:|---:|---:|---:|"]
-
-    def cell(values):
-        return f"{mean_and_range(values)[0]:.3g} ({min(values):.3g}-{max(values):.3g})"
-
     for norm, skips in arms:
         g = grads[(norm, skips)]
-        lines.append(f"| {LABELS[norm]} | {'with' if skips else 'without'} | {cell([r['init']['C1'] for r in g])} | "
-                     f"{cell([r['init']['C9'] for r in g])} | {cell([r['init']['C1'] / r['init']['C9'] for r in g])} | "
-                     f"{cell([r['epoch1']['C1'] / r['epoch1']['C9'] for r in g])} |")
+        cells = ([r["init"]["C1"] for r in g], [r["init"]["C9"] for r in g],
+                 [r["init"]["C1"] / r["init"]["C9"] for r in g], [r["epoch1"]["C1"] / r["epoch1"]["C9"] for r in g])
+        lines.append(f"| {LABELS[norm]} | {'with' if skips else 'without'} | "
+                     + " | ".join(spread(values, ".3g") for values in cells) + " |")
     accuracy = {k: mean_and_range(finished(v))[0] for k, v in runs.items()}
     with_norm = [n for n in SKIP_NORMS if n != "none"]
     same = [LABELS[n] for n in with_norm if judged[n].startswith("no")]
@@ -345,7 +321,7 @@ def render_skips(out):
 
 def render_lr(out):
     base = utils.recipe("bn").lr
-    runs = needed(results.read_records(out, "screening", "bn-x*-seed*"), "screening runs", "lr")
+    runs = needed(out, "screening", "bn-x*-seed*", "screening runs", "lr")
     multipliers = sorted({round(r["config"]["lr"] / base, 6) for r in runs})
     table = {norm: {m: screening(out, norm, m, "lr") for m in multipliers} for norm in LESSON_NORMS}
     every = [r for points in table.values() for runs in points.values() for r in runs]
@@ -400,11 +376,9 @@ def measure_fold(lab):
     data = lab.data("all")
     x = normalize(data.test_images, data.mean, data.std)
     with torch.no_grad():
-        plain = torch.cat([model.eval()(x[i:i + 1000]) for i in range(0, len(x), 1000)])
-        fused = torch.cat([folded(x[i:i + 1000]) for i in range(0, len(x), 1000)])
-    timing = {str(batch): {"with BatchNorm": probes.seconds_per_image(model, x[:200] if batch == 1 else x[:2048], batch),
-                           "folded": probes.seconds_per_image(folded, x[:200] if batch == 1 else x[:2048], batch)}
-              for batch in (1, 256)}
+        plain, fused = (torch.cat([m(x[i:i + 1000]) for i in range(0, len(x), 1000)]) for m in (model.eval(), folded))
+    timing = {str(batch): {name: probes.seconds_per_image(m, x[:200] if batch == 1 else x[:2048], batch)
+                           for name, m in (("with BatchNorm", model), ("folded", folded))} for batch in (1, 256)}
     results.write_record(lab.out, "fold", "bn", dict(
         checkpoint="checkpoints/bn.pt", seed=ckpt.get("config", {}).get("seed"), test_images=len(x),
         device=describe_device("cpu"), precision="fp32, eval mode", max_logit_difference=(plain - fused).abs().max().item(),
@@ -416,7 +390,7 @@ def measure_fold(lab):
 
 
 def render_fold(out):
-    r = needed(results.read_records(out, "fold", "bn"), "measurement", "fold")[0]
+    r = needed(out, "fold", "bn", "measurement", "fold")[0]
     lines = [f"the BatchNorm model of run.py ({r['checkpoint']}, seed {r['seed']}) on the "
              f"{r['test_images']:,} test images, fp32, eval mode, on {r['device']}.", "",
              "| | with BatchNorm | folded into the convs |", "|---|---:|---:|",
@@ -446,7 +420,7 @@ def measure_batch_of_one(lab):
 
 
 def render_batch_of_one(out):
-    record = needed(results.read_records(out, "batch-of-one", "models-x1-seed0"), "measurement", "batch-of-one")[0]
+    record = needed(out, "batch-of-one", "models-x1-seed0", "measurement", "batch-of-one")[0]
     lines = ["the learning-rate lesson's x1 models, seed 0; 128 held-out validation "
              "images passed as one batch and each passed alone, fp32. The largest difference in any logit, and how "
              "many of the 128 predictions change:", "", "| norm | eval mode | train mode |", "|---|---:|---:|"]
@@ -508,7 +482,7 @@ def measure_placement(lab):
 
 
 def render_placement(out):
-    table = needed(results.read_records(out, "placement", "validation"), "record", "placement")[0]
+    table = needed(out, "placement", "validation", "record", "placement")[0]
     lines = ["No training: full validation runs from results/validation.md, an earlier "
              "recipe (SGD with weight decay 5e-4, plain convs; not today's Muon), 45,000 training images, 20 epochs, "
              "scored on the 5,000 held-out images. Validation accuracy, mean of the seeds (lowest-highest):", "",
@@ -516,13 +490,12 @@ def render_placement(out):
              "|---|---:|---:|---|"]
     better, tags = [], []
     for norm, arms in table.items():
-        cells = [spread([r["accuracy"] for r in arms.get(o, [])]) for o in ("norm-relu", "relu-norm")]
         tags += [f"{LABELS[norm]} {o}: " + ", ".join(f"{r['tag']} seed {r['seed']}" for r in arms.get(o, []))
                  for o in ("norm-relu", "relu-norm")]
         before, after = ([r["accuracy"] for r in arms.get(o, [])] for o in ("norm-relu", "relu-norm"))
         judged = ("one seed: no range to judge by" if min(len(before), len(after)) < 2
                   else "yes" if differ(before, after) else "no: no difference")
-        lines.append(f"| {LABELS[norm]} | " + " | ".join(cells) + f" | {judged} |")
+        lines.append(f"| {LABELS[norm]} | {spread(before)} | {spread(after)} | {judged} |")
         if before and after:
             better.append(f"{LABELS[norm]} {mean_and_range(after)[0]:.1f}% after the ReLU against "
                           f"{mean_and_range(before)[0]:.1f}% before")
@@ -578,7 +551,7 @@ def recipe_of(config, conv):
 
 
 def render_batch_size(out):
-    runs = needed(results.read_records(out, "sweep", "*-bs*-seed*"), "batch-size runs", "batch-size")
+    runs = needed(out, "sweep", "*-bs*-seed*", "batch-size runs", "batch-size")
     table = {}
     for r in runs:
         table.setdefault(r["norm"], {}).setdefault(r["batch_size"] if "batch_size" in r else r["config"]["batch_size"],
@@ -617,8 +590,7 @@ def render_batch_size(out):
     return lambda: plots.plot_batch_size(table, LABELS, caption), lines, headline
 
 
-# ---------------------------------------------------------------------------------------------
-# The registry.
+# === The registry =================================================================================
 
 @dataclass(frozen=True)
 class Experiment:
@@ -626,8 +598,8 @@ class Experiment:
     notebook: str  # where a student meets it
     anchor: str  # its section of docs/lessons.md
     render: callable  # (a function that draws the figure, the section's lines, the headline) from the records
-    runs: callable = lambda plan: []
-    measure: callable = None
+    runs: callable = lambda plan: []  # the training runs (Run) it needs, for a Plan
+    measure: callable = None  # beyond training: the gradients reuse a matching record; the rest are measured each time
     section: str = ""  # its markers in docs/lessons.md; default lesson-<name>
 
 
@@ -663,9 +635,8 @@ def figure_path(out, name):
 
 
 def rendered(name, out=ROOT, students=False):
-    """(figure, section, headline) of `name` from the records under `out`; NotRunYet where there are none.
-    The section for docs/lessons.md opens with the command that made it; a student's leaves that out, and
-    the lines ForTheRecord."""
+    """(figure, section, headline) of `name` from the records under `out`; NotRunYet where there are none. The
+    section for docs/lessons.md opens with the command that made it; a student's leaves it and ForTheRecord out."""
     draw, lines, headline = EXPERIMENTS[name].render(out)
     if students:
         lines = [line for line in lines if not isinstance(line, ForTheRecord)]
@@ -692,8 +663,7 @@ def check_sections(out, name):
 
 
 def publish(out, name):
-    """Draw `name`'s figure and write its section of docs/lessons.md and README's lessons section from the
-    records; returns the section."""
+    """Draw `name`'s figure, write its section of docs/lessons.md and README's lessons section; return the section."""
     fig, section, _ = rendered(name, out)
     save_figure(fig, figure_path(out, name))
     results.write_section(Path(out) / "docs" / "lessons.md", section_name(name), section)
@@ -715,8 +685,7 @@ def readme_lessons(out):
 
 
 def show(name, out=ROOT):
-    """For the notebooks: the experiment's figure and its numbers, from the records on disk (nothing is
-    trained); the command to run where there are none yet."""
+    """For the notebooks: the figure and numbers from the records on disk (nothing is trained), else the command."""
     from IPython.display import Markdown, display
 
     try:

@@ -12,23 +12,17 @@ def select(items, classes, true=ANY, predicted=ANY):
 
 
 def mistake_explorer(items, classes):
-    """Pick a true and a predicted class, then step through those mistakes with the slider.
-
-    Without ipywidgets (or a front end that cannot show widgets) this returns the static
-    5x2 grid of the most confident mistakes instead.
-    """
+    """Pick a true and a predicted class, then step through those mistakes with the slider. Without ipywidgets
+    (or a front end that cannot show widgets) this returns the static 5x2 grid of the most confident mistakes."""
     try:
         import ipywidgets as w
         from IPython.display import display
     except ImportError:
         return plot_incorrect_predictions(items, classes)
 
-    options = [ANY, *classes]
-    true = w.Dropdown(options=options, value=ANY, description="true")
-    predicted = w.Dropdown(options=options, value=ANY, description="predicted")
+    true, predicted = (w.Dropdown(options=[ANY, *classes], value=ANY, description=d) for d in ("true", "predicted"))
     slider = w.IntSlider(value=0, min=0, max=0, description="mistake")
-    count = w.Label()
-    out = w.Output()
+    count, out = w.Label(), w.Output()
 
     def render(_=None):
         chosen = select(items, classes, true.value, predicted.value)

@@ -18,16 +18,42 @@ from results import mean_and_range
 CURVE_LABELS = {"train": "train: label-smoothed, augmented, epoch average", "test": "test: plain, after the epoch"}
 
 
-def add_caption(fig, caption):
-    """The settings under a figure, wrapped to its width (about 17 characters of 7-point text per inch)
-    so that a long one is not cut off at the edges."""
-    fig.supxlabel(textwrap.fill(caption, int(fig.get_figwidth() * 17)), fontsize=7)
+def figure(figsize, *grid, **options):
+    """A constrained-layout figure of `figsize` inches and its axes, fig.subplots(*grid, **options)."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(*grid, **options)
+
+
+def finish(fig, ax, caption=None, legend=True, fontsize=None, grid="both", epochs=False):
+    """The end every panel shares: a light grid, the legend, whole epochs on x with `epochs`, and `caption` (the
+    settings) wrapped to the figure's width (about 17 characters of 7-point text per inch) so that none is cut off."""
+    if epochs:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3, axis=grid)
+    if legend:
+        ax.legend(fontsize=fontsize)
+    if caption:
+        fig.supxlabel(textwrap.fill(caption, int(fig.get_figwidth() * 17)), fontsize=7)
+    return fig
+
+
+def errorbar(ax, xs, spreads, **style):
+    """Means with bars to the lowest and highest seed, from mean_and_range's (mean, lowest, highest)."""
+    yerr = [[m - lo for m, lo, _ in spreads], [hi - m for m, _, hi in spreads]]
+    ax.errorbar(xs, [m for m, _, _ in spreads], yerr=yerr, marker="o", capsize=3, **style)
+
+
+def show_mistake(ax, item, classes, fontsize, more=""):
+    """A mistake's image, titled with its true and predicted class and the confidence."""
+    ax.set_axis_off()
+    ax.imshow(item["image"].permute(1, 2, 0).numpy())  # raw uint8 pixels: nothing to un-normalize
+    ax.set_title(f"true: {classes[item['true']]} | pred: {classes[item['predicted']]}\n"
+                 f"confidence {item['confidence']:.2f}{more}", fontsize=fontsize)
 
 
 def plot_curves(history, title=None):
     """Loss and accuracy per epoch, train and test, side by side."""
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
+    fig, (loss_ax, acc_ax) = figure((10, 4), 1, 2)
     epochs = [r["epoch"] for r in history]
     for split in ("train", "test"):
         loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], marker=".", label=CURVE_LABELS[split])
@@ -35,9 +61,7 @@ def plot_curves(history, title=None):
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        finish(fig, ax, fontsize=8, epochs=True)
     if title:
         fig.suptitle(title)
     return fig
@@ -45,26 +69,20 @@ def plot_curves(history, title=None):
 
 def plot_comparison(histories):
     """Test accuracy per epoch for several models: {label: history}."""
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = figure((7, 4.5))
     for label, history in histories.items():
         ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], marker=".", label=label)
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy by normalization")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
+    return finish(fig, ax, epochs=True)
 
 
 def plot_samples(data, per_class=4):
     """The first `per_class` training images of every class, one column per class."""
     classes = data.classes
-    fig = Figure(figsize=(1.2 * len(classes), 1.25 * per_class + 0.3), layout="constrained")
-    axes = fig.subplots(per_class, len(classes), squeeze=False)
+    fig, axes = figure((1.2 * len(classes), 1.25 * per_class + 0.3), per_class, len(classes), squeeze=False)
     for c, name in enumerate(classes):
         picks = (data.train_labels == c).nonzero().flatten()[:per_class].tolist()
-        for r in range(per_class):
-            ax = axes[r, c]
+        for r, ax in enumerate(axes[:, c]):
             ax.set_axis_off()
             if r < len(picks):
                 ax.imshow(data.train_images[picks[r]].permute(1, 2, 0).cpu().numpy())
@@ -80,8 +98,7 @@ def plot_augmentation(data, cfg, index=0, variants=7, seed=0):
                             image[None], torch.zeros(1, dtype=torch.long), data.classes, data.source)
     generator = torch.Generator().manual_seed(seed)
     copies, _ = next(train_batches(copies_of_one, variants, generator, cfg.pad, cfg.flip, cfg.cutout, normalized=False))
-    fig = Figure(figsize=(1.6 * (variants + 1), 2.0), layout="constrained")
-    axes = fig.subplots(1, variants + 1)
+    fig, axes = figure((1.6 * (variants + 1), 2.0), 1, variants + 1)
     for k, (ax, img) in enumerate(zip(axes, [image, *copies])):
         ax.imshow(img.permute(1, 2, 0).numpy())
         ax.set_title("original" if k == 0 else f"augmented {k}", fontsize=9)
@@ -93,65 +110,45 @@ def plot_incorrect_predictions(items, classes, count=10, columns=2):
     """A grid of `count` mistakes (5 rows x 2 columns by default), each titled with its true and
     predicted class and the confidence (the probability the model gave the predicted class)."""
     rows = math.ceil(count / columns)
-    fig = Figure(figsize=(2.4 * columns + 1, 2.2 * rows), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False)
+    fig, axes = figure((2.4 * columns + 1, 2.2 * rows), rows, columns, squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if k < min(count, len(items)):
-            item = items[k]
-            ax.imshow(item["image"].permute(1, 2, 0).numpy())  # raw uint8 pixels: nothing to un-normalize
-            ax.set_title(f"true: {classes[item['true']]} | pred: {classes[item['predicted']]}\n"
-                         f"confidence {item['confidence']:.2f}", fontsize=9)
+            show_mistake(ax, items[k], classes, 9)
     return fig
 
 
 def plot_mistake(item, classes):
     """One misclassified test image, large, with its classes, confidence and index (explorer.py)."""
-    fig = Figure(figsize=(3.2, 3.4), layout="constrained")
-    ax = fig.subplots()
-    ax.imshow(item["image"].permute(1, 2, 0).numpy())
-    ax.set_title(f"true: {classes[item['true']]} | pred: {classes[item['predicted']]}\n"
-                 f"confidence {item['confidence']:.2f}, test image #{item['index']}", fontsize=10)
-    ax.set_axis_off()
+    fig, ax = figure((3.2, 3.4))
+    show_mistake(ax, item, classes, 10, f", test image #{item['index']}")
     return fig
 
 
 def plot_batch_size(table, labels, caption):
-    """Test accuracy against batch size, one line per norm: {norm: {batch size: [accuracy per seed]}};
-    the bars reach the lowest and highest seed."""
-    fig = Figure(figsize=(7.5, 5), layout="constrained")
-    ax = fig.subplots()
+    """Test accuracy against batch size per norm ({norm: {batch size: [accuracy per seed]}}); bars: lowest-highest."""
+    fig, ax = figure((7.5, 5))
     for norm, points in table.items():
-        sizes = sorted(points)
-        spreads = [mean_and_range(points[b]) for b in sizes]
-        ax.errorbar(sizes, [m for m, _, _ in spreads], yerr=[[m - lo for m, lo, _ in spreads], [hi - m for m, _, hi in spreads]],
-                    marker="o", capsize=3, label=labels[norm])
+        errorbar(ax, sorted(points), [mean_and_range(points[b]) for b in sorted(points)], label=labels[norm])
     ticks = sorted({b for points in table.values() for b in points})
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks, [str(b) for b in ticks])
     ax.set(xlabel="batch size (learning rate scaled with it)", ylabel="test accuracy (%)",
            title="Test accuracy against batch size (mean; bars: lowest and highest seed)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    add_caption(fig, caption)
-    return fig
+    return finish(fig, ax, caption)
 
 
-# ---------------------------------------------------------------------------------------------
-# The lessons' figures (lessons.py).
+# === The lessons' figures (lessons.py) ============================================================
 
 SEED_STYLES = ("-", "--", ":")
 
 
 def plot_skips(histories, gradients, labels):
-    """Top row: training loss per epoch with and without the skips, one panel per norm
-    ({(norm, skips): [history per seed]}). Bottom row: each layer's gradient norm at initialisation
-    and after the first epoch ({(norm, skips): [record per seed]}, mean of the seeds)."""
+    """Top row: training loss per epoch with and without the skips, one panel per norm ({(norm, skips): [history per
+    seed]}); bottom: each layer's gradient norm at init and after epoch 1 ({(norm, skips): [record per seed]}, mean)."""
     norms = list(dict.fromkeys(norm for norm, _ in histories))
-    fig = Figure(figsize=(3.2 * len(norms), 6.4), layout="constrained")
-    axes = fig.subplots(2, len(norms), squeeze=False)
-    for col, norm in enumerate(norms):
-        loss_ax, grad_ax = axes[0][col], axes[1][col]
+    fig, axes = figure((3.2 * len(norms), 6.4), 2, len(norms), squeeze=False)
+    for col, (norm, loss_ax, grad_ax) in enumerate(zip(norms, axes[0], axes[1])):
         for skips, color in ((True, "C0"), (False, "C3")):
             arm = "with skips" if skips else "without"
             for k, history in enumerate(histories.get((norm, skips), [])):
@@ -178,43 +175,34 @@ def plot_skips(histories, gradients, labels):
 def plot_lr_sweep(table, labels, caption):
     """Final validation accuracy against the learning-rate multiplier, one line per norm
     ({norm: {multiplier: [record per seed]}}); a diverged run is drawn as an x at the bottom."""
-    fig = Figure(figsize=(7.5, 5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = figure((7.5, 5))
     for i, (norm, points) in enumerate(table.items()):
-        color = f"C{i}"
-        xs, means, lows, highs = [], [], [], []
+        xs, spreads = [], []
         for m in sorted(points):
             done = [r["final_test_accuracy"] for r in points[m] if not r["diverged"]]
             if done:
-                mean, lo, hi = mean_and_range(done)
-                xs.append(m), means.append(mean), lows.append(mean - lo), highs.append(hi - mean)
+                xs.append(m), spreads.append(mean_and_range(done))
             if len(done) < len(points[m]):
-                ax.plot([m * (1 + 0.04 * i)], [10], marker="x", color=color, markersize=9, linestyle="none")
-        ax.errorbar(xs, means, yerr=[lows, highs], marker="o", capsize=3, color=color, label=labels[norm])
+                ax.plot([m * (1 + 0.04 * i)], [10], marker="x", color=f"C{i}", markersize=9, linestyle="none")
+        errorbar(ax, xs, spreads, color=f"C{i}", label=labels[norm])
     ticks = sorted({m for points in table.values() for m in points})
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks, [f"x{m:g}" for m in ticks])
     ax.axhline(10, color="grey", linewidth=0.5)
     ax.set(xlabel="both peak learning rates, times the recipe's", ylabel="validation accuracy (%)",
            title="Accuracy against the learning rate (x: diverged; bars: lowest and highest seed)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    add_caption(fig, caption)
-    return fig
+    return finish(fig, ax, caption)
 
 
 def plot_activations(runs, labels, block="C9"):
-    """What enters the ReLU: for each norm ({norm: screening record}), the 1st-99th and 20th-80th
-    percentile bands of `block` at each recorded step of the first epoch (left), and of every C
-    block at the last step (right)."""
-    fig = Figure(figsize=(10, 2.3 * len(runs)), layout="constrained")
-    axes = fig.subplots(len(runs), 2, squeeze=False)
-    for row, (norm, record) in enumerate(runs.items()):
+    """What enters the ReLU: for each norm ({norm: screening record}), the 1st-99th and 20th-80th percentile bands
+    of `block` at each recorded step of the first epoch (left), and of every C block at the last step (right)."""
+    fig, axes = figure((10, 2.3 * len(runs)), len(runs), 2, squeeze=False)
+    for row, ((norm, record), (left, right)) in enumerate(zip(runs.items(), axes)):
         act = record["activations"]
         first = [k for k, s in enumerate(act["steps"]) if s < act["steps_per_epoch"]]
         steps = [act["steps"][k] for k in first]
         values = [act["blocks"][block][k] for k in first]
-        left, right = axes[row]
         left.fill_between(steps, [v[0] for v in values], [v[3] for v in values], alpha=0.25, color="C0", label="1st-99th")
         left.fill_between(steps, [v[1] for v in values], [v[2] for v in values], alpha=0.6, color="C0", label="20th-80th")
         left.set(ylabel=labels[norm], xlabel="training step" if row == len(runs) - 1 else None)
@@ -236,24 +224,19 @@ def plot_activations(runs, labels, block="C9"):
 
 def plot_fold(timing):
     """Eval time per image with BatchNorm and folded, for each batch size ({batch: {name: seconds}})."""
-    fig = Figure(figsize=(6, 3.5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = figure((6, 3.5))
     names = list(next(iter(timing.values())))
     width = 0.8 / len(names)
     for k, name in enumerate(names):
         ax.bar([i + k * width for i in range(len(timing))], [1000 * t[name] for t in timing.values()], width, label=name)
     ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(timing))], [f"batches of {b}" for b in timing])
     ax.set(ylabel="ms per image (eval, fp32)", title="BatchNorm folded into the convs: eval time")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend()
-    return fig
+    return finish(fig, ax, grid="y")
 
 
 def plot_batch_of_one(record, labels):
-    """How many of 128 predictions change when each image is passed alone, per norm and mode
-    ({norm: {mode: {'predictions_changed': n, ...}}})."""
-    fig = Figure(figsize=(7, 3.5), layout="constrained")
-    ax = fig.subplots()
+    """How many of 128 predictions change when each image is passed alone, per norm and mode ({norm: {mode: {...}}})."""
+    fig, ax = figure((7, 3.5))
     norms = list(record)
     for k, mode in enumerate(("eval", "train")):
         counts = [record[n][mode]["predictions_changed"] for n in norms]
@@ -261,50 +244,36 @@ def plot_batch_of_one(record, labels):
         ax.bar_label(bars, fontsize=8)
     ax.set_xticks([i + 0.2 for i in range(len(norms))], [labels[n] for n in norms])
     ax.set(ylabel="predictions that change (of 128)", title="An image alone against inside a batch of 128")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend()
-    return fig
+    return finish(fig, ax, grid="y")
 
 
 def plot_screening_curves(histories, caption):
     """Validation accuracy per epoch, one colour per name ({name: [history per seed]})."""
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = figure((7.5, 4.5))
     for i, (name, runs) in enumerate(histories.items()):
         for k, history in enumerate(runs):
             ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], color=f"C{i}",
                     linestyle=SEED_STYLES[k % 3], marker=".", label=f"{name}, seed {k}")
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Two kinds of LayerNorm")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    add_caption(fig, caption)
-    return fig
+    return finish(fig, ax, caption, fontsize=7, epochs=True)
 
 
 def plot_group_size(table, caption):
     """Validation accuracy against GroupNorm's channels per group ({label: [accuracy per seed]}, in order)."""
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = figure((8, 4.5))
     names = list(table)
-    spreads = [mean_and_range(table[n]) if table[n] else (math.nan,) * 3 for n in names]
-    ax.errorbar(range(len(names)), [m for m, _, _ in spreads], yerr=[[m - lo for m, lo, _ in spreads],
-                                                                     [hi - m for m, _, hi in spreads]],
-                marker="o", capsize=3)
+    errorbar(ax, range(len(names)), [mean_and_range(table[n]) if table[n] else (math.nan,) * 3 for n in names])
     for k, n in enumerate(names):
         ax.plot([k] * len(table[n]), table[n], "k.", alpha=0.5)
     ax.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
     ax.set(xlabel="channels per group", ylabel="validation accuracy (%)",
            title="GroupNorm from one channel per group to all of them (dots: seeds)")
-    ax.grid(alpha=0.3)
-    add_caption(fig, caption)
-    return fig
+    return finish(fig, ax, caption, legend=False)
 
 
 def plot_placement(table, labels):
     """Validation accuracy with the norm before and after the ReLU ({norm: {order: [{accuracy, ...}]}})."""
-    fig = Figure(figsize=(6.5, 4), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = figure((6.5, 4))
     for k, (order, name) in enumerate((("norm-relu", "conv, norm, ReLU"), ("relu-norm", "conv, ReLU, norm"))):
         for i, norm in enumerate(table):
             accs = [r["accuracy"] for r in table[norm].get(order, [])]
@@ -316,6 +285,4 @@ def plot_placement(table, labels):
     if lows:
         ax.set_ylim(min(lows) - 2, max(lows) + 1)
     ax.set(ylabel="validation accuracy (%)", title="Where the norm sits (bars: mean; dots: seeds)")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend()
-    return fig
+    return finish(fig, ax, grid="y")

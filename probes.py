@@ -1,7 +1,6 @@
-"""Measurements of a model's insides, for the lessons (experiments.py and the notebooks): what enters
-each ReLU while it trains, each layer's gradient norm, BatchNorm folded into the convs before it,
-whether an image's prediction depends on the other images of its batch, and BatchNorm scored with
-the statistics of test batches."""
+"""Measurements of a model's insides, for the lessons (experiments.py and the notebooks): what enters each ReLU
+while it trains, each layer's gradient norm, BatchNorm folded into the convs before it, whether an image's
+prediction depends on the other images of its batch, and BatchNorm scored with the statistics of test batches."""
 
 import copy
 import statistics
@@ -34,10 +33,9 @@ def percentiles(x):
 
 
 class ActivationRecorder:
-    """Records the PERCENTILES of what enters each C block's ReLU (its pre-activation) on the
-    training steps `record(step)` picks, step counting the model's training forwards from 0; the
-    forwards of evaluation are not counted. Read `steps` and `values` ({block: [[p1, p20, p80,
-    p99] per recorded step]}); `remove()` takes the hooks out."""
+    """Records the PERCENTILES of what enters each C block's ReLU (its pre-activation) on the training steps
+    `record(step)` picks, step counting the model's training forwards from 0 (not evaluation's). Read `steps`
+    and `values` ({block: [[p1, p20, p80, p99] per recorded step]}); `remove()` takes the hooks out."""
 
     def __init__(self, model, record):
         self.record, self.step, self.active = record, 0, False
@@ -68,17 +66,13 @@ def first_epoch_and_end(steps_per_epoch, total_steps, points=20):
     """The steps an ActivationRecorder records: `points` evenly spaced through the first epoch, its
     last step, the first step of every later epoch, and the last step of training."""
     every = max(1, steps_per_epoch // points)
-
-    def record(step):
-        return (step < steps_per_epoch and step % every == 0) or step == steps_per_epoch - 1 \
-            or step % steps_per_epoch == 0 or step == total_steps - 1
-    return record
+    return lambda step: ((step < steps_per_epoch and step % every == 0) or step == steps_per_epoch - 1
+                         or step % steps_per_epoch == 0 or step == total_steps - 1)
 
 
 @torch.no_grad()
 def norm_input(model, block, x):
-    """What enters the norm of the C block named `block` ('C5') when `model`, in eval mode, sees
-    float images `x`: the tensor the norm normalizes, in fp32."""
+    """What the norm of C block `block` ('C5') normalizes, in fp32, when `model` in eval mode sees float `x`."""
     norm = next(m for m in getattr(model, block) if not isinstance(m, (nn.Conv2d, nn.ReLU)))
     captured = []
     handle = norm.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].float()))
@@ -89,26 +83,16 @@ def norm_input(model, block, x):
     return captured[0]
 
 
-def weight_layers(model):
-    """[(label, conv)] for every conv with weights, in the order data flows: C1 C2 c3 C3 C4 C5 c6 C7 C8 C9 c10."""
-    layers = []
-    for name, m in model.named_children():
-        conv = m[0] if isinstance(m, ConvBlock) else m
-        if isinstance(conv, nn.Conv2d):
-            layers.append((name, conv))
-    return layers
-
-
 def gradient_norms(model, images, labels, mean, std):
-    """{layer: L2 norm of the loss's gradient for that layer's weights} on one batch of uint8
-    `images`, in fp32 and train mode, on a copy (the model and its running statistics stay as
-    they were). The loss is plain cross-entropy."""
+    """{layer: L2 norm of the plain cross-entropy's gradient for its weights} for every conv with weights (C1 C2 c3
+    C3 C4 C5 c6 C7 C8 C9 c10) on uint8 `images`, in fp32 and train mode, on a copy (the model stays as it was)."""
     probe = copy.deepcopy(model).float().train()
     device = next(probe.parameters()).device
     x = normalize(images.to(device), mean.to(device), std.to(device))
     probe.zero_grad(set_to_none=True)
     F.cross_entropy(probe(x), labels.to(device)).backward()
-    return {label: round(conv.weight.grad.norm().item(), 6) for label, conv in weight_layers(probe)}
+    convs = [(label, m[0] if isinstance(m, ConvBlock) else m) for label, m in probe.named_children()]
+    return {label: round(conv.weight.grad.norm().item(), 6) for label, conv in convs if isinstance(conv, nn.Conv2d)}
 
 
 def fold_batchnorm(model):
@@ -127,8 +111,7 @@ def fold_batchnorm(model):
 
 @torch.no_grad()
 def seconds_per_image(model, x, batch_size, repeats=5):
-    """Median over `repeats` of the seconds an eval-mode pass over float `x` takes, per image, in
-    batches of `batch_size` (after one warm-up pass)."""
+    """Median over `repeats` (after a warm-up) of an eval pass's seconds per image over `x`, batches of `batch_size`."""
     model.eval()
     batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
     times = []
@@ -143,17 +126,19 @@ def seconds_per_image(model, x, batch_size, repeats=5):
     return statistics.median(times)
 
 
+def frozen_copy(model, train):
+    """A copy of `model` in train mode or not whose BatchNorm running statistics stay as they were (momentum 0)."""
+    probe = copy.deepcopy(model).train(train)
+    for bn in (m for m in probe.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.momentum = 0.0
+    return probe
+
+
 @torch.no_grad()
 def batch_dependence(model, x, mode):
-    """How much each image's logits depend on the rest of its batch: the logits of float batch `x`
-    passed whole and of each image passed alone, in `mode` ('eval' or 'train', on a copy whose
-    BatchNorm running statistics are frozen). Returns (largest absolute logit difference, how many
-    predictions change)."""
-    probe = copy.deepcopy(model).float()
-    probe.train(mode == "train")
-    for m in probe.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 0.0
+    """How much each image's logits depend on the rest of its batch, in `mode` ('eval' or 'train', on a frozen_copy):
+    (largest absolute logit difference, how many predictions change) of float batch `x` whole against alone."""
+    probe = frozen_copy(model, mode == "train").float()
     together = probe(x)
     alone = torch.cat([probe(x[i:i + 1]) for i in range(len(x))])
     return (together - alone).abs().max().item(), int((together.argmax(1) != alone.argmax(1)).sum())
@@ -161,13 +146,9 @@ def batch_dependence(model, x, mode):
 
 @torch.no_grad()
 def accuracy_with_batch_statistics(model, data, batch_size, seed=0):
-    """Test accuracy with BatchNorm in train mode: each test batch of `batch_size` images (in a
-    seeded random order, since the test set is stored class by class) normalized with its own
-    statistics. The running statistics are left as they were (momentum 0)."""
-    probe = copy.deepcopy(model).train()
-    for m in probe.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 0.0
+    """Test accuracy with BatchNorm in train mode, on a frozen_copy: each test batch of `batch_size` images (in a
+    seeded random order, since the test set is stored class by class) normalized with its own statistics."""
+    probe = frozen_copy(model, train=True)
     order = torch.randperm(len(data.test_labels), generator=torch.Generator().manual_seed(seed))
     device = next(model.parameters()).device
     correct = seen = 0

@@ -1,10 +1,9 @@
 """Every file under results/: its path, its one schema, and the tables and sections made from it.
 
-One record per run (run_record): the suite's seeds (results/<norm>_seed<k>.json, summarized in
-results/<norm>.json), validation runs (results/validation/), the lessons' runs and measurements
-(results/lessons/<folder>/) and the batch-size runs (results/sweep/). No other module builds a path
-under results/. The generated sections of README.md and docs/*.md (between `<!-- name:start -->`
-and `<!-- name:end -->`) are written by write_section alone.
+One record per run (run_record): the suite's seeds (results/<norm>_seed<k>.json, summarized in results/<norm>.json),
+validation runs (results/validation/), the lessons' runs and measurements (results/lessons/<folder>/) and the
+batch-size runs (results/sweep/). No other module builds a path under results/. The generated sections of README.md
+and docs/*.md (between `<!-- name:start -->` and `<!-- name:end -->`) are written by write_section alone.
 """
 
 import json
@@ -38,23 +37,24 @@ def mean_and_range(values):
     return sum(values) / len(values), min(values), max(values)
 
 
-def spread(values):
-    """'81.2 (80.9-81.5)': mean of the seeds and their lowest and highest."""
-    return "{:.1f} ({:.1f}-{:.1f})".format(*mean_and_range(values)) if values else "-"
+def spread(values, digits=".1f"):
+    """'81.2 (80.9-81.5)': mean of the seeds and their lowest and highest, each formatted with `digits`."""
+    if not values:
+        return "-"
+    mean, low, high = mean_and_range(values)
+    return f"{mean:{digits}} ({low:{digits}}-{high:{digits}})"
 
 
 def differ(a, b):
-    """True when two sets of seeds' accuracies differ in their means by more than either's range
-    (highest minus lowest): a smaller difference is no difference, and one seed each shows no
-    range to judge by."""
+    """True when two sets of seeds' accuracies differ in their means by more than either's range (highest minus
+    lowest): a smaller difference is no difference, and one seed each shows no range to judge by."""
     if len(a) < 2 or len(b) < 2:
         return False
     (mean_a, lo_a, hi_a), (mean_b, lo_b, hi_b) = mean_and_range(a), mean_and_range(b)
     return abs(mean_a - mean_b) > max(hi_a - lo_a, hi_b - lo_b)
 
 
-# ---------------------------------------------------------------------------------------------
-# Paths: every one under results/ is made here.
+# === Paths: every one under results/ is made here =================================================
 
 def seed_path(out, norm, seed):
     return Path(out) / "results" / f"{norm}_seed{seed}.json"
@@ -66,12 +66,11 @@ def summary_path(out, norm):
 
 def record_path(out, folder, name, suffix=".json"):
     """A lesson's record: results/lessons/<folder>/<name>.json; the batch-size runs are results/sweep/."""
-    base = Path(out) / "results" / ("sweep" if folder == "sweep" else f"lessons/{folder}")
-    return base / f"{name}{suffix}"
+    return Path(out) / "results" / ("sweep" if folder == "sweep" else f"lessons/{folder}") / f"{name}{suffix}"
 
 
-def benchmark_path(out=ROOT):
-    return Path(out) / "results" / "benchmark.txt"
+def benchmark_path(out=ROOT, gpu=False):
+    return Path(out) / "results" / ("benchmark_gpu.txt" if gpu else "benchmark.txt")
 
 
 def read(path):
@@ -80,24 +79,17 @@ def read(path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def record_files(out, folder, pattern, suffix=".json"):
-    """The files of `folder` whose names match the glob `pattern`, in name order (seed 0 first)."""
-    path = record_path(out, folder, pattern, suffix)
-    return sorted(path.parent.glob(path.name))
-
-
 def read_records(out, folder, pattern):
-    return [json.loads(p.read_text()) for p in record_files(out, folder, pattern)]
+    """The records of `folder` whose names match the glob `pattern`, in name order (seed 0 first)."""
+    path = record_path(out, folder, pattern)
+    return [json.loads(p.read_text()) for p in sorted(path.parent.glob(path.name))]
 
 
 def write_record(out, folder, name, record):
-    path = record_path(out, folder, name)
-    write_json(path, record)
-    return path
+    return write_json(record_path(out, folder, name), record)
 
 
-# ---------------------------------------------------------------------------------------------
-# The one record of a run.
+# === The one record of a run ======================================================================
 
 def code_version(root=ROOT):
     """The git commit the code ran at and whether the tree had uncommitted changes (None, None
@@ -148,14 +140,7 @@ def trained_on(records):
     return "records of different machines or precisions side by side: " + "; ".join(seen)
 
 
-# ---------------------------------------------------------------------------------------------
-# The suite's runs (run.py): one record per seed, a summary per norm.
-
-def write_seed(out, record):
-    path = seed_path(out, record["norm"], record["seed"])
-    write_json(path, record)
-    return path
-
+# === The suite's runs (run.py): one record per seed, a summary per norm ===========================
 
 def summarize_seeds(runs):
     """A norm's summary: each seed's final numbers, their mean and sample standard deviation."""
@@ -169,14 +154,9 @@ def summarize_seeds(runs):
         "runs": [{key: r[key] for key in PER_SEED} for r in runs],
         "final_test_accuracy_mean": percent(mean),
         "final_test_accuracy_std": percent(std),
-        "final_train_accuracy_mean": percent(mean_and_range(r["final_train_accuracy"] for r in runs)[0]),
-        "final_test_accuracy_flip_tta_mean": percent(mean_and_range(r["final_test_accuracy_flip_tta"] for r in runs)[0]),
-        "seconds_per_epoch_mean": round(mean_and_range(r["seconds_per_epoch"] for r in runs)[0], 2),
+        **{f"{key}_mean": round(mean_and_range(r[key] for r in runs)[0], 2)
+           for key in ("final_train_accuracy", "final_test_accuracy_flip_tta", "seconds_per_epoch")},
     }
-
-
-def write_summary(out, summary):
-    write_json(summary_path(out, summary["norm"]), summary)
 
 
 def load_results(out=ROOT):
@@ -204,33 +184,18 @@ def optimizer_label(config):
 
 
 def results_table(results):
-    lines = [
-        "| model | norm | parameters | epochs | optimizer | seeds | train acc | test acc, mean ± std | test acc per seed "
-        "| s/epoch | data | device | separate: with flip TTA |",
-        "|---|---|---:|---:|---|---:|---:|---:|---|---:|---|---|---:|",
-    ]
+    """README.md's results table: a row per norm's summary."""
+    lines = ["| model | norm | parameters | epochs | optimizer | seeds | train acc | test acc, mean ± std "
+             "| test acc per seed | s/epoch | data | device | separate: with flip TTA |",
+             "|---|---|---:|---:|---|---:|---:|---:|---|---:|---|---|---:|"]
     for norm, r in results.items():
         per_seed = ", ".join(f"{run['final_test_accuracy']:.2f}" for run in r["runs"])
-        lines.append(
-            f"| `{r['model']}` | {LABELS[norm]} | {r['parameters']:,} | {r['epochs']} | {optimizer_label(r['config'])} | "
-            f"{', '.join(map(str, r['seeds']))} | {r['final_train_accuracy_mean']:.2f}% | "
-            f"**{test_accuracy(r):.2f}% ± {r['final_test_accuracy_std']:.2f}** | "
-            f"{per_seed} | "
-            f"{r['seconds_per_epoch_mean']:.1f} | {r['data']} | {r['device']} | "
-            f"{r['final_test_accuracy_flip_tta_mean']:.2f}% |"
-        )
+        lines.append(f"| `{r['model']}` | {LABELS[norm]} | {r['parameters']:,} | {r['epochs']} | "
+                     f"{optimizer_label(r['config'])} | {', '.join(map(str, r['seeds']))} | "
+                     f"{r['final_train_accuracy_mean']:.2f}% | **{test_accuracy(r):.2f}% ± "
+                     f"{r['final_test_accuracy_std']:.2f}** | {per_seed} | {r['seconds_per_epoch_mean']:.1f} | "
+                     f"{r['data']} | {r['device']} | {r['final_test_accuracy_flip_tta_mean']:.2f}% |")
     return "\n".join(lines)
-
-
-def seed_accuracies(r):
-    """A summary's final test accuracy of each seed."""
-    return [run["final_test_accuracy"] for run in r["runs"]]
-
-
-def seed_range(r):
-    """Highest minus lowest final test accuracy over a summary's seeds (0 for one seed)."""
-    _, low, high = mean_and_range(seed_accuracies(r))
-    return high - low
 
 
 def comparison(results):
@@ -238,27 +203,27 @@ def comparison(results):
     ranked = sorted(results, key=lambda n: -test_accuracy(results[n]))
     if not ranked:
         return "No results yet: run `python run.py --norm all`."
+    seeds = {n: [run["final_test_accuracy"] for run in results[n]["runs"]] for n in ranked}  # final test accuracies
     lines = [f"- {LABELS[n]}: {test_accuracy(results[n]):.2f}% mean final test accuracy, seeds "
-             f"{seed_range(results[n]):.2f} points apart." for n in ranked]
+             f"{max(seeds[n]) - min(seeds[n]):.2f} points apart." for n in ranked]
     pairs = [(a, b) for k, a in enumerate(ranked) for b in ranked[k + 1:]]
     real = []
     for a, b in pairs:
-        if differ(seed_accuracies(results[a]), seed_accuracies(results[b])):
+        if differ(seeds[a], seeds[b]):
             optimizers = [optimizer_label(results[n].get("config", {})) for n in (a, b)]
             # a norm trained with another optimizer: the difference is not the norm's alone
             real.append(f"{LABELS[a]} above {LABELS[b]}" + ("" if optimizers[0] == optimizers[1] else
                         f" (trained with different optimizers: {optimizers[0]} against {optimizers[1]})"))
     lines.append("- Differences beyond the seeds' spread: " + (", ".join(real) if real else
                  "none; on these runs the norms are level") + ".")
+    seconds = {n: f"{LABELS[n]} {r['seconds_per_epoch_mean']:.1f} s" for n, r in results.items()}
     if len({r["device"] for r in results.values()}) > 1:  # seconds on different machines do not compare
-        lines.append("- Seconds per epoch: " + ", ".join(f"{LABELS[n]} {results[n]['seconds_per_epoch_mean']:.1f} s"
-                                                        for n in results) + "; measured on different machines "
+        lines.append("- Seconds per epoch: " + ", ".join(seconds.values()) + "; measured on different machines "
                      "(the device column), so not compared.")
     else:
         fastest = min(results, key=lambda n: results[n]['seconds_per_epoch_mean'])
-        lines.append(f"- Fastest per epoch: {LABELS[fastest]} ({results[fastest]['seconds_per_epoch_mean']:.1f} s "
-                     f"on {results[fastest]['device']}); " + ", ".join(
-                         f"{LABELS[n]} {results[n]['seconds_per_epoch_mean']:.1f} s" for n in results if n != fastest) + ".")
+        lines.append(f"- Fastest per epoch: {LABELS[fastest]} ({results[fastest]['seconds_per_epoch_mean']:.1f} s on "
+                     f"{results[fastest]['device']}); " + ", ".join(seconds[n] for n in results if n != fastest) + ".")
     return "\n".join(lines)
 
 
@@ -277,9 +242,8 @@ def replace_section(text, name, body, where="the file"):
 
 
 def write_section(path, name, body):
-    """The one writer of generated sections (README.md, docs/*.md): replace what stands between
-    `<!-- name:start -->` and `<!-- name:end -->` in `path` by `body`. Returns True if it changed;
-    a missing file is left alone (an --out folder without the docs)."""
+    """The one writer of generated sections (README.md, docs/*.md): replace what stands between `name`'s markers
+    in `path` by `body`. Returns True if it changed; a missing file is left alone (an --out folder without docs)."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -291,16 +255,14 @@ def write_section(path, name, body):
 
 
 def update_readme(out=ROOT, saved=None):
-    """Rewrite the results table and comparison of <out>/README.md from `saved` ({norm: summary};
-    default: the summaries under `out`)."""
+    """Rewrite <out>/README.md's results table and comparison from `saved` ({norm: summary}; default: `out`'s)."""
     saved = load_results(out) if saved is None else saved
     readme = Path(out) / "README.md"
     changed = write_section(readme, "results-table", results_table(saved))
     return write_section(readme, "comparison", comparison(saved)) or changed
 
 
-# ---------------------------------------------------------------------------------------------
-# Validation runs (run.py --validation): results/validation/<tag>-<norm>[-seed<k>].json and the record.
+# === Validation runs (run.py --validation): results/validation/<tag>-<norm>[-seed<k>].json and the record ===
 
 def changed_settings(settings, defaults):
     """'lr=0.1, cutout=8' for the settings that differ from `defaults` (seed aside), or '-'."""

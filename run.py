@@ -28,7 +28,7 @@ import torch
 import plots
 import results
 import utils
-from atomic import ensure_writable, save_figure, torch_save
+from atomic import ensure_writable, save_figure, torch_save, write_json
 from data import load_cifar10
 from hardware import AMP_CHOICES, choose_precision, describe_device, pick_device
 from models import CONVS, ORDERS, ModelConfig, canonical_norm
@@ -89,9 +89,8 @@ def parse_args(argv=None):
 
 
 def add_config_flags(p, config_class, skip=(), special=None):
-    """One flag per field of the dataclass `config_class` (--batch-size for batch_size), default
-    None so that main can tell a flag given from one left out; `special` holds argparse options
-    for fields that need more than their type."""
+    """One flag per field of the dataclass `config_class` (--batch-size for batch_size), default None so that main
+    can tell a flag given from one left out; `special` holds argparse options for fields that need more than a type."""
     for f in fields(config_class):
         if f.name in skip:
             continue
@@ -149,13 +148,10 @@ def main(argv=None):
                    if f.name not in ("norm", "num_classes") and getattr(args, f.name) is not None}
     model_configs = {norm: ModelConfig(norm=norm, **model_given) for norm in norms}
     asked = {norm: [utils.recipe(norm, **given, seed=seed) for seed in args.seeds] for norm in norms}
-    if args.out:
-        out = Path(args.out)
-    elif args.dry_run:  # a one-epoch check must not replace the results of a full run
+    out = Path(args.out) if args.out else ROOT
+    if args.dry_run and not args.out:  # a one-epoch check must not replace the results of a full run
         out = Path(tempfile.mkdtemp(prefix="s8-dry-run-"))
         print(f"dry run: writing to {out}")
-    else:
-        out = ROOT
     ensure_writable(out)
     device = pick_device(args.device)
     # The precision depends on the device and the norm alone: chosen once per norm and passed down.
@@ -202,7 +198,7 @@ def main(argv=None):
                 runs.append(run["record"])
             summaries[norm] = results.summarize_seeds(runs)
             histories[norm] = runs[0]["history"]
-            results.write_summary(stage, summaries[norm])
+            write_json(results.summary_path(stage, norm), summaries[norm])
             publish(stage, out)
             published.append(LABELS[norm])
         if len(norms) == len(NORMS) and not args.validation:
@@ -221,8 +217,7 @@ INCOMPLETE = ".incomplete"  # under --out: the files of a norm whose seeds have 
 def publish(stage, out):
     """Move every file of `stage` to the same place under `out`, the summary JSON last; then remove `stage`."""
     files = sorted(p for p in stage.rglob("*") if p.is_file())
-    summaries = [p for p in files if p.parent.name == "results" and "_seed" not in p.name]
-    for file in [*(p for p in files if p not in summaries), *summaries]:
+    for file in sorted(files, key=lambda p: p.parent.name == "results" and "_seed" not in p.name):  # summaries last
         target = out / file.relative_to(stage)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(file, target)
@@ -234,7 +229,7 @@ def publish(stage, out):
 def save_seed(out, run, classes, first):
     """One seed's JSON; the first seed also gives the checkpoint and the figures."""
     record = run["record"]
-    path = results.write_seed(out, record)
+    path = write_json(results.seed_path(out, record["norm"], record["seed"]), record)
     norm = record["norm"]
     if first:
         torch_save(run["checkpoint"], out / "checkpoints" / f"{norm}.pt")

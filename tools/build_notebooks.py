@@ -44,10 +44,8 @@ def build(notebook, old=None, sources=None):
     """The notebook `notebook` from its source; a code cell whose source is that of one of `old`'s
     keeps that cell's outputs (matched by source, so inserting a cell loses no outputs)."""
     nb = nbformat.v4.new_notebook(cells=source_cells(NOTEBOOKS[notebook], sources))
-    kept = {}
-    for before in (old.cells if old else []):
-        if before.cell_type == "code":
-            kept.setdefault(before.source, before)
+    # reversed: where two code cells share a source, the first one's outputs are kept
+    kept = {before.source: before for before in reversed(old.cells if old else []) if before.cell_type == "code"}
     stem = notebook.removesuffix(".ipynb")
     for k, cell in enumerate(nb.cells):  # stable ids and metadata: rebuilding gives the same file
         cell.id = f"{stem}-{k:02d}"

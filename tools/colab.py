@@ -72,8 +72,7 @@ def origin_repo(root=ROOT):
 
 
 def readme_repo(readme):
-    """OWNER/NAME that the Colab badges in README.md's colab section name, else None (badges outside
-    that section name nothing)."""
+    """OWNER/NAME that the Colab badges in README.md's colab section name (badges elsewhere name nothing), else None."""
     text = readme.read_text() if readme.is_file() else ""
     start, end = results.section_markers("colab")
     if start not in text or end not in text:
@@ -96,11 +95,10 @@ def colab_section(repo):
 
 def point_at(repo, root=ROOT):
     """Badges and the set-up cell's address for `repo` (or none) in notebooks/ and README.md."""
-    sources = root / "notebooks"
     for notebook, name in build_notebooks.NOTEBOOKS.items():
-        path = sources / name
+        path = root / "notebooks" / name
         write_text(path, with_badge(path.read_text(), repo, notebook))
-    setup = sources / "setup.py"
+    setup = root / "notebooks" / "setup.py"
     write_text(setup, with_repo(setup.read_text(), repo))
     results.write_section(root / "README.md", "colab", colab_section(repo))
 

@@ -90,8 +90,7 @@ def colab_like_env(work):
     """A venv that sees this machine's packages except HIDDEN, with COLAB_PACKAGES installed."""
     filtered = work / "site-packages-without-colab-differences"
     filtered.mkdir()
-    system_site = Path(sysconfig.get_paths()["purelib"])
-    for entry in system_site.iterdir():
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
         if not entry.name.lower().replace("-", "_").startswith(HIDDEN):
             (filtered / entry.name).symlink_to(entry)
     env_dir = work / "venv"
@@ -130,10 +129,9 @@ def kernel(work, python):
 
 def committed_setup():
     """The notebooks' set-up cell, the same in all three."""
-    found = set()
-    for notebook in ("S8_BN.ipynb", "S8_LN.ipynb", "S8_GN.ipynb"):
-        cells = nbformat.read(ROOT / notebook, as_version=4).cells
-        found |= {c.source for c in cells if c.cell_type == "code" and "google.colab" in c.source}
+    found = {c.source for notebook in ("S8_BN.ipynb", "S8_LN.ipynb", "S8_GN.ipynb")
+             for c in nbformat.read(ROOT / notebook, as_version=4).cells
+             if c.cell_type == "code" and "google.colab" in c.source}
     if len(found) != 1:
         sys.exit(f"colab rehearsal: {len(found)} different set-up cells in the notebooks, not one; "
                  "rebuild them with python tools/build_notebooks.py")
@@ -141,12 +139,10 @@ def committed_setup():
 
 
 def rehearse(setup, content):
-    """Run the set-up cell twice, the imports and the check in the bare folder `content`; return
-    what the check printed."""
+    """Run the set-up cell twice, the imports and the check in the bare folder `content`; return what it printed."""
     sources = (setup, setup, IMPORTS, CHECK)  # the set-up cell twice: the second run must change nothing
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
-    for k, cell in enumerate(nb.cells):
-        cell.id = f"rehearsal-{k}"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, id=f"rehearsal-{k}")
+                                         for k, source in enumerate(sources)])
     NotebookClient(nb, kernel_name=KERNEL, timeout=300, resources={"metadata": {"path": str(content)}}).execute()
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     return json.loads(printed.split("REHEARSAL ", 1)[1])

@@ -1,34 +1,39 @@
-"""Training throughput: this suite's pipeline against the one public solutions use.
+"""Training speed: each norm's step, the operations in it, and this suite's pipeline against the public one.
 
-    python benchmark.py --data ../shared/data/cifar10-jpg.tar.gz
+    python benchmark.py --data ../shared/data/cifar10-jpg.tar.gz [--budget SECONDS]
 
-Public pipeline: torchvision transforms on PIL images (RandomCrop with padding 4,
-RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with two workers, batch 64, fp32, plain SGD.
-This suite: uint8 tensors in memory, whole-batch augmentation, batch 128, and the precision and
-memory layout hardware.py chooses for this machine and norm (bf16 autocast only where the CPU has
-native bf16; --amp forces one), with the norm's recipe and convs (Muon for the conv kernels, and
-Weight Standardization for GroupNorm).
-Prints images per second, seconds per 50,000-image epoch and the ratio to the public pipeline; on a
-GPU also the time for 20 epochs of each norm. Writes the report to --report (default results/benchmark.txt).
+Its sections come in order of importance, so that a few minutes on a borrowed GPU give the rows that
+matter most first, and it stops, keeping what it has, when --budget seconds are spent:
+  1. each norm's training step with its recipe at batch 128, ms per step and images/s: Muon per kernel
+     against batched (muon.py); on CUDA also batched with the step replayed as a CUDA graph (--cuda-graph)
+  2. operations per BatchNorm step (a profiler count on the CPU, where each is one call), all of them and
+     the optimizer's, for both Muon paths
+  3. CUDA only: BatchNorm at batch 512 against 128 (about the same time a step: launch-bound)
+  4. CUDA only, where bf16 is native: BatchNorm in fp16 against bf16
+  5. channels-last against NCHW for each norm
+  6. the pipeline public solutions use (torchvision transforms on PIL images, a DataLoader with two
+     workers, batch 64, fp32, plain SGD) against this suite's, in images/s
+Rows of a section are compared with its first (the ratio column). Writes the report to --report
+(default results/benchmark.txt; on CUDA results/benchmark_gpu.txt).
 """
 
 import argparse
 import time
+from collections import Counter
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
 import results
 import utils
 from atomic import write_text
 from data import load_cifar10
-from hardware import AMP_CHOICES, choose_precision, describe_device, native_bf16
-from models import ModelConfig, S8_model
-from results import LABELS, NORMS
+from hardware import AMP_CHOICES, choose_precision, describe_device, native_bf16, pick_device
+from models import S8_model
+from results import LABELS
 
-
-# The pipeline column fits the longest name ("suite: ..., bf16 NCHW, muon, ws" is 55 characters).
-NAME_WIDTH = 56
 
 def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
     """Images/s of the DataLoader + PIL transforms pipeline, fp32, after a warm-up."""
@@ -70,82 +75,157 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
     return seen / (time.perf_counter() - start)
 
 
-def suite_ips(data, norm, images, device, cfg, precision):
-    """Images/s of utils.train on `images` training images with `cfg` in `precision`, after a warm-up epoch."""
-    part = data.subset(images, 1, seed=0).to(device)
+def step_seconds(data, norm, device, precision, steps, batch_size=128, batched=None, graph=False):
+    """Seconds a training step of `norm`'s recipe takes (utils.train over `steps` full batches), after a
+    warm-up epoch of as many steps (which also records the CUDA graph, with `graph`)."""
+    part = data.subset(steps * batch_size, 1, seed=0).to(device)
     torch.manual_seed(0)
     model = S8_model(norm).to(device, memory_format=precision.memory_format)
-    steps = -(-images // cfg.batch_size)
-    optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=2 * steps)
+    cfg = utils.recipe(norm, batch_size=batch_size, epochs=2, cuda_graph=graph)
+    optimizer, scheduler = utils.make_optimizer(model, cfg, steps)
+    optimizer.batched = batched
+    scaler = precision.grad_scaler(device)
+    captured = utils.CapturedStep(model, optimizer, utils.rate_table(model, cfg, steps), cfg, precision, scaler,
+                                  device) if graph else None
     generator = torch.Generator(device=device).manual_seed(0)
-    utils.train(model, part, optimizer, scheduler, cfg, generator, precision, progress=False)  # warm-up
-    start = time.perf_counter()
-    utils.train(model, part, optimizer, scheduler, cfg, generator, precision, progress=False)
-    return images / (time.perf_counter() - start)
-
-
-def gpu_twenty_epochs(data, device, amp="auto"):
-    """Seconds to train each norm for 20 epochs on the GPU, from data already decoded."""
-    gpu_data = data.to(device)
-    times = {}
-    for norm in NORMS:
-        cfg = utils.recipe(norm, batch_size=512, lr=0.1, amp=amp)
-        torch.manual_seed(0)
-        model = S8_model(norm)
-        torch.cuda.synchronize()
+    times = []
+    for _ in range(2):  # the first is the warm-up
         start = time.perf_counter()
-        precision = choose_precision(device, norm, cfg.amp, cfg.channels_last)
-        history = utils.fit(model, gpu_data, cfg, device, precision, progress=False, log=lambda s: None)
-        torch.cuda.synchronize()
-        times[norm] = (time.perf_counter() - start, history[-1]["test_acc"])
-    return times
+        utils.train(model, part, optimizer, scheduler, cfg, generator, precision, progress=False, scaler=scaler,
+                    captured=captured)  # ends by reading the loss: the device has finished
+        times.append(time.perf_counter() - start)
+    return times[-1] / steps
+
+
+def operations_per_step(norm, batched, batch_size=128):
+    """(operations in one training step of `norm`'s recipe on the CPU, those inside the optimizer's step):
+    the profiler's top-level aten calls, each of which is at least one kernel launch on a GPU, views
+    included (they cost a call, not a launch)."""
+    torch.manual_seed(0)
+    model = S8_model(norm)
+    optimizer, scheduler = utils.make_optimizer(model, utils.recipe(norm, epochs=1), 10)
+    optimizer.batched = batched
+    x, y = torch.randn(batch_size, 3, 32, 32), torch.randint(0, 10, (batch_size,))
+
+    def step():
+        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    step()  # the buffers are made on the first step
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    counted = Counter()
+    for event in prof.events():
+        parents, above = [], event.cpu_parent
+        while above is not None:
+            parents.append(above.name)
+            above = above.cpu_parent
+        if event.name.startswith("aten::") and not any(name.startswith("aten::") for name in parents):
+            counted["all"] += 1
+            counted["optimizer"] += any(name.startswith("Optimizer.step") for name in parents)
+    return counted["all"], counted["optimizer"]
+
+
+HEAD = f"{'':44s} {'norm':9s} {'ms/step':>9s}  images/s  ratio"
+
+
+def rows(measured):
+    """Lines of (name, norm, seconds per step, batch size) from `measured`, each with its images/s and its
+    ratio of images/s to the first row's."""
+    first = None
+    for name, norm, seconds, batch in measured:
+        ips = batch / seconds
+        first = first or ips
+        yield f"{name:44s} {LABELS[norm]:9s} {1000 * seconds:9.2f}  {ips:8.0f}  {ips / first:.2f}x"
 
 
 def _short(precision):
-    """'fp32 CL', 'bf16 NCHW': the precision and layout in a table cell."""
+    """'fp32 CL', 'bf16 NCHW': the precision and layout in a row."""
     return f"{'fp32' if precision.amp == 'off' else precision.amp} {'CL' if precision.channels_last else 'NCHW'}"
+
+
+def sections(data, device, norms, args):
+    """(title, column heads, lines) in order of importance; a line is measured only when the report asks for it."""
+    cuda = device.type == "cuda"
+
+    def timed(name, norm, amp=args.amp, channels_last=None, batch=128, batched=None, graph=False):
+        precision = choose_precision(device, norm, amp, channels_last)
+        return (f"{name}, {_short(precision)}", norm, step_seconds(
+            data, norm, device, precision, args.steps, batch, batched, graph), batch)
+
+    def recipes():
+        paths = [("Muon per kernel", False, False), ("Muon batched", True, False)]
+        paths += [("Muon batched, CUDA graph", True, True)] if cuda else []
+        for norm in norms:
+            yield from rows(timed(name, norm, batched=batched, graph=graph) for name, batched, graph in paths)
+
+    def operations():
+        for batched in (False, True):
+            total, in_optimizer = operations_per_step("bn", batched)
+            yield f"{'Muon batched' if batched else 'Muon per kernel':44s} {total:6d}  {in_optimizer:9d}"
+
+    def layouts():
+        for norm in norms:
+            yield from rows(timed("layout", norm, channels_last=cl) for cl in (False, True))
+
+    def public():
+        for norm in norms:
+            theirs = public_pipeline_ips(data, norm, args.public_steps)
+            precision = choose_precision(device, norm, args.amp)
+            ours = 128 / step_seconds(data, norm, device, precision, args.steps)
+            for name, ips in (("public: PIL, DataLoader x2, bs64, fp32", theirs),
+                              (f"suite: uint8, batch augment, bs128, {_short(precision)}", ours)):
+                yield f"{name:44s} {LABELS[norm]:9s} {ips:9.0f}  {ips / theirs:.2f}x"
+
+    yield "1. each norm's recipe, batch 128", HEAD, recipes()
+    yield "2. operations in one BatchNorm training step (profiler, CPU)", f"{'':44s} {'all':>6s}  optimizer", operations()
+    if cuda:
+        yield "3. BatchNorm, batch 512 against 128", HEAD, rows(timed(f"batch {b}", "bn", batch=b) for b in (128, 512))
+        if native_bf16(device):
+            yield "4. BatchNorm, fp16 against bf16", HEAD, rows(timed(amp, "bn", amp=amp) for amp in ("fp16", "bf16"))
+    yield "5. memory layout", HEAD, layouts()
+    if not cuda:  # the public pipeline feeds the model from CPU worker processes
+        yield "6. the public pipeline against this suite's", f"{'':44s} {'norm':9s}  images/s  ratio", public()
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data", help="CIFAR-10 source (see run.py --help)")
     p.add_argument("--norms", default="bn,ln,gn")
-    p.add_argument("--steps", type=int, default=150, help="timed steps of the public pipeline (batch 64)")
-    p.add_argument("--images", type=int, default=12800, help="timed images of this suite's pipeline")
+    p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the first available)")
+    p.add_argument("--steps", type=int, default=40, help="timed training steps a row (after as many to warm up)")
+    p.add_argument("--public-steps", type=int, default=150, help="timed steps of the public pipeline (batch 64)")
     p.add_argument("--amp", choices=AMP_CHOICES, default="auto", help="the suite's precision (default %(default)s)")
-    p.add_argument("--report", default=str(results.benchmark_path()))
+    p.add_argument("--budget", type=float, default=0, help="stop after this many seconds, keeping what was "
+                                                            "measured (default: no limit)")
+    p.add_argument("--report", default=None, help="default results/benchmark.txt (on CUDA results/benchmark_gpu.txt)")
     args = p.parse_args(argv)
-
+    device = pick_device(args.device)
+    report = Path(args.report or results.benchmark_path(gpu=device.type == "cuda"))
+    deadline = time.perf_counter() + args.budget if args.budget else None
     data = load_cifar10(args.data)
-    cpu = torch.device("cpu")
-    lines = [f"benchmark.py on {describe_device(cpu)}, native bf16: {'yes' if native_bf16(cpu) else 'no'}, "
-             f"torch {torch.__version__}, data {data.source}",
-             f"{'pipeline':{NAME_WIDTH}s} {'norm':9s}  images/s  s/epoch(50k)  ratio"]
-    print(lines[0] + "\n" + lines[1])
-    for norm in args.norms.split(","):
-        rows = [("public: PIL transforms, DataLoader x2, bs64, fp32", public_pipeline_ips(data, norm, args.steps))]
-        cfg = utils.recipe(norm, amp=args.amp)
-        precision = choose_precision(cpu, norm, cfg.amp, cfg.channels_last)
-        rows.append((f"suite: uint8, batch augment, bs128, {_short(precision)}, muon"
-                     + (", ws" if ModelConfig(norm=norm).conv == "ws" else ""), suite_ips(data, norm, args.images, cpu, cfg, precision)))
-        for name, ips in rows:
-            lines.append(f"{name:{NAME_WIDTH}s} {LABELS[norm]:9s} {ips:9.0f}  {50000 / ips:12.1f}  {ips / rows[0][1]:.2f}x")
-            print(lines[-1], flush=True)
-    if torch.cuda.is_available():
-        device = torch.device("cuda")
-        precision = choose_precision(device, None, args.amp)
-        lines.append(f"GPU {describe_device(device)}: 20 epochs each, batch 512, data decoded and on the GPU, "
-                     f"{precision.describe()}")
-        total = 0.0
-        for norm, (seconds, acc) in gpu_twenty_epochs(data, device, args.amp).items():
-            total += seconds
-            lines.append(f"  {LABELS[norm]:9s} {seconds:7.1f} s  (final test accuracy {acc:.2f}%)")
-        lines.append(f"  all three {total:7.1f} s")
-        print("\n".join(lines[-4:]))
-    else:
-        lines.append("GPU: none on this machine")
-    write_text(args.report, "\n".join(lines) + "\n")
-    print(f"written to {args.report}")
+    lines = [f"benchmark.py on {describe_device(device)}, native bf16: {'yes' if native_bf16(device) else 'no'}, "
+             f"torch {torch.__version__}, data {data.source}"]
+    print(lines[0], flush=True)
+    try:
+        for title, head, section in sections(data, device, args.norms.split(","), args):
+            lines += [f"\n{title}", head]
+            print("\n".join(lines[-2:]), flush=True)
+            for line in section:  # each line is measured as it is asked for
+                lines.append(line)
+                print(line, flush=True)
+                if deadline and time.perf_counter() > deadline:
+                    raise TimeoutError
+    except TimeoutError:
+        lines.append(f"(the budget of {args.budget:g} s is spent: stopped here)")
+        print(lines[-1])
+    if device.type != "cuda":
+        lines.append("\nGPU: none on this machine")
+    write_text(report, "\n".join(lines) + "\n")
+    print(f"written to {report}")
 
 
 if __name__ == "__main__":

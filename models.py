@@ -307,7 +307,8 @@ def fingerprint(model_config, state_dict):
 def checkpoint(model, **extra):
     """What a checkpoint holds: the weights, the ModelConfig they fit and the fingerprint binding
     the two (load_checkpoint checks it), plus `extra` (classes, training config, ...)."""
-    config, weights = model.config.to_dict(), model.state_dict()
+    # CPU copies: a GPU run's checkpoint then loads with a plain torch.load on a machine without a GPU
+    config, weights = model.config.to_dict(), {name: t.detach().cpu() for name, t in model.state_dict().items()}
     return {"model": weights, "model_config": config, "fingerprint": fingerprint(config, weights),
             "norm": model.norm, **extra}
 

@@ -11,6 +11,7 @@ OneCycleLR schedule drive both rates, and one GradScaler step both.
 """
 
 import torch
+import torch.nn.functional as F
 
 # The quintic iteration's coefficients (Jordan, 2024): they push every singular value of the
 # normalized matrix towards 1 quickly, to within about [0.7, 1.2] in 5 steps, which is all the
@@ -31,39 +32,110 @@ def orthogonalize(matrix, steps=5):
     return x if wide else x.T
 
 
+def orthogonalize_together(matrices, steps=5):
+    """orthogonalize() of every matrix of `matrices` at once, as one batch: each is turned to its wide
+    side and zero-padded to the largest shape, so that a whole group costs the launches of one matrix.
+    The zeros stay zero through the iteration (X X^T has zero rows and columns for them, and the
+    Frobenius norm ignores them), so in exact arithmetic each result is orthogonalize()'s; in float32
+    they differ by rounding, which the iteration amplifies (tests/test_muon.py states how much)."""
+    a, b, c = NEWTON_SCHULZ
+    wide = [m if m.shape[0] <= m.shape[1] else m.T for m in matrices]
+    rows, cols = max(m.shape[0] for m in wide), max(m.shape[1] for m in wide)
+    x = torch.stack([F.pad(m, (0, cols - m.shape[1], 0, rows - m.shape[0])) for m in wide]).float()
+    x = x / (torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return [x[k, :w.shape[0], :w.shape[1]] if m is w else x[k, :w.shape[0], :w.shape[1]].T
+            for k, (m, w) in enumerate(zip(matrices, wide))]
+
+
 class MuonSGD(torch.optim.Optimizer):
     """Param groups with `muon=True` take Muon's orthogonalized Nesterov step; the rest take SGD with
     Nesterov momentum and (coupled) weight decay, as torch.optim.SGD does.
 
     A Muon step for a kernel W with gradient G: buffer B = momentum*B + (1 - momentum)*G; update
     U = orthogonalize((1 - momentum)*G + momentum*B) scaled by max(1, rows/cols)^0.5, so that a tall
-    matrix's update is not smaller per entry; W = W*(1 - lr*weight_decay) - lr*U (decoupled decay)."""
+    matrix's update is not smaller per entry; W = W*(1 - lr*weight_decay) - lr*U (decoupled decay).
 
-    def __init__(self, groups, lr, momentum, weight_decay=0.0, ns_steps=5):
+    `batched` (default: on where the parameters are on CUDA) takes each group in a few launches: its
+    kernels orthogonalized together (orthogonalize_together) and every update in foreach ops. On a GPU
+    a step is otherwise bound by launching some 550 small kernels; on the CPU, which has no launches to
+    save, the per-kernel path stays, and with it the committed results bit for bit. The batched path
+    also takes the rates as tensors (a captured step, utils.CapturedStep, reads them from the device).
+
+    A GradScaler hands this optimizer its scale and found-inf flag (`_step_supports_amp_scaling`)
+    instead of unscaling and reading the flag back to the host every step: the batched path unscales
+    and skips a step with infinite gradients on the device; the per-kernel path reads the flag."""
+
+    _step_supports_amp_scaling = True
+
+    def __init__(self, groups, lr, momentum, weight_decay=0.0, ns_steps=5, batched=None):
         super().__init__(groups, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, muon=False,
                                       ns_steps=ns_steps))
+        self.batched = batched
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = None if closure is None else closure()
+        scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)  # set by GradScaler
         for group in self.param_groups:
-            lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "buffer" not in state:
-                    state["buffer"] = torch.zeros_like(p)
-                buffer = state["buffer"]
-                if group["muon"]:
-                    buffer.lerp_(p.grad, 1 - momentum)
-                    nesterov = p.grad.lerp(buffer, momentum)
-                    rows, cols = p.shape[0], p[0].numel()
-                    update = orthogonalize(nesterov.reshape(rows, cols), group["ns_steps"])
-                    update = update.view_as(p).to(p.dtype) * max(1.0, rows / cols) ** 0.5
-                    p.mul_(1 - lr * decay).add_(update, alpha=-lr)
-                else:
-                    grad = p.grad.add(p, alpha=decay) if decay else p.grad
-                    buffer.mul_(momentum).add_(grad)
-                    p.add_(grad.add(buffer, alpha=momentum), alpha=-lr)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if "buffer" not in self.state[p]:
+                    self.state[p]["buffer"] = torch.zeros_like(p)
+            batched = self.batched if self.batched is not None else params[0].is_cuda
+            if batched:
+                self._group_together(group, params, scale, found_inf)
+            elif found_inf is None or not found_inf.item():  # the per-kernel path reads the flag
+                self._group_by_kernel(group, params, scale)
         return loss
+
+    def _group_by_kernel(self, group, params, scale):
+        lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+        for p in params:
+            buffer, grad = self.state[p]["buffer"], p.grad if scale is None else p.grad / scale
+            if group["muon"]:
+                buffer.lerp_(grad, 1 - momentum)
+                nesterov = grad.lerp(buffer, momentum)
+                rows, cols = p.shape[0], p[0].numel()
+                update = orthogonalize(nesterov.reshape(rows, cols), group["ns_steps"])
+                update = update.view_as(p).to(p.dtype) * max(1.0, rows / cols) ** 0.5
+                p.mul_(1 - lr * decay).add_(update, alpha=-lr)
+            else:
+                grad = grad.add(p, alpha=decay) if decay else grad
+                buffer.mul_(momentum).add_(grad)
+                p.add_(grad.add(buffer, alpha=momentum), alpha=-lr)
+
+    def _group_together(self, group, params, scale, found_inf):
+        lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+        buffers, grads = [self.state[p]["buffer"] for p in params], [p.grad for p in params]
+        if scale is not None:
+            grads = torch._foreach_div(grads, scale)
+        if found_inf is not None:  # skipped on the device: no gradient, no rate, the buffers kept
+            skip = found_inf > 0
+            lr = lr * (1 - found_inf)
+            if group["muon"]:  # lerp towards itself keeps a buffer
+                grads = [torch.where(skip, b, g) for b, g in zip(buffers, grads)]
+            else:  # momentum 1 and no gradient keep a buffer
+                grads, momentum = [torch.where(skip, 0.0, g) for g in grads], torch.where(skip, 1.0, momentum)
+        if group["muon"]:
+            torch._foreach_lerp_(buffers, grads, 1 - momentum)
+            nesterov = torch._foreach_lerp(grads, buffers, momentum)
+            matrices = [n.reshape(len(n), -1) for n in nesterov]
+            together = orthogonalize_together(matrices, group["ns_steps"])
+            updates = [u.reshape(p.shape) if u.dtype == p.dtype else u.reshape(p.shape).to(p.dtype)
+                       for u, p in zip(together, params)]
+            torch._foreach_mul_(updates, [max(1.0, len(m) / m.shape[1]) ** 0.5 for m in matrices])
+            if decay:
+                torch._foreach_mul_(params, 1 - lr * decay)
+        else:
+            if decay:
+                grads = torch._foreach_add(grads, params, alpha=decay)
+            torch._foreach_mul_(buffers, momentum)
+            torch._foreach_add_(buffers, grads)
+            updates = torch._foreach_add(grads, torch._foreach_mul(buffers, momentum))
+        torch._foreach_mul_(updates, lr)
+        torch._foreach_sub_(params, updates)

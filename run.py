@@ -80,6 +80,9 @@ def parse_args(argv=None):
     add_config_flags(p, utils.TrainConfig, skip=("seed",), special={
         "amp": dict(choices=AMP_CHOICES, help="mixed precision (default auto: bf16 where the hardware has it "
                                               "natively, fp16 with a GradScaler on older CUDA GPUs, else fp32)"),
+        "cuda_graph": dict(action=argparse.BooleanOptionalAction,
+                           help="CUDA only: record each training step once as a CUDA graph and replay it (one launch "
+                                "a step instead of hundreds); each epoch's last, smaller batch is left out (default off)"),
         "channels_last": dict(action=argparse.BooleanOptionalAction,
                               help="memory layout (default: channels-last where measured faster for the norm on "
                                    "this kind of device, hardware.CHANNELS_LAST)"),
@@ -154,6 +157,7 @@ def main(argv=None):
         print(f"dry run: writing to {out}")
     ensure_writable(out)
     device = pick_device(args.device)
+    utils.check_cuda_graph(asked[norms[0]][0], device)
     # The precision depends on the device and the norm alone: chosen once per norm and passed down.
     precisions = {norm: choose_precision(device, norm, asked[norm][0].amp, asked[norm][0].channels_last) for norm in norms}
 

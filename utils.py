@@ -7,11 +7,12 @@ takes a batch of indices, augments the whole batch at once and runs the model. T
 `run_one` trains one seed and returns its record (results.run_record), checkpoint and mistakes.
 """
 
+import contextlib
 import copy
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Optional
 
 import torch
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 import results
 from data import normalize, train_batches
-from hardware import AMP_CHOICES, Precision, describe_device
+from hardware import AMP_CHOICES, Precision, choose_precision, describe_device
 from models import PARAMETER_BUDGET, S8_model, canonical_norm, checkpoint, count_parameters
 from muon import MuonSGD
 from plots import plot_incorrect_predictions  # noqa: F401 (the exercise's name: utils.plot_incorrect_predictions)
@@ -45,6 +46,9 @@ class TrainConfig:
     muon_lr: float = 0.1  # Muon's peak rate (muon.py: the conv kernels a norm follows), on the same schedule
     muon_momentum: float = 0.9  # Muon's Nesterov momentum (constant)
     muon_weight_decay: float = 0.0  # decoupled: each Muon step shrinks the kernel by lr x this
+    # CUDA only: each training step recorded once as a CUDA graph and replayed (CapturedStep), so that a step
+    # is one launch instead of hundreds; each epoch's last, smaller batch is left out (a graph has one shape)
+    cuda_graph: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -128,43 +132,179 @@ def make_optimizer(model, cfg, steps_per_epoch):
     return optimizer, scheduler
 
 
-def train(model, data, optimizer, scheduler, cfg, generator, precision, epoch=1, progress=True, scaler=None):
-    """One epoch over data.train_* (already on the model's device), in `precision`.
+def train(model, data, optimizer, scheduler, cfg, generator, precision, epoch=1, progress=True, scaler=None,
+          captured=None):
+    """One epoch over data.train_* (already on the model's device), in `precision`; with `captured` (a
+    CapturedStep) each step is its graph's replay, and the epoch's last batch is left out when it is smaller.
 
     Returns (loss, accuracy %, the learning rate of the epoch's last step)."""
     model.train()
     device = data.train_images.device
     n = len(data.train_labels)
-    steps = math.ceil(n / cfg.batch_size)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    first_bad_step = torch.full((), -1, device=device, dtype=torch.long)  # checked without a sync per step
+    steps = n // cfg.batch_size if captured else math.ceil(n / cfg.batch_size)
+    seen = steps * cfg.batch_size if captured else n
+    sums = captured.start_epoch() if captured else EpochSums(device)
     bar = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
     batches = train_batches(data, cfg.batch_size, generator, cfg.pad, cfg.flip, cfg.cutout, precision.memory_format)
     for step, (x, y) in enumerate(batches):
-        with precision.autocast(device):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        bad = ~torch.isfinite(loss.detach())
-        first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        if step == steps:  # the captured step's shape is the full batch's
+            break
+        if captured:
+            lr = captured(x, y)
         else:
-            loss.backward()
-            optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]  # the rate this step used; after the last step the scheduler overshoots
-        scheduler.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        if step % 25 == 24 or step == steps - 1:
-            _check_finite(first_bad_step, epoch)
-            bar.set_postfix(loss=f"{loss_sum.item() / min(n, (step + 1) * cfg.batch_size):.3f}", refresh=False)
+            with precision.autocast(device):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            sums.add(loss, logits, y, step)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used; after the last step the scheduler overshoots
+            scheduler.step()
+        if step % 25 == 24 or step == steps - 1:  # the only reads back to the host
+            _check_finite(sums.first_bad_step, epoch)
+            bar.set_postfix(loss=f"{sums.loss.item() / min(seen, (step + 1) * cfg.batch_size):.3f}", refresh=False)
             bar.update(step + 1 - bar.n)
     bar.close()
-    return loss_sum.item() / n, 100.0 * correct.item() / n, lr
+    return sums.loss.item() / seen, 100.0 * sums.correct.item() / seen, float(lr)
+
+
+class EpochSums:
+    """An epoch's loss and correct predictions summed, and the first step whose loss was not finite,
+    all on the device: adding a step reads nothing back to the host."""
+
+    def __init__(self, device):
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
+
+    def add(self, loss, logits, labels, step):
+        bad = ~torch.isfinite(loss.detach())
+        self.first_bad_step.copy_(torch.where(bad & (self.first_bad_step < 0), step, self.first_bad_step))
+        self.loss += loss.detach() * len(labels)
+        self.correct += (logits.argmax(1) == labels).sum()
+
+
+def rate_table(model, cfg, steps_per_epoch):
+    """[[(lr, momentum) of each param group] for each step of the run]: the one-cycle schedule worked out in
+    advance, for a captured step, which reads its rates from the device instead of from Python floats."""
+    optimizer, scheduler = make_optimizer(copy.deepcopy(model), cfg, steps_per_epoch)
+    table = []
+    with warnings.catch_warnings():  # the schedule is stepped without the optimizer, on purpose
+        warnings.simplefilter("ignore")
+        for _ in range(cfg.epochs * steps_per_epoch):
+            table.append([(g["lr"], g["momentum"]) for g in optimizer.param_groups])
+            scheduler.step()
+    return table
+
+
+class CapturedStep:
+    """One training step (forward, loss, backward, optimizer step, the epoch's sums) that a CUDA graph can
+    hold, and with `graph` holds: recorded once and replayed at every step, one launch instead of hundreds.
+
+    What makes it capturable: the batch goes into fixed input tensors (one shape: the full batch); the
+    rates are device tensors that the schedule (rate_table) is copied into before each replay, not
+    Python floats; the optimizer takes them batched (MuonSGD); the sums and the non-finite check stay
+    on the device (EpochSums), read every 25 steps as the eager loop does; a GradScaler's scale and
+    found-inf flag stay on the device too (MuonSGD takes them). Before the graph is recorded it runs
+    three warm-up steps, as CUDA graphs need; the model, optimizer and scaler are then put back as
+    they were, so the run starts from the same weights as an eager one. Without `graph` (the tests, on
+    the CPU) the same step runs eagerly."""
+
+    WARMUP = 3
+
+    def __init__(self, model, optimizer, table, cfg, precision, scaler, device, graph=True):
+        self.model, self.optimizer, self.cfg, self.precision, self.scaler = model, optimizer, cfg, precision, scaler
+        self.device, self.graph, self.step_index = device, None, 0
+        self.table = torch.tensor(table, device=device, dtype=torch.float32)  # (steps, groups, 2)
+        self.rates = self.table[0].clone()
+        optimizer.batched = True  # tensor rates, no host read
+        varies = (self.table != self.table[:1]).any(0)  # which rates the schedule moves
+        for k, group in enumerate(optimizer.param_groups):
+            group["lr"] = self.rates[k, 0]
+            if varies[k, 1]:
+                group["momentum"] = self.rates[k, 1]
+        self.x = torch.zeros((cfg.batch_size, 3, 32, 32), device=device).contiguous(memory_format=precision.memory_format)
+        self.y = torch.zeros(cfg.batch_size, device=device, dtype=torch.long)
+        self.sums, self.index = EpochSums(device), torch.zeros((), device=device, dtype=torch.long)
+        if graph:
+            self.graph = record_graph(self._step, self._state())
+
+    def _state(self):
+        """Every tensor a step changes, to put back after the warm-up."""
+        model, optimizer = self.model, self.optimizer
+        for p in (p for group in optimizer.param_groups for p in group["params"]):
+            optimizer.state[p].setdefault("buffer", torch.zeros_like(p))
+        scaler = []
+        if self.scaler is not None:
+            if self.scaler._scale is None:  # made on the first scale(): made now, so that it is put back too
+                self.scaler._lazy_init_scale_growth_tracker(self.device)
+            scaler = [self.scaler._scale, self.scaler._growth_tracker]
+        return [*model.parameters(), *model.buffers(), *(s["buffer"] for s in optimizer.state.values()), *scaler,
+                self.sums.loss, self.sums.correct, self.sums.first_bad_step, self.index]
+
+    def _step(self):
+        autocast = torch.autocast(self.device.type, dtype=self.precision.dtype, cache_enabled=False) \
+            if self.precision.amp != "off" else contextlib.nullcontext()  # a graph cannot hold autocast's cache
+        with autocast:
+            logits = self.model(self.x)
+            loss = F.cross_entropy(logits.float(), self.y, label_smoothing=self.cfg.label_smoothing)
+        self.sums.add(loss, logits, self.y, self.index)
+        self.index += 1
+        self.optimizer.zero_grad(set_to_none=False)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+
+    def start_epoch(self):
+        for total in (self.sums.loss, self.sums.correct, self.index):
+            total.zero_()
+        self.sums.first_bad_step.fill_(-1)
+        return self.sums
+
+    def __call__(self, x, y):
+        """Train on the batch (x, y); returns the learning rate it used."""
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.rates.copy_(self.table[self.step_index])
+        self.graph.replay() if self.graph else self._step()
+        self.step_index += 1
+        return self.table[self.step_index - 1, 0, 0]
+
+
+def record_graph(step, state):
+    """A CUDA graph of `step()`, recorded after WARMUP eager steps on a side stream (as CUDA graphs need),
+    with every tensor of `state` put back to its value from before the warm-up."""
+    saved = [t.detach().clone() for t in state]
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(CapturedStep.WARMUP):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    with torch.no_grad():
+        for tensor, value in zip(state, saved):
+            tensor.copy_(value)
+    return graph
+
+
+def check_cuda_graph(cfg, device):
+    """Refuse cuda_graph off CUDA, in one line, before any training."""
+    if cfg.cuda_graph and torch.device(device).type != "cuda":
+        raise ValueError(f"--cuda-graph records each training step as a CUDA graph, which needs a CUDA GPU, and this "
+                         f"run is on {torch.device(device).type}: leave out --cuda-graph")
 
 
 def _check_finite(first_bad_step, epoch):
@@ -260,15 +400,20 @@ def fit(model, data, cfg, device, precision, progress=True, log=print, stop_afte
     if cfg.batch_size > n:
         warnings.warn(f"batch size {cfg.batch_size} is larger than the {n:,} training images: one step per epoch; "
                       f"use a batch size of {n} or less", stacklevel=2)
-    optimizer, scheduler = make_optimizer(model, cfg, math.ceil(n / cfg.batch_size))
+    check_cuda_graph(cfg, device)
+    steps = n // cfg.batch_size if cfg.cuda_graph else math.ceil(n / cfg.batch_size)
+    optimizer, scheduler = make_optimizer(model, cfg, steps)
     scaler = precision.grad_scaler(device)
-    history = History() if history is None else history
-    log(f"precision: {precision.describe()}")
+    history, captured = History() if history is None else history, None
+    log(f"precision: {precision.describe()}" + (f"; each step a CUDA graph's replay, the last {n % cfg.batch_size} "
+                                                 "images of each epoch's order left out" if cfg.cuda_graph else ""))
     log(EPOCH_HEADER)
     for epoch in range(1, min(cfg.epochs, stop_after or cfg.epochs) + 1):
         start = time.perf_counter()
+        if cfg.cuda_graph and captured is None:  # recorded inside the first epoch's time
+            captured = CapturedStep(model, optimizer, rate_table(model, cfg, steps), cfg, precision, scaler, device)
         train_loss, train_acc, lr = train(model, data, optimizer, scheduler, cfg, generator, precision, epoch,
-                                          progress, scaler)
+                                          progress, scaler, captured)
         seconds = time.perf_counter() - start  # training only; evaluation is not counted
         history.scores = score(model, data, precision, flip=epoch == cfg.epochs)
         row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=history.scores.loss,
@@ -339,3 +484,23 @@ def run_one(model_config, cfg, data, precision, device, verbose=True, progress=T
                        git_dirty=record["git_dirty"])
     mistakes = history.scores.mistakes(data.test_images) if history.scores is not None and not diverged else []
     return {"record": record, "checkpoint": saved, "mistakes": mistakes, "model": model}
+
+
+def short_runs(data, trials, images, epochs, device, seed=0):
+    """The notebooks' exercises: train each of `trials` ({name: ModelConfig and TrainConfig fields}, the rest of
+    its norm's recipe) for `epochs` on the same seeded `images` training images, score it on a fifth as many
+    test images, print a line each as it finishes; returns {name: final test accuracy}."""
+    subset = data.subset(images, seed=seed)
+    train_fields = {f.name for f in fields(TrainConfig)}
+    accuracies = {}
+    for name, options in trials.items():
+        model_options = {k: v for k, v in options.items() if k not in train_fields}
+        cfg = recipe(model_options.get("norm", "bn"), epochs=epochs, seed=seed,
+                     **{k: v for k, v in options.items() if k in train_fields})
+        torch.manual_seed(seed)
+        model = S8_model(**model_options)
+        start = time.perf_counter()
+        history = fit(model, subset, cfg, device, choose_precision(device, model.norm, cfg.amp), log=lambda line: None)
+        accuracies[name] = history[-1]["test_acc"]
+        print(f"{name}: test accuracy {accuracies[name]:.2f}% ({time.perf_counter() - start:.0f} s)")
+    return accuracies

@@ -286,6 +286,25 @@ def test_checkpoint_loads_as_the_model_it_was_saved_from(tmp_path):
     torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
 
 
+def test_a_checkpoint_holds_cpu_copies_of_the_weights(monkeypatch):
+    """A GPU run's checkpoint must load with a plain torch.load where there is no GPU: checkpoint() moves
+    every tensor to the CPU. No GPU here, so the model's state_dict hands out tensors that say where they
+    were moved to."""
+    moved = []
+
+    class OnAnotherDevice(torch.Tensor):
+        def cpu(self):
+            moved.append(self)
+            return torch.Tensor(self).clone()
+
+    model = S8_model("bn")
+    weights = {name: t.as_subclass(OnAnotherDevice) for name, t in model.state_dict().items()}
+    monkeypatch.setattr(model, "state_dict", lambda: weights)
+    saved_weights = checkpoint(model)["model"]
+    assert len(moved) == len(weights)
+    assert all(type(t) is torch.Tensor and t.device.type == "cpu" for t in saved_weights.values())
+
+
 def test_checkpoint_of_another_norm_is_refused(tmp_path):
     path = saved(tmp_path, S8_model("ln"), "ln.pt")
     assert load_checkpoint(path, norm="layer")[1]["model_config"]["norm"] == "ln"

@@ -298,3 +298,8 @@ def test_report_draws_the_readme_and_comparison_a_run_of_all_norms_wrote(full_ru
     assert (out / "README.md").read_text() == (full_run.out / "README.md").read_text()
     assert (out / "images" / "comparison.png").read_bytes() == (full_run.out / "images" / "comparison.png").read_bytes()
 
+
+
+def test_a_cuda_graph_off_cuda_is_refused_before_the_data(tmp_path, no_data):
+    with pytest.raises(ValueError, match="--cuda-graph .* needs a CUDA GPU.*leave out --cuda-graph"):
+        run.main(["--norm", "bn", "--out", str(tmp_path), "--cuda-graph", "--device", "cpu"])

@@ -1,5 +1,6 @@
 """Training and evaluation (utils.py)."""
 
+import contextlib
 import dataclasses
 import math
 
@@ -190,3 +191,96 @@ def test_run_one_records_what_it_trained_in_one_schema():
     assert record["final_test_accuracy"] == record["history"][-1]["test_acc"] and record["diverged"] is None
     assert record["precision"] == "fp32, NCHW (asked for)" and record["train_images"] == 64
     assert run["checkpoint"]["model_config"] == record["model_config"] and len(run["mistakes"]) > 0
+
+
+def captured_and_eager(n=70, steps=None, graph=False):
+    """Two copies of one BatchNorm model trained one epoch, batched optimizer both: through a CapturedStep
+    run eagerly, and through the eager loop; returns ((loss, acc, lr), model) of each."""
+    data, cfg = toy_data(n, 10), utils.TrainConfig(epochs=1, **FAST)
+    precision = hardware.choose_precision("cpu", "bn", "off", False)
+    out = []
+    for captured in (True, False):
+        torch.manual_seed(0)
+        model = S8_model("bn")
+        per_epoch = n // cfg.batch_size if captured else math.ceil(n / cfg.batch_size)
+        optimizer, scheduler = utils.make_optimizer(model, cfg, per_epoch)
+        optimizer.batched = True
+        step = utils.CapturedStep(model, optimizer, utils.rate_table(model, cfg, per_epoch), cfg, precision, None,
+                                  torch.device("cpu"), graph=graph) if captured else None
+        result = utils.train(model, data, optimizer, scheduler, cfg, torch.Generator().manual_seed(0), precision,
+                             progress=False, captured=step)
+        out.append((result, model))
+    return out
+
+
+def test_the_capturable_step_trains_as_the_eager_loop_does():
+    """Rates read from device tensors, sums kept on the device: the same numbers, bit for bit (the rate it
+    reports is the float32 the device holds)."""
+    (captured, a), (eager, b) = captured_and_eager(n=64)  # two full batches: no batch left out
+    assert captured[:2] == eager[:2] and captured[2] == pytest.approx(eager[2], rel=1e-6)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_the_capturable_step_leaves_out_the_smaller_last_batch():
+    (captured, _), (eager, _) = captured_and_eager(n=70)  # 2 batches of 32 and one of 6
+    assert captured != eager
+    counted = []
+    data, cfg = toy_data(70, 10), utils.TrainConfig(epochs=1, **FAST)
+    torch.manual_seed(0)
+    model = S8_model("bn")
+    model.register_forward_pre_hook(lambda m, args: counted.append(len(args[0])) if m.training else None)
+    optimizer, scheduler = utils.make_optimizer(model, cfg, 2)
+    precision = hardware.choose_precision("cpu", "bn", "off", False)
+    step = utils.CapturedStep(model, optimizer, utils.rate_table(model, cfg, 2), cfg, precision, None,
+                              torch.device("cpu"), graph=False)
+    utils.train(model, data, optimizer, scheduler, cfg, torch.Generator().manual_seed(0), precision, progress=False,
+                captured=step)
+    assert counted == [32, 32]
+
+
+class FakeCUDA:
+    """What record_graph asks of torch.cuda, on the CPU: streams that do nothing, and a graph whose
+    recording runs the step as eager code would (a real one records it without running it) and whose
+    replay only counts."""
+
+    def __init__(self, monkeypatch):
+        self.replays, fake = 0, self
+
+        class Graph:
+            def replay(self):
+                fake.replays += 1
+
+        stream = type("Stream", (), {"wait_stream": lambda self, other: None})
+        monkeypatch.setattr(torch.cuda, "Stream", stream)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream())
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", lambda g: contextlib.nullcontext())
+
+
+def test_recording_the_graph_warms_up_then_puts_everything_back(monkeypatch):
+    cuda = FakeCUDA(monkeypatch)
+    torch.manual_seed(0)
+    model = S8_model("bn")
+    cfg = utils.TrainConfig(epochs=1, **FAST)
+    optimizer, _ = utils.make_optimizer(model, cfg, 2)
+    start = {n: t.clone() for n, t in model.state_dict().items()}
+    runs = []
+    original = utils.CapturedStep._step
+    monkeypatch.setattr(utils.CapturedStep, "_step", lambda self: runs.append(1) or original(self))
+    step = utils.CapturedStep(model, optimizer, utils.rate_table(model, cfg, 2), cfg,
+                              hardware.choose_precision("cpu", "bn", "off", False), None, torch.device("cpu"))
+    assert len(runs) == utils.CapturedStep.WARMUP + 1  # the warm-up, then the recording
+    for name, tensor in model.state_dict().items():  # weights and BatchNorm's statistics as they were
+        assert torch.equal(tensor, start[name]), name
+    assert all(not s["buffer"].any() for s in optimizer.state.values())  # the momentum buffers empty again
+    assert step.sums.first_bad_step.item() == -1 and step.index.item() == 0
+    data = toy_data(64, 10)
+    step(data.train_images[:32].float(), data.train_labels[:32])
+    assert cuda.replays == 1 and len(runs) == utils.CapturedStep.WARMUP + 1  # replayed, not run again
+
+
+def test_a_cuda_graph_is_refused_off_cuda_before_training():
+    with pytest.raises(ValueError, match="--cuda-graph .* needs a CUDA GPU"):
+        quiet_fit(S8_model("bn"), toy_data(64, 10), utils.TrainConfig(epochs=1, cuda_graph=True, **FAST))

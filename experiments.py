@@ -15,6 +15,7 @@ split's 5,000, 8 epochs, scored on those 5,000 held-out images (never on the tes
 
 import hashlib
 import json
+import re
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -429,7 +430,8 @@ def render_batch_of_one(out):
             f"{row[m]['max_logit_difference']:.1e}, {row[m]['predictions_changed']} changed" for m in ("eval", "train")) + " |")
     others = [LABELS[n] for n in record if n != "bn" and not any(record[n][m]["predictions_changed"] for m in record[n])]
     headline = (f"In train mode BatchNorm changes {record['bn']['train']['predictions_changed']} of 128 predictions "
-                "when each image is passed alone (these models: the screening runs'); "
+                "when each image is passed alone (these models: the learning-rate lesson's at x1, not the BatchNorm "
+                "lesson's); "
                 + (f"the other models ({', '.join(others)}) change none, in either mode" if others else
                    "every other model changes some"))
     return lambda: plots.plot_batch_of_one(record, LABELS), lines, headline
@@ -446,7 +448,7 @@ def render_layernorms(out):
                for v in runs)]
     a, b = (finished(runs[v]) for v in LAYERNORM_NAMES)
     headline = (f"The per-image GroupNorm(1, C) reached {mean_and_range(a)[0]:.1f}% and the per-pixel LayerNorm(C) "
-                f"{mean_and_range(b)[0]:.1f}% at screening size: "
+                f"{mean_and_range(b)[0]:.1f}% in short runs: "
                 + ("beyond the seeds' range" if differ(a, b) else "within the seeds' range, no difference"))
     return lambda: plots.plot_screening_curves({LAYERNORM_NAMES[v]: [r["history"] for r in runs[v]] for v in runs},
                                       screening_setting(runs["ln"])), lines, headline
@@ -639,7 +641,8 @@ def rendered(name, out=ROOT, students=False):
     section for docs/lessons.md opens with the command that made it; a student's leaves it and ForTheRecord out."""
     draw, lines, headline = EXPERIMENTS[name].render(out)
     if students:
-        lines = [line for line in lines if not isinstance(line, ForTheRecord)]
+        # a maintainer's command is the record's business, not a student's
+        lines = [re.sub(r": `python lessons\.py [\w-]+`[^.]*", "", line) for line in lines if not isinstance(line, ForTheRecord)]
         lines[0] = lines[0][:1].upper() + lines[0][1:]
     else:
         lines = [f"`{command(name)} {DATA_HINT}`: {lines[0]}", *lines[1:]]

@@ -1,6 +1,7 @@
-"""An ipywidgets browser for the misclassified test images (built-in widgets only: Colab shows them)."""
+"""ipywidgets views for the notebooks (built-in widgets only: Colab shows them): a browser of the misclassified
+test images, and the figure of what each norm normalizes over for a chosen number of groups."""
 
-from plots import plot_incorrect_predictions, plot_mistake
+from plots import plot_incorrect_predictions, plot_mistake, plot_normalized_over
 
 ANY = "any"
 
@@ -39,3 +40,28 @@ def mistake_explorer(items, classes):
         control.observe(render, names="value")
     render()
     return w.VBox([w.HBox([true, predicted]), w.HBox([slider, count]), out])
+
+
+def normalized_over_explorer(channels=8):
+    """Pick a norm and GroupNorm's number of groups; the block of activations shows the values that share one
+    mean and variance. Without ipywidgets this returns the figure of all four norms with 4 groups."""
+    try:
+        import ipywidgets as w
+        from IPython.display import display
+    except ImportError:
+        return plot_normalized_over(4, channels)
+
+    norm = w.Dropdown(options=[("BatchNorm", "bn"), ("LayerNorm", "ln"), ("InstanceNorm", "in"), ("GroupNorm", "gn")],
+                      value="gn", description="norm")
+    groups = w.Dropdown(options=[g for g in range(1, channels + 1) if channels % g == 0], value=4, description="groups")
+    out = w.Output()
+
+    def render(_=None):
+        with out:
+            out.clear_output(wait=True)
+            display(plot_normalized_over(groups.value, channels, norms=(norm.value,)))
+
+    for control in (norm, groups):
+        control.observe(render, names="value")
+    render()
+    return w.VBox([w.HBox([norm, groups]), out])

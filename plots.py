@@ -6,6 +6,7 @@ import textwrap
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Polygon
 from matplotlib.ticker import MaxNLocator
 
 from data import CIFAR10, train_batches
@@ -286,3 +287,53 @@ def plot_placement(table, labels):
         ax.set_ylim(min(lows) - 2, max(lows) + 1)
     ax.set(ylabel="validation accuracy (%)", title="Where the norm sits (bars: mean; dots: seeds)")
     return finish(fig, ax, grid="y")
+
+
+# === What each norm normalizes over (Wu and He, 2018, Figure 2) ===
+
+AXES_TITLES = {"bn": "BatchNorm", "ln": "LayerNorm", "in": "InstanceNorm", "gn": "GroupNorm"}
+
+
+def _box(ax, c, hw, n, color, alpha, channels, edge="black"):
+    """A box over channels c = (first, last), positions hw and images n, drawn obliquely: C to the right,
+    H·W up, N into the page; of its faces those on the outside of the whole block, the ones one sees."""
+    (c0, c1), (h0, h1), (n0, n1) = c, hw, n
+
+    def at(cc, hh, nn):
+        return cc + 0.45 * nn, hh + 0.35 * nn
+
+    faces = [[at(c0, h0, n0), at(c1, h0, n0), at(c1, h1, n0), at(c0, h1, n0)] if n0 == 0 else None,  # front
+             [at(c0, h1, n0), at(c1, h1, n0), at(c1, h1, n1), at(c0, h1, n1)],  # top
+             [at(c1, h0, n0), at(c1, h0, n1), at(c1, h1, n1), at(c1, h1, n0)] if c1 == channels else None]  # side
+    for face in filter(None, faces):
+        ax.add_patch(Polygon(face, closed=True, facecolor=color, alpha=alpha, edgecolor=edge, linewidth=0.6))
+
+
+def plot_normalized_over(groups=4, channels=8, images=6, norms=("bn", "ln", "in", "gn")):
+    """One panel per norm of a batch of activations, a block of N images x C channels x H·W positions: the
+    shaded part is the set of values one mean and variance are taken over (the same for every other
+    shaded-alike set: per channel for BatchNorm, per image for LayerNorm, per image and channel for
+    InstanceNorm, per image and group of C / `groups` channels for GroupNorm)."""
+    fig, axes = figure((3.1 * len(norms), 3.3), 1, len(norms), squeeze=False)
+    axes = axes[0]
+    size = channels // groups
+    shaded = {"bn": ((0, 1), (0, images)), "ln": ((0, channels), (0, 1)), "in": ((0, 1), (0, 1)),
+              "gn": ((0, size), (0, 1))}
+    for ax, norm in zip(axes, norms):
+        _box(ax, (0, channels), (0, 6), (0, images), "white", 1.0, channels)
+        (c, n) = shaded[norm]
+        _box(ax, c, (0, 6), n, "C0", 0.75, channels)
+        if norm == "gn":  # the other groups' borders, on the front face
+            for k in range(1, groups):
+                ax.plot([k * size, k * size], [0, 6], color="black", linewidth=0.6, linestyle="--")
+        ax.set_xlim(-0.5, channels + 0.45 * images + 0.5)
+        ax.set_ylim(-0.8, 6 + 0.35 * images + 0.5)
+        ax.set_aspect("equal")
+        ax.set_axis_off()
+        ax.text(channels / 2, -0.6, "C (channels)", ha="center", fontsize=8)
+        ax.text(-0.3, 3, "H, W", ha="right", va="center", rotation=90, fontsize=8)
+        ax.text(channels + 0.45 * images / 2 + 0.3, 0.35 * images / 2 - 0.2, "N (images)", fontsize=8, rotation=35)
+        label = AXES_TITLES[norm] + (f" ({groups} groups)" if norm == "gn" else "")
+        ax.set_title(label, fontsize=10)
+    fig.suptitle("The values one mean and variance are taken over (shaded)", fontsize=10)
+    return fig

@@ -160,3 +160,16 @@ def accuracy_with_batch_statistics(model, data, batch_size, seed=0):
         correct += (probe(x).argmax(1).cpu() == data.test_labels[idx]).sum().item()
         seen += len(idx)
     return 100.0 * correct / seen
+
+
+@torch.no_grad()
+def recalibrated(model, data, images, seed=0):
+    """A copy of a BatchNorm model whose running averages are the statistics of one batch of `images` seeded
+    random training images (momentum 1: the batch's statistics replace them), in eval mode."""
+    probe = copy.deepcopy(model).train()
+    for bn in (m for m in probe.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.momentum = 1.0
+    pick = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(seed))[:images]
+    device = next(model.parameters()).device
+    probe(normalize(data.train_images[pick].to(device), data.mean.to(device), data.std.to(device)))
+    return probe.eval()

@@ -1,7 +1,9 @@
 # %% [markdown]
 # # Batch Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same network with a different normalization layer (BatchNorm, LayerNorm, GroupNorm); what they do side by side (the skip connections, no norm at all, the learning rate, the activations, the batch size) is in [`S8_compare.ipynb`](S8_compare.ipynb). Run the cells in order; on Colab, choose a GPU runtime first.
+# One of three lessons that train the same small network with a different normalization layer: BatchNorm here, LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write BatchNorm yourself and check it against PyTorch's, train the network with it, see what only BatchNorm does, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
+#
+# The network is `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`: **C** is a 3x3 conv with the norm and a ReLU, **c** a 1x1 conv that reduces the channels, **P** a 2x2 max-pool, **GAP** the average of each channel over the image, and `c10` the 1x1 conv to the 10 classes.
 #
 # **BatchNorm** normalizes each channel with statistics taken over the whole batch and every
 # spatial position. For channel $c$ of a batch of $N$ feature maps of size $H \times W$:
@@ -12,43 +14,70 @@
 #
 # - **Axes:** mean and variance over (N, H, W), one pair per channel.
 # - **Learnable parameters:** a scale $\gamma_c$ and a shift $\beta_c$ per channel (2C per layer).
-# - **Train vs eval:** training uses the batch's own statistics and updates running averages
-#   (momentum 0.1); evaluation uses the running averages, so a prediction does not depend on the
-#   other images in the batch.
-# - **Small batches:** each step's statistics come from fewer images; the batch-size experiment in
-#   `S8_compare.ipynb` measures what that costs this network.
-# - **Where it sits:** after each 3x3 conv and before its ReLU (conv → BN → ReLU), as in ResNet;
-#   chosen on the validation split (the runs are in section 4 of the LayerNorm lesson, `S8_LN.ipynb`).
+# - **Train vs eval:** training uses the batch's own statistics and moves running averages towards them; evaluation uses the running averages, so a prediction does not depend on the other images of its batch. PyTorch's `momentum=0.1` means $\text{running} \leftarrow 0.9\cdot\text{running} + 0.1\cdot\text{batch}$: the share of the new batch, the opposite of an optimizer's momentum, which is the share kept.
+# - **Where it sits:** after each 3x3 conv and before its ReLU (conv, BN, ReLU), as in ResNet.
 
 # %%
 NORM = "bn"  # the norm this lesson trains
 
 # %%
-# include: lesson.py
+# include: lesson_start.py
 
 # %% [markdown]
-# ## 4. What only BatchNorm does
+# ## 3. Build BatchNorm yourself
+#
+# Write `my_batch_norm` from the formula above. In training mode it takes each channel's mean and (biased) variance over N, H and W, normalizes, scales and shifts, and moves `running_mean` and `running_var` in place the way PyTorch does: with momentum $m$, running $\leftarrow (1-m)\cdot$running $+\, m\cdot$batch, where the variance that goes into the running average is the unbiased one (divided by $NHW - 1$). In evaluation mode it normalizes with the running averages. Until you write it, the check runs the reference solution, `from_scratch.batch_norm`.
+
+# %%
+def my_batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """Your BatchNorm for x of shape (N, C, H, W); weight, bias, running_mean, running_var have shape (C,)."""
+    return None  # replace this line with your code
+
 
 # %% [markdown]
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own `nn.BatchNorm2d` (on copies of it): the output in training mode, the running averages it leaves, and the output in evaluation mode. A difference below 1e-4 passes (float32 rounding is about 1e-6).
+
+# %%
+activation = probes.norm_input(model, "C5", x[:64])
+layer = model.C5[1]  # C5 is conv, norm, ReLU
+trial = my_batch_norm(activation, layer.weight, layer.bias, layer.running_mean.clone(), layer.running_var.clone(), True)
+batch_norm = my_batch_norm if trial is not None else from_scratch.batch_norm
+print("checking", "your my_batch_norm" if trial is not None else "the reference, from_scratch.batch_norm")
+build_difference = from_scratch.check_batch_norm(batch_norm, layer, activation)
+
+# %%
+REVEAL = False  # True prints the reference solution
+if REVEAL:
+    print(inspect.getsource(from_scratch.batch_norm))
+
+# %% [markdown]
+# **Question.** Why does the running variance use the unbiased estimate while the normalization uses the biased one?
+#
+# <details><summary>An answer</summary>
+# The running variance estimates the variance of the whole data set from samples, and dividing by n − 1 makes that estimate unbiased; the normalization describes this batch exactly, and its own mean square deviation is what makes the batch's variance 1. PyTorch does both; with 64 images of 16x16 positions the two differ by a factor of 16,384 / 16,383.
+# </details>
+
+# %%
+# include: lesson_train.py
+
+# %% [markdown]
+# ## 6. What only BatchNorm does
+#
 # ### Training and evaluation are two different computations
 #
-# In training, BatchNorm normalizes each channel with the mean and variance of the batch in front of it; in evaluation, with running averages gathered during training. The model just trained, tested both ways on the test set, in fp32 (the training table's last row was scored in the precision it trained in):
+# The model just trained, tested with its running averages (evaluation mode) and with the statistics of each batch of test images (training mode, the running averages left alone), in fp32:
 
 # %%
-print(f"eval mode, running averages:            {utils.score(model, data).accuracy:6.2f}%")
-for batch in (2, 8, 32, 128):
-    print(f"train mode, statistics of {batch:3d} test images: {probes.accuracy_with_batch_statistics(model, data, batch):6.2f}%")
-
-# %% [markdown]
-# The same measurement, recorded by `python lessons.py batch-size` for the full run's model and for a model that was trained with batches of 2 (`docs/lessons.md`, the batch-size experiment):
-
-# %%
-Markdown(experiments.gap_table())
+eval_accuracy = utils.score(model, data).accuracy
+train_accuracy = {batch: probes.accuracy_with_batch_statistics(model, data, batch) for batch in (2, 128)}
+print(f"eval mode, running averages:            {eval_accuracy:6.2f}%")
+for batch, accuracy in train_accuracy.items():
+    print(f"train mode, statistics of {batch:3d} test images: {accuracy:6.2f}%")
 
 # %% [markdown]
 # ### An image alone against inside a batch
 #
-# The 128 first of `x` passed as one batch and each passed alone: the largest difference in any logit, and how many predictions change.
+# The first 128 of the 1,000 test images passed as one batch and each passed alone: the largest difference in any logit, and how many of this model's predictions change.
 
 # %%
 for mode in ("eval", "train"):
@@ -63,15 +92,16 @@ for mode in ("eval", "train"):
 # %%
 folded = probes.fold_batchnorm(model)
 with torch.no_grad():
-    difference = (model.eval()(x) - folded(x)).abs().max().item()
+    fold_difference = (model.eval()(x) - folded(x)).abs().max().item()
 print(f"parameters: {count_parameters(model):,} with BatchNorm, {count_parameters(folded):,} folded")
-print(f"largest logit difference on {len(x):,} test images: {difference:.1e}")
+print(f"largest logit difference on {len(x):,} test images: {fold_difference:.1e}")
 print(folded.C3)
 
 # %% [markdown]
-# What folding saves at inference, timed here on this device (eval mode, the median of 5 passes):
+# What folding saves at inference on this machine (eval mode, the median of 5 passes; the times change from run to run):
 
 # %%
+print(describe_device(device))
 for batch in (1, 256):
     sample = x[:200] if batch == 1 else x
     plain, fused = (probes.seconds_per_image(m, sample, batch) for m in (model, folded))
@@ -79,7 +109,50 @@ for batch in (1, 256):
           f"({plain / fused:.2f}x)")
 
 # %% [markdown]
-# The same, recorded by `python lessons.py fold` for the full run's model on a 2-core CPU:
+# The same measured once for the committed full run's model, on the machine its table names:
 
 # %%
 experiments.show("fold")
+
+# %% [markdown]
+# ## 7. Try it
+#
+# Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`.
+#
+# **Exercise 1: how small a batch can BatchNorm's statistics come from?** In training mode each test batch is normalized with its own statistics. Predict: below which batch size does the accuracy fall more than 5 points under evaluation mode's? Change `BATCHES`, then run (seconds).
+
+# %%
+BATCHES = [2, 4, 8, 16, 32, 64, 128]
+small_batches = {batch: probes.accuracy_with_batch_statistics(model, data, batch) for batch in BATCHES}
+for batch, accuracy in small_batches.items():
+    print(f"statistics of {batch:3d} test images: {accuracy:6.2f}% ({accuracy - eval_accuracy:+.2f} against eval mode)")
+
+# %% [markdown]
+# **Exercise 2: running averages from one batch.** With `momentum = 1.0` a single training-mode pass replaces the running averages by one batch's statistics. Predict: after one batch of `RECALIBRATION` training images, how far does the evaluation accuracy fall? Try 8 and 512.
+
+# %%
+RECALIBRATION = 16
+recalibrated = probes.recalibrated(model, data, RECALIBRATION, seed=SEED)
+recalibrated_accuracy = utils.score(recalibrated, data).accuracy
+print(f"running averages of training: {eval_accuracy:.2f}%; of one batch of {RECALIBRATION} training images: "
+      f"{recalibrated_accuracy:.2f}%")
+
+# %% [markdown]
+# **Exercise 3: BatchNorm, the skips and no norm at all.** Short runs, each on the same `SHORT_IMAGES` training images for `SHORT_EPOCHS` epochs with its norm's recipe, scored on a fifth as many test images. Predict the order of the three, then add your own (any of `norm`, `skips`, `order="relu-norm"`).
+
+# %%
+TRIALS = {"BatchNorm": dict(norm="bn"), "BatchNorm without the skips": dict(norm="bn", skips=False),
+          "no norm": dict(norm="none")}
+short = utils.short_runs(data, TRIALS, SHORT_IMAGES, SHORT_EPOCHS, device, seed=SEED)
+
+# %% [markdown]
+# ## 8. Summary
+
+# %%
+Markdown(f"""What this notebook measured, in this run:
+
+- {'Your' if trial is not None else 'The reference'} BatchNorm matched PyTorch's to {build_difference:.1e}.
+- {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
+- Normalized with the statistics of each batch of 2 test images instead of its running averages, the model scored {train_accuracy[2]:.2f}% against {eval_accuracy:.2f}%; one batch of {RECALIBRATION} training images as its running averages gave {recalibrated_accuracy:.2f}%.
+- Folded into the convs it needs {count_parameters(folded):,} parameters instead of {count_parameters(model):,}, and its logits move by at most {fold_difference:.1e}.
+- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {'; '.join(f'{name} {accuracy:.2f}%' for name, accuracy in short.items())}.""")

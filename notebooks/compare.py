@@ -1,18 +1,19 @@
 # %% [markdown]
 # # BatchNorm, LayerNorm, GroupNorm, and what a norm and the skips do
 #
-# The three lessons, [`S8_BN.ipynb`](S8_BN.ipynb), [`S8_LN.ipynb`](S8_LN.ipynb), [`S8_GN.ipynb`](S8_GN.ipynb), each train one norm. This notebook puts their results side by side, with the experiments that need many runs: each was made by one command (`python lessons.py ...`, `python run.py`) and is read here from `results/`, so this notebook trains nothing. The numbers and the commands are also in `docs/lessons.md`.
+# The three lessons, [`S8_BN.ipynb`](S8_BN.ipynb), [`S8_LN.ipynb`](S8_LN.ipynb), [`S8_GN.ipynb`](S8_GN.ipynb), each train one norm. This notebook puts their results side by side, with the experiments that need many training runs: they were trained once and are read here from `results/`, so this notebook trains nothing and runs in seconds. `docs/lessons.md` holds the same numbers and says how each was made.
 
 # %% [markdown]
 # ## 1. Set-up and the data
+
+# %%
+DATA = "data"  # where CIFAR-10 is, or an empty folder to download it into
 
 # %%
 # include: setup.py
 
 # %%
 # %matplotlib inline
-import os
-
 from IPython.display import Image, Markdown
 
 import experiments
@@ -21,7 +22,6 @@ import results
 import utils
 from data import load_cifar10
 
-DATA = os.environ.get("S8_DATA", "data")  # a folder to download into, or a local copy (see README)
 data = load_cifar10(DATA)
 print(f"{data.source}: {len(data.train_labels):,} training and {len(data.test_labels):,} test images")
 
@@ -37,7 +37,7 @@ plots.plot_augmentation(data, index=7, cfg=utils.recipe("bn"))
 # %% [markdown]
 # ## 2. The three norms on the test set
 #
-# `python run.py --norm all`: 20 epochs on all 50,000 training images, seeds 0, 1 and 2, each norm with its recipe. A difference smaller than the seeds' range is reported as none.
+# Each norm trained with its recipe, three seeds; the table names the epochs, data and machine. Two norms differ only where their means are further apart than the seeds of either spread, and otherwise are reported as level.
 
 # %%
 saved = results.load_results()
@@ -73,7 +73,7 @@ experiments.show("activations")
 # %% [markdown]
 # ## 6. The batch size
 #
-# `python lessons.py batch-size`: each norm trained at batch sizes 2 to 128, SGD's learning rate scaled with the batch, on a seeded 4,000-image subset (Wu and He, 2018, on ImageNet: BatchNorm's error rises below 16 images per batch, GroupNorm's stays flat).
+# Each norm trained at batch sizes from 2 to 128, SGD's learning rate scaled with the batch, in short runs (Wu and He, 2018, on ImageNet: BatchNorm's error rises below 16 images per batch, GroupNorm's stays flat).
 
 # %%
 experiments.show("batch-size")

@@ -1,42 +1,72 @@
 # %% [markdown]
 # # Group Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same network with a different normalization layer (BatchNorm, LayerNorm, GroupNorm); what they do side by side (the skip connections, no norm at all, the learning rate, the activations, the batch size) is in [`S8_compare.ipynb`](S8_compare.ipynb). Run the cells in order; on Colab, choose a GPU runtime first.
+# One of three lessons that train the same small network with a different normalization layer: GroupNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write GroupNorm yourself and check it against PyTorch's, train the network with it, look inside its groups, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
-# **GroupNorm** splits the $C$ channels into $G$ groups (here $G = 4$) and normalizes each group
-# of each image on its own. For image $n$ and group $g$ holding the channel set $S_g$:
+# The network is `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`: **C** is a 3x3 conv with the norm and a ReLU, **c** a 1x1 conv that reduces the channels, **P** a 2x2 max-pool, **GAP** the average of each channel over the image, and `c10` the 1x1 conv to the 10 classes.
+#
+# **GroupNorm** splits the $C$ channels into $G$ groups and normalizes each group of each image on
+# its own. For image $n$ and group $g$ holding the channel set $S_g$:
 #
 # $$\mu_{ng} = \frac{1}{|S_g|HW}\sum_{c \in S_g,h,w} x_{nchw}, \qquad
 # \sigma_{ng}^2 = \frac{1}{|S_g|HW}\sum_{c \in S_g,h,w} (x_{nchw}-\mu_{ng})^2, \qquad
 # y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_{ng}}{\sqrt{\sigma_{ng}^2+\epsilon}} + \beta_c$$
 #
-# - **Axes:** mean and variance over (C/G, H, W), one pair per image and group. $G = 1$ is
-#   LayerNorm; $G = C$ is InstanceNorm. Four groups of 4 to 8 channels keep some channels'
-#   statistics apart while each group still pools enough values.
+# - **Axes:** mean and variance over (C/G, H, W), one pair per image and group. $G = 1$ is LayerNorm; $G = C$ is InstanceNorm.
 # - **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
 # - **Train vs eval:** identical; there are no running statistics.
-# - **Small batches:** nothing is shared across the batch, so the batch size changes only the
-#   optimization (more, smaller steps); the batch-size experiment in `S8_compare.ipynb` measures it.
-# - **Where it sits:** after each 3x3 conv's ReLU (conv → ReLU → GN), unlike BatchNorm; chosen on
-#   the validation split (the runs are in section 4 of the LayerNorm lesson, `S8_LN.ipynb`).
-# - **Its convs:** each 3x3 filter is standardized to mean 0 and variance 1 before it is applied
-#   (Weight Standardization, Qiao et al. 2019: `ws` in the model's line below), and Muon's peak rate
-#   is 0.03 where BatchNorm and LayerNorm, with plain convs, take 0.1; both chosen on the validation
-#   split (`docs/experiments.md`).
+# - **Where it sits:** after each 3x3 conv's ReLU (conv, ReLU, GN), unlike BatchNorm.
+# - **Its convs:** each 3x3 filter is standardized to mean 0 and variance 1 before it is applied (Weight Standardization, Qiao et al. 2019), which smooths training much as BatchNorm does, from the weights alone; and Muon's peak learning rate is 0.03 where the other two take 0.1. Both were chosen on a validation split (`docs/experiments.md`).
 
 # %%
 NORM = "gn"  # the norm this lesson trains
 
 # %%
-# include: lesson.py
+# include: lesson_start.py
 
 # %% [markdown]
-# ## 4. What only GroupNorm does
-
-# %% [markdown]
-# ### The groups of each layer
+# ## 3. Build GroupNorm yourself
 #
-# GroupNorm splits each layer's channels into 4 groups and takes a mean and variance per group of each image:
+# Write `my_group_norm` from the formula above. A reshape does the grouping: view x as (N, groups, C / groups, H, W), take the mean and (biased) variance of each group over its last three axes, normalize, view it back as (N, C, H, W), then scale and shift each channel. Until you write it, the check runs the reference solution, `from_scratch.group_norm`.
+
+# %%
+def my_group_norm(x, groups, weight, bias, eps=1e-5):
+    """Your GroupNorm for x of shape (N, C, H, W); weight and bias have shape (C,)."""
+    return None  # replace this line with your code
+
+
+# %% [markdown]
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own `nn.GroupNorm`. A difference below 1e-4 passes.
+
+# %%
+activation = probes.norm_input(model, "C5", x[:64])
+layer = model.C5[2]  # C5 is conv, ReLU, norm
+print(f"C5's norm: {layer}")
+trial = my_group_norm(activation, layer.num_groups, layer.weight, layer.bias)
+mine = trial if trial is not None else from_scratch.group_norm(activation, layer.num_groups, layer.weight, layer.bias)
+print("checking", "your my_group_norm" if trial is not None else "the reference, from_scratch.group_norm")
+with torch.no_grad():
+    build_difference = from_scratch.check("output", mine, layer(activation))
+
+# %%
+REVEAL = False  # True prints the reference solution
+if REVEAL:
+    print(inspect.getsource(from_scratch.group_norm))
+
+# %% [markdown]
+# **Question.** With your function, what is `my_group_norm(x, 1, ...)`, and what is `my_group_norm(x, C, ...)`? Check both in a new cell against `torch.nn.functional.layer_norm(x, x.shape[1:])` and `torch.nn.functional.instance_norm(x)`.
+#
+# <details><summary>An answer</summary>
+# One group is LayerNorm over (C, H, W); C groups of one channel are InstanceNorm, a mean and variance per channel of each image. Section 6 checks both with PyTorch's functions.
+# </details>
+
+# %%
+# include: lesson_train.py
+
+# %% [markdown]
+# ## 6. Inside GroupNorm
+#
+# ### The groups of each layer
 
 # %%
 for label, block in probes.c_blocks(model):
@@ -48,7 +78,8 @@ for label, block in probes.c_blocks(model):
 
 # %%
 t = probes.norm_input(model, "C5", x[:1])
-groups = torch.nn.functional.group_norm(t, 4).view(1, 4, -1, *t.shape[2:])  # (image, group, channel, H, W)
+G = layer.num_groups
+groups = torch.nn.functional.group_norm(t, G).view(1, G, -1, *t.shape[2:])  # (image, group, channel, H, W)
 print("per group: mean", groups.mean((2, 3, 4))[0].cpu().numpy().round(3), "std", groups.std((2, 3, 4))[0].cpu().numpy().round(3))
 print("group 0, its channels' means:", groups[0, 0].mean((1, 2)).cpu().numpy().round(2))
 
@@ -65,22 +96,63 @@ print("GroupNorm(C, C) equals InstanceNorm:",
       torch.allclose(torch.nn.functional.group_norm(t, C), torch.nn.functional.instance_norm(t), atol=1e-4))
 
 # %% [markdown]
-# How many channels per group this network wants, each size trained at screening size (`python lessons.py groups`):
+# How many channels per group this network wants, measured once in short runs. They took plain convs and BatchNorm's recipe (Muon's rate 0.1), so that only the group size differs: not this lesson's recipe, which exercise 1 below runs.
 
 # %%
 experiments.show("groups")
 
 # %% [markdown]
 # ### Training and evaluation are the same computation
-#
-# Like LayerNorm, GroupNorm takes its statistics from each image: no running averages, the same logits in train and eval mode, and an image's prediction does not depend on its batch.
 
 # %%
 with torch.no_grad():
     train_mode, eval_mode = model.train()(x[:256]), model.eval()(x[:256])
-print(f"GroupNorm, train against eval mode: largest logit difference {(train_mode - eval_mode).abs().max().item():.1e}")
+modes_difference = (train_mode - eval_mode).abs().max().item()
+print(f"train against eval mode: largest logit difference {modes_difference:.1e}")
+difference, changed = probes.batch_dependence(model, x[:128], "train")
+print(f"each of 128 images alone against in one batch: largest logit difference {difference:.1e}, "
+      f"{changed} predictions change")
+
+# %% [markdown]
+# ## 7. Try it
+#
+# Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`. Each runs short trainings on the same `SHORT_IMAGES` training images for `SHORT_EPOCHS` epochs with GroupNorm's recipe, scored on a fifth as many test images.
+#
+# **Exercise 1: the number of groups.** The widths are 16, 28 and 32 channels, so 1, 2 and 4 groups divide every layer (or `channels_per_group=` 1, 2 or 4). Predict where the accuracy drops.
 
 # %%
-difference, changed = probes.batch_dependence(model, x[:128], "train")
-print(f"GroupNorm, each of 128 images alone against in one batch: largest logit difference {difference:.1e}, "
-      f"{changed} predictions change")
+GROUPINGS = {"1 group": dict(groups=1), "2 groups": dict(groups=2), "4 groups": dict(groups=4),
+             "2 channels per group": dict(channels_per_group=2)}
+group_counts = utils.short_runs(data, {name: dict(norm="gn", **grouping) for name, grouping in GROUPINGS.items()},
+                                SHORT_IMAGES, SHORT_EPOCHS, device, seed=SEED)
+
+# %% [markdown]
+# **Exercise 2: Weight Standardization.** Predict how much the standardized convs (`conv="ws"`, this lesson's) add over plain ones.
+
+# %%
+convs = utils.short_runs(data, {"standardized convs": dict(norm="gn", conv="ws"),
+                                "plain convs": dict(norm="gn", conv="plain")}, SHORT_IMAGES, SHORT_EPOCHS, device,
+                         seed=SEED)
+
+# %% [markdown]
+# **Exercise 3: small batches.** GroupNorm was made for them (Wu and He: detection and video train with 1 or 2 images per GPU). Predict BatchNorm's and GroupNorm's accuracy at a batch of 4 (more steps: these runs take longer).
+
+# %%
+small = utils.short_runs(data, {"GroupNorm, batch 4": dict(norm="gn", batch_size=4),
+                                "BatchNorm, batch 4": dict(norm="bn", batch_size=4)}, SHORT_IMAGES, SHORT_EPOCHS, device,
+                         seed=SEED)
+
+# %% [markdown]
+# ## 8. Summary
+
+# %%
+def short(results):
+    return "; ".join(f"{name} {accuracy:.2f}%" for name, accuracy in results.items())
+
+
+Markdown(f"""What this notebook measured, in this run:
+
+- {'Your' if trial is not None else 'The reference'} GroupNorm matched PyTorch's `{layer}` to {build_difference:.1e}.
+- {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
+- Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {changed} predictions changed.
+- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {short(group_counts)}; {short(convs)}. At a batch of 4: {short(small)}.""")

@@ -1,7 +1,9 @@
 # %% [markdown]
 # # Layer Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same network with a different normalization layer (BatchNorm, LayerNorm, GroupNorm); what they do side by side (the skip connections, no norm at all, the learning rate, the activations, the batch size) is in [`S8_compare.ipynb`](S8_compare.ipynb). Run the cells in order; on Colab, choose a GPU runtime first.
+# One of three lessons that train the same small network with a different normalization layer: LayerNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write LayerNorm yourself and check it against PyTorch's, train the network with it, see what sets it apart from BatchNorm, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
+#
+# The network is `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`: **C** is a 3x3 conv with the norm and a ReLU, **c** a 1x1 conv that reduces the channels, **P** a 2x2 max-pool, **GAP** the average of each channel over the image, and `c10` the 1x1 conv to the 10 classes.
 #
 # **LayerNorm** normalizes each image on its own, with one mean and variance over all its
 # channels and positions. For image $n$ with $C$ channels of size $H \times W$:
@@ -10,27 +12,58 @@
 # \sigma_n^2 = \frac{1}{CHW}\sum_{c,h,w} (x_{nchw}-\mu_n)^2, \qquad
 # y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_n}{\sqrt{\sigma_n^2+\epsilon}} + \beta_c$$
 #
-# - **Axes:** mean and variance over (C, H, W), one pair per image. The suite builds it as
-#   `nn.GroupNorm(1, C)`: GroupNorm with a single group is exactly this, and it keeps a per-channel
-#   scale and shift (`nn.LayerNorm([C, H, W])` would learn one per pixel and fix the image size).
-#   ConvNeXt's and the transformers' LayerNorm is another norm: section 4 compares the two.
+# - **Axes:** mean and variance over (C, H, W), one pair per image. The suite builds it as `nn.GroupNorm(1, C)`: GroupNorm with a single group is exactly this, with a scale and shift per channel (`nn.LayerNorm([C, H, W])` would learn one per pixel and fix the image size). ConvNeXt's and the transformers' LayerNorm is another norm: section 6 compares the two.
 # - **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
-# - **Train vs eval:** identical; there are no running statistics.
-# - **Small batches:** nothing is shared across the batch, so the batch size changes only the
-#   optimization (more, smaller steps); the batch-size experiment in `S8_compare.ipynb` measures it.
-# - **Where it sits:** after each 3x3 conv's ReLU (conv → ReLU → LN), unlike BatchNorm; chosen on
-#   the validation split (the runs are in section 4 below).
+# - **Train vs eval:** identical; there are no running statistics, and nothing is shared between the images of a batch.
+# - **Where it sits:** after each 3x3 conv's ReLU (conv, ReLU, LN), unlike BatchNorm.
 
 # %%
 NORM = "ln"  # the norm this lesson trains
 
 # %%
-# include: lesson.py
+# include: lesson_start.py
 
 # %% [markdown]
-# ## 4. What only LayerNorm does
+# ## 3. Build LayerNorm yourself
+#
+# Write `my_layer_norm` from the formula above: each image's mean and (biased) variance over its C, H and W, then normalize, scale and shift each channel. Until you write it, the check runs the reference solution, `from_scratch.layer_norm`.
+
+# %%
+def my_layer_norm(x, weight, bias, eps=1e-5):
+    """Your LayerNorm for x of shape (N, C, H, W); weight and bias have shape (C,)."""
+    return None  # replace this line with your code
+
 
 # %% [markdown]
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own layer, `nn.GroupNorm(1, C)`. A difference below 1e-4 passes.
+
+# %%
+activation = probes.norm_input(model, "C5", x[:64])
+layer = model.C5[2]  # C5 is conv, ReLU, norm
+trial = my_layer_norm(activation, layer.weight, layer.bias)
+mine = trial if trial is not None else from_scratch.layer_norm(activation, layer.weight, layer.bias)
+print("checking", "your my_layer_norm" if trial is not None else "the reference, from_scratch.layer_norm")
+with torch.no_grad():
+    build_difference = from_scratch.check("output", mine, layer(activation))
+
+# %%
+REVEAL = False  # True prints the reference solution
+if REVEAL:
+    print(inspect.getsource(from_scratch.layer_norm))
+
+# %% [markdown]
+# **Question.** After LayerNorm, before its scale and shift, each image has mean 0 and variance 1. Does each of its channels?
+#
+# <details><summary>An answer</summary>
+# No: the mean and variance are shared by all the image's channels, so a channel that was brighter than the others stays brighter. Section 6 prints it.
+# </details>
+
+# %%
+# include: lesson_train.py
+
+# %% [markdown]
+# ## 6. What sets LayerNorm apart
+#
 # ### One mean and variance per image
 #
 # What enters the norm of C5 for four test images, and the same normalized before LayerNorm's scale and shift: each image as a whole gets mean 0 and standard deviation 1, while its channels keep means of their own.
@@ -46,22 +79,20 @@ print("normalized, image 0, the means of its first 6 channels:", after[0].mean((
 # %% [markdown]
 # ### Training and evaluation are the same computation
 #
-# Nothing is carried over from training: train mode and eval mode give the same logits.
+# Nothing is carried over from training: train mode and eval mode give the same logits, and an image's prediction does not depend on the other images of its batch.
 
 # %%
 with torch.no_grad():
     train_mode, eval_mode = model.train()(x[:256]), model.eval()(x[:256])
-print(f"LayerNorm, train against eval mode: largest logit difference {(train_mode - eval_mode).abs().max().item():.1e}")
+modes_difference = (train_mode - eval_mode).abs().max().item()
+print(f"train against eval mode: largest logit difference {modes_difference:.1e}")
+alone = {mode: probes.batch_dependence(model, x[:128], mode) for mode in ("eval", "train")}
+for mode, (difference, changed) in alone.items():
+    print(f"this model in {mode} mode, each of 128 images alone against in one batch: largest logit difference "
+          f"{difference:.1e}, {changed} predictions change")
 
 # %% [markdown]
-# ### An image alone against inside a batch
-#
-# The 128 first of `x` passed as one batch and each passed alone; the same for all five norms, recorded with the models of the learning-rate lesson, below it.
-
-# %%
-for mode in ("eval", "train"):
-    difference, changed = probes.batch_dependence(model, x[:128], mode)
-    print(f"LayerNorm in {mode} mode: largest logit difference {difference:.1e}, {changed} of 128 predictions change")
+# The same for five norms, measured once for other models: those of the comparison notebook's learning-rate section, all trained with one recipe in short runs (the table names them). BatchNorm's count there is of its model, not of the one in the BatchNorm lesson.
 
 # %%
 experiments.show("batch-of-one")
@@ -81,7 +112,7 @@ for name, y in (("GroupNorm(1, C)", over_image), ("per-pixel LayerNorm", over_ch
     print(f"{name:20s} pixel means from {pixel_means.min().item():+.2f} to {pixel_means.max().item():+.2f}")
 
 # %% [markdown]
-# Which one trains better here, each trained at screening size (`python lessons.py layernorms`):
+# Both trained in short runs, two seeds each; the setting is named above the table:
 
 # %%
 experiments.show("layernorms")
@@ -89,7 +120,50 @@ experiments.show("layernorms")
 # %% [markdown]
 # ### Before or after the ReLU
 #
-# This suite places LayerNorm (and GroupNorm) after the ReLU, BatchNorm before it. The runs that decided it, from the validation record:
+# This suite places LayerNorm (and GroupNorm) after the ReLU, BatchNorm before it. The runs that decided it, from the record of the validation runs; they trained with an earlier recipe (SGD for every kernel, not today's Muon), so they say where the norm sat best then, which exercise 2 below lets you check with today's.
 
 # %%
 experiments.show("placement")
+
+# %% [markdown]
+# ## 7. Try it
+#
+# Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`. Each runs short trainings on the same `SHORT_IMAGES` training images for `SHORT_EPOCHS` epochs with LayerNorm's recipe, scored on a fifth as many test images.
+#
+# **Exercise 1: the per-pixel LayerNorm.** Predict which trains better here, this suite's LayerNorm (per image) or the per-pixel one (`norm="lnc"`).
+
+# %%
+layernorms = utils.short_runs(data, {"per image (GroupNorm(1, C))": dict(norm="ln"),
+                                     "per pixel (LayerNorm(C))": dict(norm="lnc")}, SHORT_IMAGES, SHORT_EPOCHS, device,
+                              seed=SEED)
+
+# %% [markdown]
+# **Exercise 2: before or after the ReLU, with today's recipe.** Predict whether `order="norm-relu"` (conv, LN, ReLU) beats the default after the ReLU.
+
+# %%
+placements = utils.short_runs(data, {"after the ReLU": dict(norm="ln", order="relu-norm"),
+                                     "before the ReLU": dict(norm="ln", order="norm-relu")}, SHORT_IMAGES, SHORT_EPOCHS,
+                              device, seed=SEED)
+
+# %% [markdown]
+# **Exercise 3: the batch size.** LayerNorm shares nothing between the images of a batch, so the batch size changes only the steps: more and smaller ones. Predict how a batch of 16 compares with 128 in the same number of epochs, then try BatchNorm at 16 (`dict(norm="bn", batch_size=16)`).
+
+# %%
+batch_sizes = utils.short_runs(data, {"batch 128": dict(norm="ln", batch_size=128),
+                                      "batch 16": dict(norm="ln", batch_size=16)}, SHORT_IMAGES, SHORT_EPOCHS, device,
+                               seed=SEED)
+
+# %% [markdown]
+# ## 8. Summary
+
+# %%
+def short(results):
+    return "; ".join(f"{name} {accuracy:.2f}%" for name, accuracy in results.items())
+
+
+Markdown(f"""What this notebook measured, in this run:
+
+- {'Your' if trial is not None else 'The reference'} LayerNorm matched PyTorch's `GroupNorm(1, C)` to {build_difference:.1e}.
+- {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
+- Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {alone['train'][1]} predictions changed in train mode.
+- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {short(layernorms)}; {short(placements)}; {short(batch_sizes)}.""")

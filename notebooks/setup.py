@@ -1,4 +1,5 @@
-# %%
+# %% tags=["form"]
+# @title Set-up: fetches the project's code on Colab (run it once, first)
 # Set-up, safe to run twice. On Colab it finds this project's code and installs torchsummary, the one
 # package the project needs that Colab lacks (Colab's own torch, torchvision and ipywidgets stay as they
 # are). Anywhere else it does nothing. The code comes from the first of these that exists:
@@ -52,3 +53,23 @@ if "google.colab" in sys.modules:
     if importlib.util.find_spec("torchsummary") is None:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "torchsummary"], check=True)
         importlib.invalidate_caches()
+
+# The settings above take no other values than the ones you type, except where a variable S8_<NAME> of
+# the environment names one of them (S8_EPOCHS=1 S8_SUBSET=1000: the automatic tests' short run); then
+# it takes that value, now and after every cell you run.
+def _s8_environment(*_):
+    for key, text in os.environ.items():
+        name, namespace = key[3:], globals()
+        if key.startswith("S8_") and name in namespace and name != "REPO_URL":
+            old = namespace[name]
+            namespace[name] = text.lower() in ("1", "true", "yes") if isinstance(old, bool) else type(old)(text)
+
+
+try:
+    _ipython = get_ipython()
+except NameError:  # not in IPython (the tests run this cell as plain Python)
+    _ipython = None
+if _ipython is not None and not any(getattr(f, "__name__", "") == "_s8_environment"
+                                    for f in _ipython.events.callbacks["post_run_cell"]):
+    _ipython.events.register("post_run_cell", _s8_environment)
+_s8_environment()

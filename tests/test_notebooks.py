@@ -77,7 +77,7 @@ def test_the_committed_notebooks_are_what_their_sources_build():
 def test_a_notebook_that_disagrees_with_its_source_is_named(project):
     build_notebooks.main([])
     assert build_notebooks.out_of_date(project) == []
-    lesson = project / "notebooks" / "lesson.py"
+    lesson = project / "notebooks" / "lesson_train.py"
     lesson.write_text(lesson.read_text().replace("history = utils.fit(", "history = utils.fit(  # edited\n    "))
     assert build_notebooks.out_of_date(project) == LESSONS  # the shared part is in every lesson
     with pytest.raises(SystemExit, match="S8_BN.ipynb, S8_LN.ipynb, S8_GN.ipynb"):
@@ -96,11 +96,11 @@ def test_rebuilding_keeps_the_outputs_of_unchanged_cells_and_drops_those_of_chan
     committed = nbformat.read(ROOT / "S8_BN.ipynb", as_version=4)
     rebuilt = build_notebooks.build("S8_BN.ipynb", committed, ROOT / "notebooks")
     assert [c.get("outputs") for c in rebuilt.cells] == [c.get("outputs") for c in committed.cells]
-    lesson = project / "notebooks" / "lesson.py"
-    lesson.write_text(lesson.read_text().replace("plots.plot_curves(history", "plots.plot_curves(history "))
+    lesson = project / "notebooks" / "lesson_start.py"
+    lesson.write_text(lesson.read_text().replace("print(model)\n", "print(model)  # changed\n"))
     changed = build_notebooks.build("S8_BN.ipynb", committed, project / "notebooks")
-    curves = [c for c in changed.cells if "plot_curves" in c.source]
-    assert curves[0].outputs == [] and sum(bool(c.get("outputs")) for c in changed.cells) == sum(
+    model_cell = [c for c in changed.cells if "print(model)  # changed" in c.source]
+    assert model_cell[0].outputs == [] and sum(bool(c.get("outputs")) for c in changed.cells) == sum(
         bool(c.get("outputs")) for c in committed.cells) - 1
 
 
@@ -480,13 +480,13 @@ def test_nbval_checks_the_output_of_each_lessons_model_cell_alone(notebook):
 
     cells = built(notebook).cells
     checked = [c.source for c in cells if c.cell_type == "code" and dict(find_metadata_tags(c.metadata)).get("check")]
-    assert len(checked) == 1 and checked[0].startswith("torch.manual_seed(SEED)\nmodel = S8_model(NORM)")
+    assert len(checked) == 1 and checked[0].startswith("torch.manual_seed(SEED)\nmodel = S8_model(NORM, skips=SKIPS)")
     assert not any(dict(find_comment_markers(c.source)) for c in cells)
 
 
 def test_the_compare_notebook_trains_nothing_and_links_each_lesson():
     text = "\n".join(c.source for c in built("S8_compare.ipynb").cells)
-    assert "utils.fit(" not in text and "run.py" in text
+    assert "utils.fit(" not in text and "short_runs(" not in text
     for notebook in LESSONS:
         assert f"[`{notebook}`]({notebook})" in text
         assert "(S8_compare.ipynb)" in "\n".join(c.source for c in built(notebook).cells)  # and each links it
@@ -529,6 +529,54 @@ def test_readmes_lessons_section_is_what_the_records_render():
 def test_students_see_no_lab_book_material(notebook):
     """No maintainer's data path, config dump or validation run tag, in the sources or the outputs."""
     text = (ROOT / notebook).read_text()
-    assert "../shared" not in text and "TrainConfig(" not in text
+    assert "../shared" not in text and "TrainConfig(" not in text and "screening" not in text.lower()
+    assert not re.search(r"python (run|lessons)\.py", text)  # maintainers' commands
     tags = {r["tag"] for r in __import__("results").validation_runs(ROOT)}
     assert not [tag for tag in tags if f"{tag} seed" in text]
+
+
+@pytest.mark.parametrize("notebook", LESSONS)
+def test_each_lesson_has_the_student_build_check_try_and_sum_up(notebook):
+    """A settings cell of plain Python, the student's norm (a stub that falls back to the reference) checked
+    against PyTorch's layer, the figure of what each norm normalizes over, at least two exercises that
+    predict, change and run, and a summary computed from the notebook's own variables."""
+    cells = built(notebook).cells
+    code = [c.source for c in cells if c.cell_type == "code"]
+    markdown = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    settings = next(c for c in code if c.startswith("EPOCHS = "))
+    assert all(re.fullmatch(r"[A-Z_, ]+ = .+", line) for line in settings.splitlines()) and "os.environ" not in settings
+    student = next(c for c in code if re.match(r"def my_\w+_norm\(", c))
+    assert student.rstrip().endswith("return None  # replace this line with your code")
+    assert any("from_scratch.check" in c for c in code) and any("REVEAL" in c for c in code)
+    assert any("plot_normalized_over" in c for c in code) and any("normalized_over_explorer()" in c for c in code)
+    assert len(re.findall(r"\*\*Exercise \d", markdown)) >= 2 and markdown.count("Predict") >= 2
+    summary = code[-1]
+    assert summary.lstrip().startswith(("Markdown(f", "def short")) and "history[-1]" in summary
+
+
+def test_set_up_cell_shows_as_one_titled_line():
+    for notebook in NOTEBOOKS:
+        cell = next(c for c in build_notebooks.build(notebook).cells if "google.colab" in c.source)
+        assert cell.source.startswith("# @title ") and cell.metadata["cellView"] == "form"
+        assert cell.metadata["jupyter"] == {"source_hidden": True}
+
+
+def test_the_environment_overrides_the_settings_unseen_and_after_every_cell(monkeypatch):
+    """CI's short run (S8_EPOCHS=1 ...) reaches the settings through the set-up cell's hook, not through code
+    in the student's cells; a name the settings do not have is left alone."""
+    hooks = []
+    ipython = types.SimpleNamespace(events=types.SimpleNamespace(
+        callbacks={"post_run_cell": hooks}, register=lambda event, f: hooks.append(f)))
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    for name, value in (("S8_EPOCHS", "1"), ("S8_SKIPS", "0"), ("S8_DATA", "/x.tar.gz"), ("S8_UNKNOWN", "3")):
+        monkeypatch.setenv(name, value)
+    namespace = {"EPOCHS": 20, "SKIPS": True, "DATA": "data", "SEED": 0, "get_ipython": lambda: ipython}
+    exec(compile(setup_source(), "setup-cell", "exec"), namespace)
+    assert (namespace["EPOCHS"], namespace["SKIPS"], namespace["DATA"], namespace["SEED"]) == (1, False, "/x.tar.gz", 0)
+    assert "UNKNOWN" not in namespace
+    namespace["EPOCHS"] = 20  # the student runs the settings cell again
+    exec(compile(setup_source(), "setup-cell", "exec"), namespace)  # and the set-up cell: one hook, not two
+    assert len(hooks) == 1
+    namespace["EPOCHS"] = 20
+    hooks[0](None)
+    assert namespace["EPOCHS"] == 1

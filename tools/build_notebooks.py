@@ -6,7 +6,7 @@
 The sources are jupytext percent files (`# %%` code cells, `# %% [markdown]` cells, tags in the
 marker line): one per notebook (notebooks/bn.py, ln.py, gn.py, compare.py). A code cell that holds
 only `# include: NAME.py` is replaced by the cells of notebooks/NAME.py, which is how the lessons
-share their first part (lesson.py) and the set-up cell (setup.py). Edit the sources, never the
+share their parts (lesson_start.py, lesson_train.py) and the set-up cell (setup.py). Edit the sources, never the
 .ipynb; then fill in a full run's outputs with
     S8_DATA=../shared/data/cifar10-jpg.tar.gz jupyter execute --inplace --timeout=-1 \\
         --NotebookClient.store_widget_state=False S8_*.ipynb && python tools/build_notebooks.py
@@ -49,7 +49,7 @@ def build(notebook, old=None, sources=None):
     stem = notebook.removesuffix(".ipynb")
     for k, cell in enumerate(nb.cells):  # stable ids and metadata: rebuilding gives the same file
         cell.id = f"{stem}-{k:02d}"
-        cell.metadata = {"tags": cell.metadata["tags"]} if cell.metadata.get("tags") else {}
+        cell.metadata = cell_metadata(cell.metadata.get("tags", []))
         if cell.cell_type == "code":
             before = kept.get(cell.source)
             cell.outputs = clean_outputs(before.outputs) if before else []
@@ -58,6 +58,14 @@ def build(notebook, old=None, sources=None):
                    "language_info": {"name": "python"}, "accelerator": "GPU",
                    "colab": {"provenance": [], "gpuType": "T4"}}
     return nb
+
+
+def cell_metadata(tags):
+    """A cell's metadata from its tags; a cell tagged `form` (the set-up cell) shows as one titled line, its
+    source hidden: a form on Colab (its first line `# @title ...`), collapsed in Jupyter."""
+    if "form" not in tags:
+        return {"tags": tags} if tags else {}
+    return {"tags": tags, "cellView": "form", "jupyter": {"source_hidden": True}}
 
 
 def clean_outputs(outputs):
@@ -96,7 +104,7 @@ def out_of_date(root=None):
         committed = nbformat.read(path, as_version=4) if path.exists() else None
         built = build(notebook, committed, root / "notebooks")
         if committed is None or [(c.cell_type, c.source, c.metadata) for c in built.cells] != [
-                (c.cell_type, c.source, {"tags": c.metadata["tags"]} if c.metadata.get("tags") else {})
+                (c.cell_type, c.source, cell_metadata(c.metadata.get("tags", [])))
                 for c in committed.cells]:
             stale.append(notebook)
     return stale

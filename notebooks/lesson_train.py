@@ -1,0 +1,40 @@
+# %% [markdown]
+# ## 4. Training
+#
+# One row per epoch: the loss and accuracy on the training images (augmented, averaged over the epoch while the weights move) and on the test images (after the epoch), and the seconds the epoch's training took. The first line names the arithmetic chosen for this machine: fp32, or bf16 where the CPU or GPU computes it natively; on Colab's free T4 GPU it is fp16 with a GradScaler, so a run there gives slightly different numbers from the committed one.
+
+# %%
+cfg = utils.recipe(NORM, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED, cuda_graph=CUDA_GRAPH)
+precision = choose_precision(device, NORM, cfg.amp)
+history = utils.fit(model, data, cfg, device, precision)
+
+# %% [markdown]
+# Early on the test accuracy is above the training accuracy, and the test loss below the training loss. The training numbers are averaged over the whole epoch, so they include the first batches of a still poor model, and they are taken on augmented images with label smoothing (the target gives the true class 0.91 and each other class 0.01, so even a perfect model keeps the training loss printed below); the test numbers come from the model as it is at the epoch's end, on unaltered images. Compare the trends, not the levels.
+
+# %%
+target = torch.full((10,), 0.01) + 0.9 * torch.eye(10)[0]  # label smoothing's target for an image of class 0
+print(f"the lowest training loss label smoothing 0.1 allows: {-(target * target.log()).sum().item():.3f}")
+plots.plot_curves(history, title=f"{type(model).__name__}, seed {SEED}: test accuracy "
+                                 f"{history[-1]['test_acc']:.2f}%, train {history[-1]['train_acc']:.2f}% (augmented)")
+
+# %% [markdown]
+# ### How it was trained
+#
+# The settings come from `utils.recipe(NORM)`, chosen on a validation split held out of the training images (`docs/experiments.md`):
+#
+# - **One-cycle schedule:** the learning rate rises over the first fifth of the steps to its peak, then falls linearly to nearly zero.
+# - **Muon** (`muon.py`) updates every conv kernel that a norm follows: it replaces the kernel's momentum by the nearest orthogonal matrix, so every direction of the layer moves by the same amount. The classifier `c10` and the norms' scales and shifts take SGD with Nesterov momentum.
+# - **Label smoothing 0.1:** the training target gives the true class 0.91 and each of the other nine 0.01, which keeps the model from growing ever more confident.
+# - **Flip TTA** (test-time augmentation), in the results table only: each test image scored as it is and mirrored, the two predictions averaged.
+# - **bf16** (bfloat16) is a 16-bit float with float32's range; where the hardware computes it natively, autocast runs the convs in it. **fp16** has more precision but less range, so its gradients are scaled up by a GradScaler to keep them from rounding to zero.
+
+# %% [markdown]
+# ## 5. Mistakes
+#
+# The ten test images the model got wrong with the most confidence, with their true and predicted classes; below them, a browser of every mistake by true and predicted class (it needs a live kernel).
+
+# %%
+mistakes = utils.get_incorrect_predictions(model, data, precision)
+print(f"{len(mistakes):,} of {len(data.test_labels):,} test images misclassified")
+display(utils.plot_incorrect_predictions(mistakes, data.classes))
+mistake_explorer(mistakes, data.classes)

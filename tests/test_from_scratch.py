@@ -1,0 +1,85 @@
+"""The lessons' reference norms (from_scratch.py) and the check a student's version goes through."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import from_scratch
+import probes
+import utils
+from conftest import FAST, toy_data
+from models import S8_model
+
+
+def activation():
+    torch.manual_seed(0)
+    return torch.randn(16, 8, 6, 6) * 3 + 1
+
+
+def test_the_reference_batch_norm_passes_in_both_modes_and_leaves_pytorchs_running_averages():
+    layer = nn.BatchNorm2d(8)
+    nn.init.uniform_(layer.weight), nn.init.uniform_(layer.bias)
+    assert from_scratch.check_batch_norm(from_scratch.batch_norm, layer, activation()) < from_scratch.TOLERANCE
+
+
+def test_a_batch_norm_with_the_wrong_variance_in_its_running_average_fails(capsys):
+    def biased_running_var(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+        out = from_scratch.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps)
+        if training:  # the biased variance where PyTorch keeps the unbiased one
+            running_var.copy_(running_var - momentum * x.var((0, 2, 3)) / (x.numel() / x.shape[1]))
+        return out
+
+    assert from_scratch.check_batch_norm(biased_running_var, nn.BatchNorm2d(8), activation()) > from_scratch.TOLERANCE
+    assert "train mode, running mean and variance: " in capsys.readouterr().out.split("FAIL")[0]
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4, 8])
+def test_the_reference_layer_and_group_norms_equal_pytorchs_group_norm(groups):
+    layer = nn.GroupNorm(groups, 8)
+    nn.init.uniform_(layer.weight), nn.init.uniform_(layer.bias)
+    x = activation()
+    mine = from_scratch.group_norm(x, groups, layer.weight, layer.bias)
+    assert from_scratch.check("output", mine, layer(x)) < from_scratch.TOLERANCE
+    if groups == 1:
+        assert from_scratch.check("output", from_scratch.layer_norm(x, layer.weight, layer.bias), layer(x)) < 1e-4
+
+
+def test_a_group_norm_over_the_wrong_axes_fails():
+    layer, x = nn.GroupNorm(4, 8), activation()
+    per_channel = (x - x.mean((2, 3), keepdim=True)) / torch.sqrt(x.var((2, 3), keepdim=True, unbiased=False) + 1e-5)
+    assert from_scratch.check("output", per_channel, layer(x)) > from_scratch.TOLERANCE
+
+
+def test_recalibrated_running_averages_are_one_batchs_and_the_model_is_left_alone():
+    data = toy_data(64, 10)
+    torch.manual_seed(0)
+    model = S8_model("bn").eval()
+    before = copy.deepcopy(model.state_dict())
+    recalibrated = probes.recalibrated(model, data, 16, seed=0)
+    assert not recalibrated.training
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+    pick = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:16]
+    mean, std = from_scratch.per_channel(data.mean), from_scratch.per_channel(data.std)
+    conv_out = model.C1[0]((data.train_images[pick].float() / 255 - mean) / std)  # what C1's BatchNorm saw
+    torch.testing.assert_close(recalibrated.C1[1].running_mean, conv_out.mean((0, 2, 3)), atol=1e-5, rtol=0)
+
+
+def test_short_runs_train_each_trial_with_its_norms_recipe_and_its_own_settings(capsys):
+    data = toy_data(64, 20)
+    trials = {"bn": dict(norm="bn", **{k: v for k, v in FAST.items() if k != "batch_size"}),
+              "gn, batch 16": dict(norm="gn", groups=2, batch_size=16, amp="off")}
+    accuracies = utils.short_runs(data, trials, images=32, epochs=1, device="cpu")
+    assert list(accuracies) == list(trials) and all(0 <= a <= 100 for a in accuracies.values())
+    printed = capsys.readouterr().out
+    assert "bn: test accuracy" in printed and "gn, batch 16: test accuracy" in printed
+
+
+def test_the_figure_of_what_each_norm_normalizes_over_has_a_panel_per_norm():
+    import plots
+    from explorer import normalized_over_explorer
+
+    fig = plots.plot_normalized_over(groups=4)
+    assert [ax.get_title() for ax in fig.axes] == ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm (4 groups)"]
+    assert len(normalized_over_explorer().children) == 2  # the two dropdowns, and the figure under them

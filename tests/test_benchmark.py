@@ -9,7 +9,7 @@ from conftest import write_tree
 def run(tmp_path, *flags):
     tree = write_tree(tmp_path / "tree", n_train=52, n_test=2)  # 520 images: a row's steps and the public warm-up
     report = tmp_path / "benchmark.txt"
-    benchmark.main(["--data", str(tree), "--device", "cpu", "--norms", "gn", "--steps", "2", "--public-steps", "2",
+    benchmark.main(["--data", str(tree), "--device", "cpu", "--norms", "gn", "--steps", "1", "--public-steps", "1",
                     "--amp", "off", "--report", str(report), *flags])
     return report.read_text().splitlines()
 

@@ -18,6 +18,18 @@ plots.plot_curves(history, title=f"{type(model).__name__}, seed {SEED}: test acc
                                  f"{history[-1]['test_acc']:.2f}%, train {history[-1]['train_acc']:.2f}% (augmented)")
 
 # %% [markdown]
+# The README's results table holds this norm's committed runs, three seeds each. Its seed 0 beside this run, each with the machine and arithmetic it trained in: on another machine, or in another precision, the numbers differ a little even with the same seed.
+
+# %%
+import results
+
+committed = results.read(results.seed_path(results.ROOT, NORM, 0))
+print(f"committed run, seed 0: test accuracy {committed['final_test_accuracy']:.2f}% after {committed['epochs']} epochs "
+      f"on {committed['train_images']:,} images; {committed['device']}; {committed['precision']}")
+print(f"this run, seed {SEED}: test accuracy {history[-1]['test_acc']:.2f}% after {len(history)} epochs on "
+      f"{len(data.train_labels):,} images; {describe_device(device)}; {precision.describe()}")
+
+# %% [markdown]
 # ### How it was trained
 #
 # The settings come from `utils.recipe(NORM)`, chosen on a validation split held out of the training images (`docs/experiments.md`):

@@ -14,8 +14,8 @@ OFFLINE_COPY = Path(__file__).resolve().parent.parent / "shared" / "data" / "cif
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("S8_EPOCHS", "1")
-os.environ.setdefault("S8_SUBSET", "1000")
-os.environ.setdefault("S8_SHORT_IMAGES", "200")  # the lessons' exercises
+os.environ.setdefault("S8_SUBSET", "500")
+os.environ.setdefault("S8_SHORT_IMAGES", "100")  # the lessons' exercises
 os.environ.setdefault("S8_SHORT_EPOCHS", "1")
 if OFFLINE_COPY.is_file():
     os.environ.setdefault("S8_DATA", str(OFFLINE_COPY))

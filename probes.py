@@ -126,11 +126,12 @@ def seconds_per_image(model, x, batch_size, repeats=5):
     return statistics.median(times)
 
 
-def frozen_copy(model, train):
-    """A copy of `model` in train mode or not whose BatchNorm running statistics stay as they were (momentum 0)."""
+def frozen_copy(model, train, momentum=0.0):
+    """A copy of `model` in train mode or not whose BatchNorm running statistics stay as they were (momentum 0),
+    or with `momentum` 1 are replaced by the next batch's."""
     probe = copy.deepcopy(model).train(train)
     for bn in (m for m in probe.modules() if isinstance(m, nn.BatchNorm2d)):
-        bn.momentum = 0.0
+        bn.momentum = momentum
     return probe
 
 
@@ -166,9 +167,7 @@ def accuracy_with_batch_statistics(model, data, batch_size, seed=0):
 def recalibrated(model, data, images, seed=0):
     """A copy of a BatchNorm model whose running averages are the statistics of one batch of `images` seeded
     random training images (momentum 1: the batch's statistics replace them), in eval mode."""
-    probe = copy.deepcopy(model).train()
-    for bn in (m for m in probe.modules() if isinstance(m, nn.BatchNorm2d)):
-        bn.momentum = 1.0
+    probe = frozen_copy(model, True, momentum=1.0)
     pick = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(seed))[:images]
     device = next(model.parameters()).device
     probe(normalize(data.train_images[pick].to(device), data.mean.to(device), data.std.to(device)))

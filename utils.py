@@ -486,13 +486,20 @@ def run_one(model_config, cfg, data, precision, device, verbose=True, progress=T
     return {"record": record, "checkpoint": saved, "mistakes": mistakes, "model": model}
 
 
+class Accuracies(dict):
+    """{name: test accuracy} that a lesson's summary quotes as one line: 'a 61.20%; b 58.70%'."""
+
+    def __str__(self):
+        return "; ".join(f"{name} {accuracy:.2f}%" for name, accuracy in self.items())
+
+
 def short_runs(data, trials, images, epochs, device, seed=0):
     """The notebooks' exercises: train each of `trials` ({name: ModelConfig and TrainConfig fields}, the rest of
     its norm's recipe) for `epochs` on the same seeded `images` training images, score it on a fifth as many
-    test images, print a line each as it finishes; returns {name: final test accuracy}."""
+    test images, print a line each as it finishes; returns Accuracies {name: final test accuracy}."""
     subset = data.subset(images, seed=seed)
     train_fields = {f.name for f in fields(TrainConfig)}
-    accuracies = {}
+    accuracies = Accuracies()
     for name, options in trials.items():
         model_options = {k: v for k, v in options.items() if k not in train_fields}
         cfg = recipe(model_options.get("norm", "bn"), epochs=epochs, seed=seed,

@@ -40,9 +40,9 @@ def my_batch_norm(x, weight, bias, running_mean, running_var, training, momentum
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
 layer = model.C5[1]  # C5 is conv, norm, ReLU
-trial = my_batch_norm(activation, layer.weight, layer.bias, layer.running_mean.clone(), layer.running_var.clone(), True)
-batch_norm = my_batch_norm if trial is not None else from_scratch.batch_norm
-print("checking", "your my_batch_norm" if trial is not None else "the reference, from_scratch.batch_norm")
+batch_norm, yours = from_scratch.yours_or_reference(my_batch_norm, from_scratch.batch_norm, activation, layer.weight,
+                                                    layer.bias, layer.running_mean.clone(), layer.running_var.clone(),
+                                                    True)
 build_difference = from_scratch.check_batch_norm(batch_norm, layer, activation)
 
 # %%
@@ -151,8 +151,8 @@ short = utils.short_runs(data, TRIALS, SHORT_IMAGES, SHORT_EPOCHS, device, seed=
 # %%
 Markdown(f"""What this notebook measured, in this run:
 
-- {'Your' if trial is not None else 'The reference'} BatchNorm matched PyTorch's to {build_difference:.1e}.
+- {'Your' if yours else 'The reference'} BatchNorm matched PyTorch's to {build_difference:.1e}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Normalized with the statistics of each batch of 2 test images instead of its running averages, the model scored {train_accuracy[2]:.2f}% against {eval_accuracy:.2f}%; one batch of {RECALIBRATION} training images as its running averages gave {recalibrated_accuracy:.2f}%.
 - Folded into the convs it needs {count_parameters(folded):,} parameters instead of {count_parameters(model):,}, and its logits move by at most {fold_difference:.1e}.
-- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {'; '.join(f'{name} {accuracy:.2f}%' for name, accuracy in short.items())}.""")
+- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {short}.""")

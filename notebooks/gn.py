@@ -42,11 +42,8 @@ def my_group_norm(x, groups, weight, bias, eps=1e-5):
 activation = probes.norm_input(model, "C5", x[:64])
 layer = model.C5[2]  # C5 is conv, ReLU, norm
 print(f"C5's norm: {layer}")
-trial = my_group_norm(activation, layer.num_groups, layer.weight, layer.bias)
-mine = trial if trial is not None else from_scratch.group_norm(activation, layer.num_groups, layer.weight, layer.bias)
-print("checking", "your my_group_norm" if trial is not None else "the reference, from_scratch.group_norm")
-with torch.no_grad():
-    build_difference = from_scratch.check("output", mine, layer(activation))
+build_difference, yours = from_scratch.check_norm(my_group_norm, from_scratch.group_norm, layer, activation,
+                                                 layer.num_groups, layer.weight, layer.bias)
 
 # %%
 REVEAL = False  # True prints the reference solution
@@ -146,13 +143,9 @@ small = utils.short_runs(data, {"GroupNorm, batch 4": dict(norm="gn", batch_size
 # ## 8. Summary
 
 # %%
-def short(results):
-    return "; ".join(f"{name} {accuracy:.2f}%" for name, accuracy in results.items())
-
-
 Markdown(f"""What this notebook measured, in this run:
 
-- {'Your' if trial is not None else 'The reference'} GroupNorm matched PyTorch's `{layer}` to {build_difference:.1e}.
+- {'Your' if yours else 'The reference'} GroupNorm matched PyTorch's `{layer}` to {build_difference:.1e}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {changed} predictions changed.
-- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {short(group_counts)}; {short(convs)}. At a batch of 4: {short(small)}.""")
+- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {group_counts}; {convs}. At a batch of 4: {small}.""")

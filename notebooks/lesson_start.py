@@ -24,7 +24,7 @@ SHORT_IMAGES, SHORT_EPOCHS = 5000, 2  # the exercises' short runs: training imag
 import inspect
 
 import torch
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 import experiments
 import from_scratch

@@ -40,11 +40,8 @@ def my_layer_norm(x, weight, bias, eps=1e-5):
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
 layer = model.C5[2]  # C5 is conv, ReLU, norm
-trial = my_layer_norm(activation, layer.weight, layer.bias)
-mine = trial if trial is not None else from_scratch.layer_norm(activation, layer.weight, layer.bias)
-print("checking", "your my_layer_norm" if trial is not None else "the reference, from_scratch.layer_norm")
-with torch.no_grad():
-    build_difference = from_scratch.check("output", mine, layer(activation))
+build_difference, yours = from_scratch.check_norm(my_layer_norm, from_scratch.layer_norm, layer, activation,
+                                                 layer.weight, layer.bias)
 
 # %%
 REVEAL = False  # True prints the reference solution
@@ -157,13 +154,9 @@ batch_sizes = utils.short_runs(data, {"batch 128": dict(norm="ln", batch_size=12
 # ## 8. Summary
 
 # %%
-def short(results):
-    return "; ".join(f"{name} {accuracy:.2f}%" for name, accuracy in results.items())
-
-
 Markdown(f"""What this notebook measured, in this run:
 
-- {'Your' if trial is not None else 'The reference'} LayerNorm matched PyTorch's `GroupNorm(1, C)` to {build_difference:.1e}.
+- {'Your' if yours else 'The reference'} LayerNorm matched PyTorch's `GroupNorm(1, C)` to {build_difference:.1e}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {alone['train'][1]} predictions changed in train mode.
-- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {short(layernorms)}; {short(placements)}; {short(batch_sizes)}.""")
+- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {layernorms}; {placements}; {batch_sizes}.""")

@@ -35,6 +35,23 @@ def test_a_batch_norm_with_the_wrong_variance_in_its_running_average_fails(capsy
     assert "train mode, running mean and variance: " in capsys.readouterr().out.split("FAIL")[0]
 
 
+def test_the_check_takes_the_students_function_once_it_returns_something(capsys):
+    def stub(*arguments):
+        return None
+
+    def mine(x, weight, bias):
+        return from_scratch.layer_norm(x, weight, bias)
+
+    arguments = (activation(), torch.ones(8), torch.zeros(8))
+    assert from_scratch.yours_or_reference(stub, from_scratch.layer_norm, *arguments) == (from_scratch.layer_norm, False)
+    assert from_scratch.yours_or_reference(mine, from_scratch.layer_norm, *arguments) == (mine, True)
+    assert capsys.readouterr().out.splitlines() == ["checking the reference, from_scratch.layer_norm", "checking your mine"]
+    layer = nn.GroupNorm(2, 8)
+    difference, yours = from_scratch.check_norm(stub, from_scratch.group_norm, layer, activation(), 2, layer.weight,
+                                                layer.bias)
+    assert difference < from_scratch.TOLERANCE and not yours
+
+
 @pytest.mark.parametrize("groups", [1, 2, 4, 8])
 def test_the_reference_layer_and_group_norms_equal_pytorchs_group_norm(groups):
     layer = nn.GroupNorm(groups, 8)
@@ -72,6 +89,7 @@ def test_short_runs_train_each_trial_with_its_norms_recipe_and_its_own_settings(
               "gn, batch 16": dict(norm="gn", groups=2, batch_size=16, amp="off")}
     accuracies = utils.short_runs(data, trials, images=32, epochs=1, device="cpu")
     assert list(accuracies) == list(trials) and all(0 <= a <= 100 for a in accuracies.values())
+    assert str(accuracies) == "; ".join(f"{name} {a:.2f}%" for name, a in accuracies.items())  # the summaries' line
     printed = capsys.readouterr().out
     assert "bn: test accuracy" in printed and "gn, batch 16: test accuracy" in printed
 

@@ -206,6 +206,14 @@ class ForTheRecord(str):
     """A line of a section for docs/lessons.md alone (which runs, by tag): the notebooks leave it out."""
 
 
+RECORD_ONLY = re.compile(r"\[\[(.*?)\]\]")
+
+
+def record_only(text):
+    """Part of a line for docs/lessons.md alone (the data's provenance): the notebooks leave it out."""
+    return f"[[{text}]]"
+
+
 def needed(out, folder, pattern, what, name):
     """The records results.read_records finds; NotRunYet, naming `what` and the command, where there are none."""
     records = results.read_records(out, folder, pattern)
@@ -230,7 +238,8 @@ def seeds_of(records):
 def screening_setting(records):
     first = records[0]
     return (f"{first['train_images']:,} training images, {first['epochs']} epochs, scored on "
-            f"{first['test_images']:,} held-out validation images; {first['data']}; {results.trained_on(records)}")
+            f"{first['test_images']:,} held-out validation images; {record_only(first['data'] + '; ')}"
+            f"{results.trained_on(records)}")
 
 
 def screening_runs(plan, variants, multipliers=(1,)):
@@ -567,8 +576,10 @@ def render_batch_size(out):
     first, sizes = runs[0], sorted({b for points in table.values() for b in points})
     lines = [f"{first['train_images']:,} training images (the same seeded subset at every "
              f"point), {first['epochs']} epochs, scored on {first['test_images']:,} test images; SGD's rate "
-             f"{utils.recipe('bn').lr} x batch / {BASE_BATCH} (Muon's unscaled); seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; "
-             f"{first['data']}; {results.trained_on(runs)}; "
+             f"{utils.recipe('bn').lr} x batch / {BASE_BATCH}"
+             + (" (Muon's unscaled)" if any(r.get("optimizer_groups", {}).get("muon") for r in runs) else "")
+             + f"; seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; "
+             f"{record_only(first['data'] + '; ')}{results.trained_on(runs)}; "
              + "; ".join(f"{', '.join(dict.fromkeys(n))} trained with {words}" for words, n in recipes.items())
              + (f"; not today's recipe for {', '.join(earlier)} (`utils.recipe`): `{command('batch-size')}` trains "
                 "them again with it" if earlier else "") + ". Test accuracy, mean of the seeds (lowest-highest):", "",
@@ -642,10 +653,11 @@ def rendered(name, out=ROOT, students=False):
     draw, lines, headline = EXPERIMENTS[name].render(out)
     if students:
         # a maintainer's command is the record's business, not a student's
-        lines = [re.sub(r": `python lessons\.py [\w-]+`[^.]*", "", line) for line in lines if not isinstance(line, ForTheRecord)]
+        lines = [RECORD_ONLY.sub("", re.sub(r": `python lessons\.py [\w-]+`[^.]*", "", line))
+                 for line in lines if not isinstance(line, ForTheRecord)]
         lines[0] = lines[0][:1].upper() + lines[0][1:]
     else:
-        lines = [f"`{command(name)} {DATA_HINT}`: {lines[0]}", *lines[1:]]
+        lines = [RECORD_ONLY.sub(r"\1", line) for line in [f"`{command(name)} {DATA_HINT}`: {lines[0]}", *lines[1:]]]
     return draw(), "\n".join([*lines, "", f"What it shows: {headline}."]), headline
 
 

@@ -45,12 +45,12 @@ def layer_norm(x, weight, bias, eps=1e-5):
 def group_norm(x, groups, weight, bias, eps=1e-5):
     """GroupNorm: the channels split into `groups` groups of C / groups; each group of each image gets its
     own mean and variance over its channels, H and W. A reshape to (N, groups, C / groups, H, W) puts
-    each group on its own axis."""
+    each group on its own axis (reshape, not view, which fails on a channels-last tensor)."""
     n, c, h, w = x.shape
-    g = x.view(n, groups, c // groups, h, w)
+    g = x.reshape(n, groups, c // groups, h, w)
     mean = g.mean((2, 3, 4), keepdim=True)
     var = g.var((2, 3, 4), keepdim=True, unbiased=False)
-    return per_channel(weight) * ((g - mean) / torch.sqrt(var + eps)).view(n, c, h, w) + per_channel(bias)
+    return per_channel(weight) * ((g - mean) / torch.sqrt(var + eps)).reshape(n, c, h, w) + per_channel(bias)
 
 
 def yours_or_reference(yours, reference, *args):
@@ -61,18 +61,38 @@ def yours_or_reference(yours, reference, *args):
     return (yours if is_yours else reference), is_yours
 
 
+def trained_looking(layer):
+    """A copy of a norm `layer` with random scale and shift (and running averages): an untrained layer's scale 1,
+    shift 0, mean 0 and variance 1 would let a norm that forgets them pass."""
+    layer = copy.deepcopy(layer)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        layer.weight.copy_(0.5 + torch.rand(layer.weight.shape, generator=generator))
+        layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
+        if getattr(layer, "running_mean", None) is not None:
+            layer.running_mean.copy_(torch.randn(layer.running_mean.shape, generator=generator))
+            layer.running_var.copy_(0.5 + torch.rand(layer.running_var.shape, generator=generator))
+    return layer
+
+
 @torch.no_grad()
 def check_norm(yours, reference, layer, x, *parameters):
-    """LayerNorm's and GroupNorm's check: `yours(x, *parameters)` (or the reference while yours is the stub)
-    against the model's `layer` on activation `x`; returns (the largest difference, whether it was yours)."""
-    norm, is_yours = yours_or_reference(yours, reference, x, *parameters)
-    return check("output", norm(x, *parameters), layer(x)), is_yours
+    """LayerNorm's and GroupNorm's check: `yours(x, *parameters, weight, bias)` (or the reference while yours is the
+    stub) against a trained_looking copy of the model's `layer` on activation `x`; returns (the largest
+    difference, whether it was yours)."""
+    layer = trained_looking(layer).to(x.device)
+    arguments = (x, *parameters, layer.weight, layer.bias)
+    norm, is_yours = yours_or_reference(yours, reference, *arguments)
+    return check("output", norm(*arguments), layer(x)), is_yours
 
 
 def check(name, mine, theirs):
     """Print the largest difference between `mine` and `theirs` (tensors, or tuples of them) and PASS or
-    FAIL against TOLERANCE; returns the difference."""
-    pairs = zip(mine, theirs) if isinstance(mine, tuple) else [(mine, theirs)]
+    FAIL against TOLERANCE; returns the difference (infinite where `mine` is None)."""
+    pairs = list(zip(mine, theirs)) if isinstance(mine, tuple) else [(mine, theirs)]
+    if any(a is None for a, _ in pairs):
+        print(f"{name}: FAIL (your function returned None here)")
+        return float("inf")
     difference = max((a.detach().float() - b.detach().float()).abs().max().item() for a, b in pairs)
     print(f"{name}: largest difference from PyTorch's {difference:.1e}: "
           + ("PASS" if difference < TOLERANCE else f"FAIL (above {TOLERANCE:g})"))
@@ -81,14 +101,23 @@ def check(name, mine, theirs):
 
 @torch.no_grad()
 def check_batch_norm(my_batch_norm, layer, x):
-    """`my_batch_norm` against the BatchNorm2d `layer` on activation `x`: in training (the output and the
-    running averages it leaves), then in evaluation, each on a copy of the layer."""
-    ours, torchs = copy.deepcopy(layer).train(), copy.deepcopy(layer).train()
-    out = my_batch_norm(x, ours.weight, ours.bias, ours.running_mean, ours.running_var, True, ours.momentum, ours.eps)
-    expected = torchs(x)
+    """`my_batch_norm` against the BatchNorm2d `layer` on activation `x`, each time on trained_looking copies: in
+    training (the output and the running averages it leaves), in evaluation, and the running averages after 2
+    images of 2x2 positions, where the unbiased variance is 8/7 of the biased one (on 64 images of 16x16 the
+    two differ by less than the tolerance)."""
+    def train_step(x):
+        ours, torchs = trained_looking(layer).to(x.device).train(), trained_looking(layer).to(x.device).train()
+        out = my_batch_norm(x, ours.weight, ours.bias, ours.running_mean, ours.running_var, True, ours.momentum,
+                            ours.eps)
+        return ours, torchs, out, torchs(x)
+
+    ours, torchs, out, expected = train_step(x)
     results = [check("train mode, output", out, expected),
                check("train mode, running mean and variance", (ours.running_mean, ours.running_var),
                      (torchs.running_mean, torchs.running_var))]
     ours.eval(), torchs.eval()
     out = my_batch_norm(x, ours.weight, ours.bias, ours.running_mean, ours.running_var, False, ours.momentum, ours.eps)
-    return max(*results, check("eval mode, output", out, torchs(x)))
+    results.append(check("eval mode, output", out, torchs(x)))
+    ours, torchs, _, _ = train_step(x[:2, :, :2, :2].contiguous())
+    results.append(check("running variance after 2 images of 2x2 positions", ours.running_var, torchs.running_var))
+    return max(results)

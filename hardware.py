@@ -61,12 +61,19 @@ class Precision:
         """A GradScaler for float16 (its small range underflows small gradients), else None."""
         return torch.amp.GradScaler(device.type) if self.amp == "fp16" else None
 
-    def describe(self):
+    def describe(self, layout=True):
+        """'fp32, channels-last (why)' for the records; without the memory layout for the training log."""
         arithmetic = "fp32" if self.amp == "off" else f"{self.amp} autocast"
         if self.amp == "fp16":
             arithmetic += " with a GradScaler"
-        layout = "channels-last" if self.channels_last else "NCHW"
-        return f"{arithmetic}, {layout} ({self.reason})"
+        if layout:
+            arithmetic += ", channels-last" if self.channels_last else ", NCHW"
+        return f"{arithmetic} ({self.reason})"
+
+
+def without_layout(described):
+    """A record's precision ('bf16 autocast, channels-last (why)') without its memory layout, for the lessons."""
+    return described.replace(", channels-last", "").replace(", NCHW", "")
 
 
 def native_bf16(device):

@@ -106,6 +106,7 @@ def fold_batchnorm(model):
             raise ValueError(f"only BatchNorm directly after its conv can be folded, not {type(norm).__name__}; "
                              f"fold a BatchNorm model with order norm-relu")
         block[0], block[1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+        block[0].bias.requires_grad_(block[0].weight.requires_grad)  # the new bias is a parameter like the weight
     return folded
 
 
@@ -155,7 +156,7 @@ def accuracy_with_batch_statistics(model, data, batch_size, seed=0):
     correct = seen = 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        if len(idx) < 2:  # a lone last image has no batch statistics to speak of
+        if len(idx) == 1 < batch_size:  # a lone last image would be the only batch of one
             continue
         x = normalize(data.test_images[idx].to(device), data.mean.to(device), data.std.to(device))
         correct += (probe(x).argmax(1).cpu() == data.test_labels[idx]).sum().item()

@@ -405,7 +405,7 @@ def fit(model, data, cfg, device, precision, progress=True, log=print, stop_afte
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     scaler = precision.grad_scaler(device)
     history, captured = History() if history is None else history, None
-    log(f"precision: {precision.describe()}" + (f"; each step a CUDA graph's replay, the last {n % cfg.batch_size} "
+    log(f"precision: {precision.describe(layout=False)}" + (f"; each step a CUDA graph's replay, the last {n % cfg.batch_size} "
                                                  "images of each epoch's order left out" if cfg.cuda_graph else ""))
     log(EPOCH_HEADER)
     for epoch in range(1, min(cfg.epochs, stop_after or cfg.epochs) + 1):

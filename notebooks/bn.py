@@ -35,7 +35,7 @@ def my_batch_norm(x, weight, bias, running_mean, running_var, training, momentum
 
 
 # %% [markdown]
-# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own `nn.BatchNorm2d` (on copies of it): the output in training mode, the running averages it leaves, and the output in evaluation mode. A difference below 1e-4 passes (float32 rounding is about 1e-6).
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own `nn.BatchNorm2d` on copies of it given random scales, shifts and running averages (an untrained layer's 1, 0, 0 and 1 would let a forgotten term pass): the output in training mode, the running averages it leaves, the output in evaluation mode, and the running variance after a batch of 2 images of 2x2 positions, where the unbiased estimate is 8/7 of the biased one. A difference below 1e-4 passes (float32 rounding is about 1e-6).
 
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
@@ -109,7 +109,7 @@ for batch in (1, 256):
           f"({plain / fused:.2f}x)")
 
 # %% [markdown]
-# The same measured once for the committed full run's model, on the machine its table names:
+# The same measured once for the committed full run's model, on the machine its table names. Its accuracy is scored in fp32, so it can differ by a few hundredths from the results table's, which scored that model in the precision it trained in:
 
 # %%
 experiments.show("fold")
@@ -119,7 +119,7 @@ experiments.show("fold")
 #
 # Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`.
 #
-# **Exercise 1: how small a batch can BatchNorm's statistics come from?** In training mode each test batch is normalized with its own statistics. Predict: below which batch size does the accuracy fall more than 5 points under evaluation mode's? Change `BATCHES`, then run (seconds).
+# **Exercise 1: how small a batch can BatchNorm's statistics come from?** In training mode each test batch is normalized with its own statistics. Predict: below which batch size does the accuracy fall more than 5 points under evaluation mode's? Then add sizes to `BATCHES` (1, 3, 6 ...) and run (seconds).
 
 # %%
 BATCHES = [2, 4, 8, 16, 32, 64, 128]
@@ -128,7 +128,7 @@ for batch, accuracy in small_batches.items():
     print(f"statistics of {batch:3d} test images: {accuracy:6.2f}% ({accuracy - eval_accuracy:+.2f} against eval mode)")
 
 # %% [markdown]
-# **Exercise 2: running averages from one batch.** With `momentum = 1.0` a single training-mode pass replaces the running averages by one batch's statistics. Predict: after one batch of `RECALIBRATION` training images, how far does the evaluation accuracy fall? Try 8 and 512.
+# **Exercise 2: running averages from one batch.** With `momentum = 1.0` a single training-mode pass replaces the running averages by one batch's statistics. Predict: after one batch of `RECALIBRATION` training images, how does the evaluation accuracy change? Try 8 and 512.
 
 # %%
 RECALIBRATION = 16

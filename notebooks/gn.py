@@ -16,7 +16,7 @@
 # - **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
 # - **Train vs eval:** identical; there are no running statistics.
 # - **Where it sits:** after each 3x3 conv's ReLU (conv, ReLU, GN), unlike BatchNorm.
-# - **Its convs:** each 3x3 filter is standardized to mean 0 and variance 1 before it is applied (Weight Standardization, Qiao et al. 2019), which smooths training much as BatchNorm does, from the weights alone; and Muon's peak learning rate is 0.03 where the other two take 0.1. Both were chosen on a validation split (`docs/experiments.md`).
+# - **Its convs:** each 3x3 filter is standardized to mean 0 and variance 1 before it is applied (Weight Standardization, Qiao et al. 2019), which smooths training much as BatchNorm does, from the weights alone; and Muon's peak learning rate (Muon: the update rule of the conv kernels, under "How it was trained" below) is 0.03 where the other two take 0.1. Both were chosen on a validation split (`docs/experiments.md`).
 
 # %%
 NORM = "gn"  # the norm this lesson trains
@@ -36,14 +36,14 @@ def my_group_norm(x, groups, weight, bias, eps=1e-5):
 
 
 # %% [markdown]
-# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own `nn.GroupNorm`. A difference below 1e-4 passes.
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own `nn.GroupNorm`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass). A difference below 1e-4 passes. Use `reshape` rather than `view`: after training, the activations are stored channels-last, which `view` cannot regroup.
 
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
 layer = model.C5[2]  # C5 is conv, ReLU, norm
 print(f"C5's norm: {layer}")
 build_difference, yours = from_scratch.check_norm(my_group_norm, from_scratch.group_norm, layer, activation,
-                                                 layer.num_groups, layer.weight, layer.bias)
+                                                 layer.num_groups)
 
 # %%
 REVEAL = False  # True prints the reference solution
@@ -51,7 +51,7 @@ if REVEAL:
     print(inspect.getsource(from_scratch.group_norm))
 
 # %% [markdown]
-# **Question.** With your function, what is `my_group_norm(x, 1, ...)`, and what is `my_group_norm(x, C, ...)`? Check both in a new cell against `torch.nn.functional.layer_norm(x, x.shape[1:])` and `torch.nn.functional.instance_norm(x)`.
+# **Question.** With C = `activation.shape[1]`, what is `my_group_norm(activation, 1, torch.ones(C), torch.zeros(C))`, and what is it with `C` groups? Check both in a new cell against `torch.nn.functional.layer_norm(activation, activation.shape[1:])` and `torch.nn.functional.instance_norm(activation)`.
 #
 # <details><summary>An answer</summary>
 # One group is LayerNorm over (C, H, W); C groups of one channel are InstanceNorm, a mean and variance per channel of each image. Section 6 checks both with PyTorch's functions.
@@ -93,12 +93,6 @@ print("GroupNorm(C, C) equals InstanceNorm:",
       torch.allclose(torch.nn.functional.group_norm(t, C), torch.nn.functional.instance_norm(t), atol=1e-4))
 
 # %% [markdown]
-# How many channels per group this network wants, measured once in short runs. They took plain convs and BatchNorm's recipe (Muon's rate 0.1), so that only the group size differs: not this lesson's recipe, which exercise 1 below runs.
-
-# %%
-experiments.show("groups")
-
-# %% [markdown]
 # ### Training and evaluation are the same computation
 
 # %%
@@ -115,13 +109,19 @@ print(f"each of 128 images alone against in one batch: largest logit difference 
 #
 # Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`. Each runs short trainings on the same `SHORT_IMAGES` training images for `SHORT_EPOCHS` epochs with GroupNorm's recipe, scored on a fifth as many test images.
 #
-# **Exercise 1: the number of groups.** The widths are 16, 28 and 32 channels, so 1, 2 and 4 groups divide every layer (or `channels_per_group=` 1, 2 or 4). Predict where the accuracy drops.
+# **Exercise 1: the number of groups.** The widths are 16, 28 and 32 channels, so 1, 2 and 4 groups divide every layer (or `channels_per_group=` 1, 2 or 4; one channel per group is InstanceNorm, and the model warns what it does after the ReLU). Predict where the accuracy drops.
 
 # %%
 GROUPINGS = {"1 group": dict(groups=1), "2 groups": dict(groups=2), "4 groups": dict(groups=4),
              "2 channels per group": dict(channels_per_group=2)}
 group_counts = utils.short_runs(data, {name: dict(norm="gn", **grouping) for name, grouping in GROUPINGS.items()},
                                 SHORT_IMAGES, SHORT_EPOCHS, device, seed=SEED)
+
+# %% [markdown]
+# Now compare with the record: how many channels per group this network wants, measured once in longer short runs. They took plain convs and BatchNorm's recipe (Muon's rate 0.1; "x1" in the table means that recipe's own learning rates), so that only the group size differs: not this lesson's recipe, which your runs above used.
+
+# %%
+experiments.show("groups")
 
 # %% [markdown]
 # **Exercise 2: Weight Standardization.** Predict how much the standardized convs (`conv="ws"`, this lesson's) add over plain ones.

@@ -33,7 +33,7 @@ import probes
 import utils
 from data import load_cifar10, normalize
 from explorer import mistake_explorer, normalized_over_explorer
-from hardware import choose_precision, describe_device, pick_device
+from hardware import choose_precision, describe_device, pick_device, without_layout
 from models import S8_model, count_parameters
 
 device = pick_device()
@@ -42,8 +42,10 @@ if SUBSET:
     data = data.subset(SUBSET, seed=SEED)
 print(f"{data.source}: {len(data.train_labels):,} training and {len(data.test_labels):,} test images")
 print(f"training on {describe_device(device)}")
-# 1,000 test images, normalized, on the device: what the later sections feed the model
-x = normalize(data.test_images[:1000].to(device), data.mean.to(device), data.std.to(device))
+# 1,000 test images in a seeded random order (the test set may be stored class by class), normalized, on the
+# device: what the later sections feed the model
+picked = torch.randperm(len(data.test_labels), generator=torch.Generator().manual_seed(SEED))[:1000]
+x = normalize(data.test_images[picked].to(device), data.mean.to(device), data.std.to(device))
 
 # %% [markdown]
 # ## 2. The model
@@ -52,7 +54,7 @@ x = normalize(data.test_images[:1000].to(device), data.mean.to(device), data.std
 
 # %% tags=["nbval-check-output"]
 torch.manual_seed(SEED)
-model = S8_model(NORM, skips=SKIPS)
+model = S8_model(NORM, skips=SKIPS).to(device)
 print(model)
 n_params = count_parameters(model)
 print(f"{type(model).__name__}: {n_params:,} parameters ({'within' if n_params < 50_000 else 'OVER'} the 50,000 budget)")
@@ -62,7 +64,7 @@ print(inspect.getsource(type(model).forward))
 # %% [markdown]
 # ### What a norm normalizes over
 #
-# A batch of activations is a block of N images x C channels x H·W positions. Every norm subtracts a mean and divides by a standard deviation; they differ in which values share one mean and variance (the shaded set, after Wu and He, 2018, Figure 2). Below the figure, pick a norm and a number of groups to see the set change (it needs a live kernel).
+# A batch of activations is a block of N images x C channels x H·W positions. Every norm subtracts a mean and divides by a standard deviation; they differ in which values share one mean and variance (the shaded set, after Wu and He, 2018, Figure 2): BatchNorm one channel across the whole batch, LayerNorm all of one image, InstanceNorm one channel of one image, GroupNorm a group of channels of one image. Below the figure, pick a norm and a number of groups to see the set change (it needs a live kernel).
 
 # %%
 display(plots.plot_normalized_over(groups=4))

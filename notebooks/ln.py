@@ -35,13 +35,12 @@ def my_layer_norm(x, weight, bias, eps=1e-5):
 
 
 # %% [markdown]
-# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own layer, `nn.GroupNorm(1, C)`. A difference below 1e-4 passes.
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own layer, `nn.GroupNorm(1, C)`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass). A difference below 1e-4 passes.
 
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
 layer = model.C5[2]  # C5 is conv, ReLU, norm
-build_difference, yours = from_scratch.check_norm(my_layer_norm, from_scratch.layer_norm, layer, activation,
-                                                 layer.weight, layer.bias)
+build_difference, yours = from_scratch.check_norm(my_layer_norm, from_scratch.layer_norm, layer, activation)
 
 # %%
 REVEAL = False  # True prints the reference solution
@@ -89,7 +88,7 @@ for mode, (difference, changed) in alone.items():
           f"{difference:.1e}, {changed} predictions change")
 
 # %% [markdown]
-# The same for five norms, measured once for other models: those of the comparison notebook's learning-rate section, all trained with one recipe in short runs (the table names them). BatchNorm's count there is of its model, not of the one in the BatchNorm lesson.
+# The same for five norms, measured once for other models: those of the comparison notebook's learning-rate section, all trained with one recipe in short runs (the table names them; "x1" means at that recipe's own learning rates). Its BatchNorm row counts the predictions of that short-run BatchNorm model, not of the model the BatchNorm lesson trains.
 
 # %%
 experiments.show("batch-of-one")
@@ -109,20 +108,6 @@ for name, y in (("GroupNorm(1, C)", over_image), ("per-pixel LayerNorm", over_ch
     print(f"{name:20s} pixel means from {pixel_means.min().item():+.2f} to {pixel_means.max().item():+.2f}")
 
 # %% [markdown]
-# Both trained in short runs, two seeds each; the setting is named above the table:
-
-# %%
-experiments.show("layernorms")
-
-# %% [markdown]
-# ### Before or after the ReLU
-#
-# This suite places LayerNorm (and GroupNorm) after the ReLU, BatchNorm before it. The runs that decided it, from the record of the validation runs; they trained with an earlier recipe (SGD for every kernel, not today's Muon), so they say where the norm sat best then, which exercise 2 below lets you check with today's.
-
-# %%
-experiments.show("placement")
-
-# %% [markdown]
 # ## 7. Try it
 #
 # Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`. Each runs short trainings on the same `SHORT_IMAGES` training images for `SHORT_EPOCHS` epochs with LayerNorm's recipe, scored on a fifth as many test images.
@@ -135,12 +120,24 @@ layernorms = utils.short_runs(data, {"per image (GroupNorm(1, C))": dict(norm="l
                               seed=SEED)
 
 # %% [markdown]
+# Now compare with the record: the same two trained longer, two seeds each, the setting named above the table.
+
+# %%
+experiments.show("layernorms")
+
+# %% [markdown]
 # **Exercise 2: before or after the ReLU, with today's recipe.** Predict whether `order="norm-relu"` (conv, LN, ReLU) beats the default after the ReLU.
 
 # %%
 placements = utils.short_runs(data, {"after the ReLU": dict(norm="ln", order="relu-norm"),
                                      "before the ReLU": dict(norm="ln", order="norm-relu")}, SHORT_IMAGES, SHORT_EPOCHS,
                               device, seed=SEED)
+
+# %% [markdown]
+# This suite places LayerNorm (and GroupNorm) after the ReLU, BatchNorm before it. Now compare with the runs that decided it, from the record of the validation runs. They trained with an earlier recipe (SGD for every kernel, not today's Muon), so they say where the norm sat best then; your runs above used today's.
+
+# %%
+experiments.show("placement")
 
 # %% [markdown]
 # **Exercise 3: the batch size.** LayerNorm shares nothing between the images of a batch, so the batch size changes only the steps: more and smaller ones. Predict how a batch of 16 compares with 128 in the same number of epochs, then try BatchNorm at 16 (`dict(norm="bn", batch_size=16)`).

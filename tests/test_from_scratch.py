@@ -46,10 +46,47 @@ def test_the_check_takes_the_students_function_once_it_returns_something(capsys)
     assert from_scratch.yours_or_reference(stub, from_scratch.layer_norm, *arguments) == (from_scratch.layer_norm, False)
     assert from_scratch.yours_or_reference(mine, from_scratch.layer_norm, *arguments) == (mine, True)
     assert capsys.readouterr().out.splitlines() == ["checking the reference, from_scratch.layer_norm", "checking your mine"]
-    layer = nn.GroupNorm(2, 8)
-    difference, yours = from_scratch.check_norm(stub, from_scratch.group_norm, layer, activation(), 2, layer.weight,
-                                                layer.bias)
+    difference, yours = from_scratch.check_norm(stub, from_scratch.group_norm, nn.GroupNorm(2, 8), activation(), 2)
     assert difference < from_scratch.TOLERANCE and not yours
+
+
+def test_a_norm_that_forgets_the_scale_and_shift_fails_even_on_an_untrained_layer():
+    """An untrained layer has scale 1 and shift 0 (and BatchNorm running averages 0 and 1): the check must not
+    let the student's version pass by leaving them out."""
+    def layer_norm_without_scale(x, weight, bias):
+        return from_scratch.layer_norm(x, torch.ones_like(weight), torch.zeros_like(bias))
+
+    def batch_norm_without_scale(x, weight, bias, *rest):
+        return from_scratch.batch_norm(x, torch.ones_like(weight), torch.zeros_like(bias), *rest)
+
+    difference, yours = from_scratch.check_norm(layer_norm_without_scale, from_scratch.layer_norm, nn.GroupNorm(1, 8),
+                                                activation())
+    assert yours and difference > from_scratch.TOLERANCE
+    assert from_scratch.check_batch_norm(batch_norm_without_scale, nn.BatchNorm2d(8), activation()) > from_scratch.TOLERANCE
+
+
+def test_the_running_variance_is_checked_where_the_unbiased_estimate_matters(capsys):
+    """On a large batch n / (n - 1) is within the tolerance of 1; the check's batch of 2 images of 2x2 is not."""
+    def biased_running_var(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+        old = running_var.clone()
+        out = from_scratch.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps)
+        if training:
+            running_var.copy_((1 - momentum) * old + momentum * x.var((0, 2, 3), unbiased=False))
+        return out
+
+    large = torch.randn(64, 8, 16, 16) * 0.4
+    assert from_scratch.check_batch_norm(biased_running_var, nn.BatchNorm2d(8), large) > from_scratch.TOLERANCE
+    printed = capsys.readouterr().out
+    assert "train mode, running mean and variance: largest difference" in printed and "2x2 positions" in printed
+    assert printed.count("FAIL") == 1 and "FAIL" in printed.splitlines()[-1]
+
+
+def test_a_half_written_batch_norm_fails_instead_of_crashing(capsys):
+    def train_mode_only(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+        return from_scratch.batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps) if training else None
+
+    assert from_scratch.check_batch_norm(train_mode_only, nn.BatchNorm2d(8), activation()) == float("inf")
+    assert "eval mode, output: FAIL (your function returned None here)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("groups", [1, 2, 4, 8])

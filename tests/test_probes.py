@@ -8,7 +8,7 @@ import probes
 import utils
 from conftest import FAST, toy_data
 from data import normalize
-from models import S8_model
+from models import S8_model, count_parameters
 
 
 def test_the_recorder_takes_the_percentiles_of_what_enters_each_relu_on_the_steps_it_picks():
@@ -67,6 +67,17 @@ def test_folded_batchnorm_gives_the_same_logits_with_fewer_parameters():
         assert torch.allclose(model.eval()(x), folded(x), atol=1e-4)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert sum(p.numel() for p in folded.parameters()) < sum(p.numel() for p in model.parameters())
+    # the fused biases count: each BatchNorm's 2C numbers become C biases
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert count_parameters(folded) == count_parameters(model) - sum(n.num_features for n in norms)
+
+
+def test_train_mode_accuracy_takes_batches_of_one():
+    data = toy_data(8, 9)
+    torch.manual_seed(0)
+    model = S8_model("bn")
+    for batch_size in (1, 2, 4):  # 9 test images: batches of 4 leave a lone ninth, which is left out
+        assert 0 <= probes.accuracy_with_batch_statistics(model, data, batch_size) <= 100
 
 
 @pytest.mark.parametrize("model", [S8_model("gn"), S8_model("bn", order="relu-norm")])

@@ -62,6 +62,14 @@ def test_the_table_names_each_norms_optimizer():
     assert bn_row.split(" | ")[column] == "Muon 0.1 + SGD" and ln_row.split(" | ")[column] == "SGD"
 
 
+def test_the_tables_seconds_per_epoch_is_the_median_of_the_seeds():
+    """One seed slowed by a second process must not move the column (it did: GroupNorm's mean was 32.9 s)."""
+    r = fake_result("gn", 82.0)
+    r["runs"] = [{**r["runs"][0], "seed": k, "seconds_per_epoch": s} for k, s in enumerate((41.6, 28.8, 28.2))]
+    header, _, row = results.results_table({"gn": r}).splitlines()
+    assert row.split(" | ")[header.split(" | ").index("s/epoch, median")] == "28.8"
+
+
 def test_flip_tta_is_a_separate_column():
     table = results.results_table({"bn": fake_result("bn", 81.0, tta=82.25), "ln": fake_result("ln", 79.5)})
     header, _, bn_row, ln_row = table.splitlines()

@@ -57,7 +57,7 @@ def test_fit_uses_the_precision_it_is_given_and_decides_nothing(monkeypatch):
     model.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
     utils.fit(model, toy_data(64, 10), utils.TrainConfig(epochs=1, batch_size=32), "cpu", given, progress=False,
               log=logged.append)
-    assert seen and all(seen) and logged[0] == "precision: fp32, channels-last (given)"
+    assert seen and all(seen) and logged[0] == "precision: fp32 (given)"
 
 
 class NaNAfter(nn.Module):

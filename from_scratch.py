@@ -1,8 +1,8 @@
 """The three norms written from their formulas, and a check of a student's version against PyTorch's layer.
 
 The lessons have the student write each norm; these are the reference solutions (a lesson prints one
-with `inspect.getsource`) and `check`, which runs a version on a real activation of the model and
-compares it with the layer the model uses. Each takes x of shape (N, C, H, W) and the layer's per-channel
+with `inspect.getsource`) and the checks, which run a version on a real activation of the model and
+compare it with copies of the layer the model uses, given random scales, shifts and running averages. Each takes x of shape (N, C, H, W) and the layer's per-channel
 scale (weight) and shift (bias).
 """
 
@@ -45,7 +45,8 @@ def layer_norm(x, weight, bias, eps=1e-5):
 def group_norm(x, groups, weight, bias, eps=1e-5):
     """GroupNorm: the channels split into `groups` groups of C / groups; each group of each image gets its
     own mean and variance over its channels, H and W. A reshape to (N, groups, C / groups, H, W) puts
-    each group on its own axis (reshape, not view, which fails on a channels-last tensor)."""
+    each group on its own axis (reshape works in any memory layout; a view that merges channels with H and W
+    fails on a channels-last tensor)."""
     n, c, h, w = x.shape
     g = x.reshape(n, groups, c // groups, h, w)
     mean = g.mean((2, 3, 4), keepdim=True)
@@ -67,11 +68,12 @@ def trained_looking(layer):
     layer = copy.deepcopy(layer)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        layer.weight.copy_(0.5 + torch.rand(layer.weight.shape, generator=generator))
-        layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
+        if layer.weight is not None:  # affine=False: nothing to scale or shift
+            layer.weight.copy_(0.5 + torch.rand(layer.weight.shape, generator=generator).to(layer.weight.device))
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator).to(layer.bias.device))
         if getattr(layer, "running_mean", None) is not None:
-            layer.running_mean.copy_(torch.randn(layer.running_mean.shape, generator=generator))
-            layer.running_var.copy_(0.5 + torch.rand(layer.running_var.shape, generator=generator))
+            layer.running_mean.copy_(torch.randn(layer.running_mean.shape, generator=generator).to(layer.running_mean.device))
+            layer.running_var.copy_(0.5 + torch.rand(layer.running_var.shape, generator=generator).to(layer.running_var.device))
     return layer
 
 
@@ -84,6 +86,15 @@ def check_norm(yours, reference, layer, x, *parameters):
     arguments = (x, *parameters, layer.weight, layer.bias)
     norm, is_yours = yours_or_reference(yours, reference, *arguments)
     return check("output", norm(*arguments), layer(x)), is_yours
+
+
+def verdict(difference, theirs="PyTorch's"):
+    """A lesson summary's words for check's result: 'matched PyTorch's to 4.8e-07', or what failed."""
+    if difference == float("inf"):
+        return "returned None where the check needed a tensor (FAIL)"
+    if difference < TOLERANCE:
+        return f"matched {theirs} to {difference:.1e}"
+    return f"differed from {theirs} by {difference:.1e}, above the tolerance of {TOLERANCE:g} (FAIL)"
 
 
 def check(name, mine, theirs):
@@ -105,6 +116,10 @@ def check_batch_norm(my_batch_norm, layer, x):
     training (the output and the running averages it leaves), in evaluation, and the running averages after 2
     images of 2x2 positions, where the unbiased variance is 8/7 of the biased one (on 64 images of 16x16 the
     two differ by less than the tolerance)."""
+    if layer.running_mean is None or x.shape[0] < 2 or min(x.shape[2:]) < 2:
+        raise ValueError("check_batch_norm needs a BatchNorm2d with running averages (track_running_stats=True) and "
+                         f"at least 2 images of 2x2 positions, not {tuple(x.shape)}")
+
     def train_step(x):
         ours, torchs = trained_looking(layer).to(x.device).train(), trained_looking(layer).to(x.device).train()
         out = my_batch_norm(x, ours.weight, ours.bias, ours.running_mean, ours.running_var, True, ours.momentum,

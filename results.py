@@ -7,7 +7,6 @@ and docs/*.md (between `<!-- name:start -->` and `<!-- name:end -->`) are writte
 """
 
 import json
-import re
 import statistics
 import subprocess
 from dataclasses import asdict, replace
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from atomic import write_json, write_text
+from hardware import without_layout
 from models import NORM_TYPES, PARAMETER_BUDGET, SUITE_NORMS, count_parameters
 
 ROOT = Path(__file__).resolve().parent
@@ -129,8 +129,7 @@ def run_record(model, cfg, data, precision, device, history, diverged, optimizer
 
 def machines(records):
     """The machines and precisions (memory layout aside) `records` were trained on, each once, in order."""
-    return list(dict.fromkeys(f"{r['device']}, {re.sub(r', (channels-last|NCHW)', '', r['precision'])}"
-                              for r in records))
+    return list(dict.fromkeys(f"{r['device']}, {without_layout(r['precision'])}" for r in records))
 
 
 def trained_on(records):

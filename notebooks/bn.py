@@ -151,7 +151,7 @@ short = utils.short_runs(data, TRIALS, SHORT_IMAGES, SHORT_EPOCHS, device, seed=
 # %%
 Markdown(f"""What this notebook measured, in this run:
 
-- {'Your' if yours else 'The reference'} BatchNorm matched PyTorch's to {build_difference:.1e}.
+- {'Your' if yours else 'The reference'} BatchNorm {from_scratch.verdict(build_difference)}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Normalized with the statistics of each batch of 2 test images instead of its running averages, the model scored {train_accuracy[2]:.2f}% against {eval_accuracy:.2f}%; one batch of {RECALIBRATION} training images as its running averages gave {recalibrated_accuracy:.2f}%.
 - Folded into the convs it needs {count_parameters(folded):,} parameters instead of {count_parameters(model):,}, and its logits move by at most {fold_difference:.1e}.

@@ -65,7 +65,7 @@ experiments.show("skips")
 # %% [markdown]
 # ## 5. Inside the network
 #
-# What enters each ReLU (the pre-activation), as percentiles over the training batch, through the first epoch and at the end. BatchNorm and InstanceNorm sit before the ReLU here, so what enters their ReLUs has just been normalized; LayerNorm and GroupNorm sit after it, so what enters theirs is the conv's output before any norm, and its spread says nothing about how well they normalize.
+# What enters each ReLU (the pre-activation), as percentiles over the training batch, through the first epoch and at the end. BatchNorm and InstanceNorm sit before the ReLU here, so what enters their ReLUs has just been normalized; LayerNorm and GroupNorm sit after it, so what enters theirs is the conv's output before its block's norm, and its spread says nothing about how well they normalize.
 
 # %%
 experiments.show("activations")

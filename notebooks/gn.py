@@ -27,7 +27,7 @@ NORM = "gn"  # the norm this lesson trains
 # %% [markdown]
 # ## 3. Build GroupNorm yourself
 #
-# Write `my_group_norm` from the formula above. A reshape does the grouping: view x as (N, groups, C / groups, H, W), take the mean and (biased) variance of each group over its last three axes, normalize, view it back as (N, C, H, W), then scale and shift each channel. Until you write it, the check runs the reference solution, `from_scratch.group_norm`.
+# Write `my_group_norm` from the formula above. A reshape does the grouping: reshape x into (N, groups, C / groups, H, W), take the mean and (biased) variance of each group over its last three axes, normalize, reshape it back to (N, C, H, W), then scale and shift each channel. Until you write it, the check runs the reference solution, `from_scratch.group_norm`.
 
 # %%
 def my_group_norm(x, groups, weight, bias, eps=1e-5):
@@ -36,7 +36,7 @@ def my_group_norm(x, groups, weight, bias, eps=1e-5):
 
 
 # %% [markdown]
-# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own `nn.GroupNorm`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass). A difference below 1e-4 passes. Use `reshape` rather than `view`: after training, the activations are stored channels-last, which `view` cannot regroup.
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own `nn.GroupNorm`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass). A difference below 1e-4 passes. Use `reshape` rather than `view`: on a CPU the training may store the activations channels-last, where a `view` that merges a group's channels with H and W fails.
 
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
@@ -51,7 +51,7 @@ if REVEAL:
     print(inspect.getsource(from_scratch.group_norm))
 
 # %% [markdown]
-# **Question.** With C = `activation.shape[1]`, what is `my_group_norm(activation, 1, torch.ones(C), torch.zeros(C))`, and what is it with `C` groups? Check both in a new cell against `torch.nn.functional.layer_norm(activation, activation.shape[1:])` and `torch.nn.functional.instance_norm(activation)`.
+# **Question.** With C = `activation.shape[1]`, what is `my_group_norm(activation, 1, layer.weight, layer.bias)` (the layer's own, untrained scale 1 and shift 0), and what is it with `C` groups? Check both in a new cell against `torch.nn.functional.layer_norm(activation, activation.shape[1:])` and `torch.nn.functional.instance_norm(activation)`.
 #
 # <details><summary>An answer</summary>
 # One group is LayerNorm over (C, H, W); C groups of one channel are InstanceNorm, a mean and variance per channel of each image. Section 6 checks both with PyTorch's functions.
@@ -145,7 +145,7 @@ small = utils.short_runs(data, {"GroupNorm, batch 4": dict(norm="gn", batch_size
 # %%
 Markdown(f"""What this notebook measured, in this run:
 
-- {'Your' if yours else 'The reference'} GroupNorm matched PyTorch's `{layer}` to {build_difference:.1e}.
+- {'Your' if yours else 'The reference'} GroupNorm {from_scratch.verdict(build_difference, f"PyTorch's `{layer}`")}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {changed} predictions changed.
 - Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {group_counts}; {convs}. At a batch of 4: {small}.""")

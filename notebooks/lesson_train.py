@@ -38,7 +38,7 @@ print(f"this run, seed {SEED}: test accuracy {history[-1]['test_acc']:.2f}% afte
 # - **Muon** (`muon.py`) updates every conv kernel but the classifier's: it replaces the kernel's momentum by the nearest orthogonal matrix, so every direction of the layer moves by the same amount. The classifier `c10`, the norms' scales and shifts and any conv biases take SGD with Nesterov momentum.
 # - **Label smoothing 0.1:** the training target gives the true class 0.91 and each of the other nine 0.01, which keeps the model from growing ever more confident.
 # - **Flip TTA** (test-time augmentation), in the results table only: each test image scored as it is and mirrored, the two predictions averaged.
-# - **bf16 and fp16** (section 4): where the hardware computes them, autocast runs the convs in 16 bits; everything else stays in float32.
+# - **bf16 and fp16** (defined at the top of section 4): where the hardware computes them, autocast runs the convs, and what follows them, in 16 bits; the weights, the optimizer's state and the loss stay in float32.
 
 # %% [markdown]
 # ## 5. Mistakes

@@ -153,7 +153,7 @@ batch_sizes = utils.short_runs(data, {"batch 128": dict(norm="ln", batch_size=12
 # %%
 Markdown(f"""What this notebook measured, in this run:
 
-- {'Your' if yours else 'The reference'} LayerNorm matched PyTorch's `GroupNorm(1, C)` to {build_difference:.1e}.
+- {'Your' if yours else 'The reference'} LayerNorm {from_scratch.verdict(build_difference, "PyTorch's `GroupNorm(1, C)`")}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {alone['train'][1]} predictions changed in train mode.
 - Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {layernorms}; {placements}; {batch_sizes}.""")

@@ -128,6 +128,21 @@ def test_the_batch_size_experiment_scales_sgds_rate_with_the_batch_and_measures_
     assert set(gap["the sweep's, trained with batches of 2"]) == {"eval", "train_bs2", "train_bs8", "train_bs32", "train_bs128"}
 
 
+def test_the_data_provenance_is_for_the_record_and_muon_named_only_where_it_trained(lab_out, tmp_path):
+    out, _ = lab_out
+    source = record(out, "sweep", "bn-bs2-seed0")["data"].split(",")[0]  # 'tree/ (image folder)', before the split
+    for name in ("batch-size", "lr"):
+        _, docs, _ = experiments.rendered(name, out)
+        _, students, _ = experiments.rendered(name, out, students=True)
+        assert source in docs and source not in students and "[[" not in docs + students
+    assert "(Muon's unscaled)" in experiments.rendered("batch-size", out)[1]
+    sgd_only = shutil.copytree(out, tmp_path / "sgd")  # records of the SGD recipe name no Muon parameters
+    for path in (sgd_only / "results" / "sweep").glob("*-bs*-seed*.json"):
+        r = json.loads(path.read_text())
+        path.write_text(json.dumps({k: v for k, v in r.items() if k != "optimizer_groups"}))
+    assert "(Muon's unscaled)" not in experiments.rendered("batch-size", sgd_only)[1]
+
+
 def test_the_per_norm_measurements(lab_out):
     out, _ = lab_out
     fold = record(out, "fold", "bn")

@@ -74,11 +74,33 @@ def test_the_running_variance_is_checked_where_the_unbiased_estimate_matters(cap
             running_var.copy_((1 - momentum) * old + momentum * x.var((0, 2, 3), unbiased=False))
         return out
 
-    large = torch.randn(64, 8, 16, 16) * 0.4
+    large = torch.randn(64, 8, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.4
     assert from_scratch.check_batch_norm(biased_running_var, nn.BatchNorm2d(8), large) > from_scratch.TOLERANCE
     printed = capsys.readouterr().out
     assert "train mode, running mean and variance: largest difference" in printed and "2x2 positions" in printed
     assert printed.count("FAIL") == 1 and "FAIL" in printed.splitlines()[-1]
+
+
+def test_the_checks_take_a_channels_last_activation():
+    """On a CPU in fp32 the model trains channels-last, and a student may run the check again after training."""
+    x = activation().contiguous(memory_format=torch.channels_last)
+    for groups in (1, 2, 8):
+        assert from_scratch.check_norm(from_scratch.group_norm, from_scratch.group_norm, nn.GroupNorm(groups, 8), x,
+                                       groups)[0] < from_scratch.TOLERANCE
+    assert from_scratch.check_batch_norm(from_scratch.batch_norm, nn.BatchNorm2d(8), x) < from_scratch.TOLERANCE
+
+
+def test_the_batch_norm_check_refuses_what_it_cannot_check():
+    with pytest.raises(ValueError, match="track_running_stats=True"):
+        from_scratch.check_batch_norm(from_scratch.batch_norm, nn.BatchNorm2d(8, track_running_stats=False), activation())
+    with pytest.raises(ValueError, match=r"at least 2 images of 2x2 positions, not \(1, 8, 6, 6\)"):
+        from_scratch.check_batch_norm(from_scratch.batch_norm, nn.BatchNorm2d(8), activation()[:1])
+
+
+def test_the_summarys_verdict_says_pass_or_what_failed():
+    assert from_scratch.verdict(4.8e-07) == "matched PyTorch's to 4.8e-07"
+    assert from_scratch.verdict(0.3).endswith("(FAIL)") and "0.3" not in from_scratch.verdict(0.3)  # 3.0e-01
+    assert "returned None" in from_scratch.verdict(float("inf"))
 
 
 def test_a_half_written_batch_norm_fails_instead_of_crashing(capsys):

@@ -110,7 +110,7 @@ def test_unknown_amp_is_refused():
 
 
 def test_fit_trains_in_the_precision_chosen(cpu_bf16, monkeypatch):
-    """fit on a faked AVX2 CPU runs the model in fp32 channels-last, and says so."""
+    """fit on a faked AVX2 CPU runs the model in fp32 channels-last, and logs the arithmetic and why."""
     cpu_bf16(False)
     seen, logged = [], []
     model = S8_model("gn")

@@ -76,8 +76,12 @@ def test_train_mode_accuracy_takes_batches_of_one():
     data = toy_data(8, 9)
     torch.manual_seed(0)
     model = S8_model("bn")
-    for batch_size in (1, 2, 4):  # 9 test images: batches of 4 leave a lone ninth, which is left out
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    for batch_size, batches in ((1, [1] * 9), (2, [2] * 4), (4, [4, 4])):  # a lone last image is left out
+        seen.clear()
         assert 0 <= probes.accuracy_with_batch_statistics(model, data, batch_size) <= 100
+        assert seen == batches
 
 
 @pytest.mark.parametrize("model", [S8_model("gn"), S8_model("bn", order="relu-norm")])

@@ -68,12 +68,13 @@ def trained_looking(layer):
     layer = copy.deepcopy(layer)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
+        # drawn on the CPU, so the same numbers on any device; copy_ moves them to the layer's
         if layer.weight is not None:  # affine=False: nothing to scale or shift
-            layer.weight.copy_(0.5 + torch.rand(layer.weight.shape, generator=generator).to(layer.weight.device))
-            layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator).to(layer.bias.device))
+            layer.weight.copy_(0.5 + torch.rand(layer.weight.shape, generator=generator))
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
         if getattr(layer, "running_mean", None) is not None:
-            layer.running_mean.copy_(torch.randn(layer.running_mean.shape, generator=generator).to(layer.running_mean.device))
-            layer.running_var.copy_(0.5 + torch.rand(layer.running_var.shape, generator=generator).to(layer.running_var.device))
+            layer.running_mean.copy_(torch.randn(layer.running_mean.shape, generator=generator))
+            layer.running_var.copy_(0.5 + torch.rand(layer.running_var.shape, generator=generator))
     return layer
 
 

@@ -183,6 +183,11 @@ def optimizer_label(config):
     return "SGD"
 
 
+def median_seconds_per_epoch(summary):
+    """The seeds' median: one seed slowed by another process moves a mean, not this."""
+    return statistics.median(run["seconds_per_epoch"] for run in summary["runs"])
+
+
 def results_table(results):
     """README.md's results table: a row per norm's summary."""
     lines = ["| model | norm | parameters | epochs | optimizer | seeds | train acc | test acc, mean ± std "
@@ -193,7 +198,7 @@ def results_table(results):
         lines.append(f"| `{r['model']}` | {LABELS[norm]} | {r['parameters']:,} | {r['epochs']} | "
                      f"{optimizer_label(r['config'])} | {', '.join(map(str, r['seeds']))} | "
                      f"{r['final_train_accuracy_mean']:.2f}% | **{test_accuracy(r):.2f}% ± "
-                     f"{r['final_test_accuracy_std']:.2f}** | {per_seed} | {statistics.median(run['seconds_per_epoch'] for run in r['runs']):.1f} | "
+                     f"{r['final_test_accuracy_std']:.2f}** | {per_seed} | {median_seconds_per_epoch(r):.1f} | "
                      f"{r['data']} | {r['device']} | {r['final_test_accuracy_flip_tta_mean']:.2f}% |")
     return "\n".join(lines)
 
@@ -218,7 +223,7 @@ def comparison(results):
                  "none; on these runs the norms are level") + ".")
     # The median of the seeds, each seed beside it: a seed slowed by another job on the machine shows as itself
     # instead of moving the norm's figure.
-    median = {n: statistics.median(run["seconds_per_epoch"] for run in r["runs"]) for n, r in results.items()}
+    median = {n: median_seconds_per_epoch(r) for n, r in results.items()}
     seconds = {n: f"{LABELS[n]} {median[n]:.1f} s (" + ", ".join(f"{run['seconds_per_epoch']:.1f}" for run in r["runs"])
                + ")" for n, r in results.items()}
     if len({r["device"] for r in results.values()}) > 1:  # seconds on different machines do not compare

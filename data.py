@@ -105,6 +105,14 @@ class CIFAR10:
 
 # === Loading ======================================================================================
 
+def add_source_flags(parser):
+    """--data, --cache and --device: the flags every command (run.py, python -m lab, its benchmark) shares."""
+    parser.add_argument("--data", default="data", help="CIFAR-10 source: a folder (downloaded into if empty), "
+                        "a cifar-10-batches-py folder, an image-folder tree, or a .tar.gz of one")
+    parser.add_argument("--cache", default=None, help="folder for decoded images (default: .cache/ beside this file)")
+    parser.add_argument("--device", default=None, help="cuda | mps | cpu (default: the first available)")
+
+
 def load_cifar10(source="data", cache_dir=None, download=True):
     """CIFAR-10 from `source` (see ACCEPTED_SOURCES), decoded at most once: cached as a .pt file in `cache_dir`
     (default: .cache/ beside this file), keyed by the source's path, size and modification time."""

@@ -63,7 +63,9 @@ def _check_divides(name, value, widths):
 class NormType:
     key: str  # the canonical name: results/<key>.json, checkpoints/<key>.pt
     aliases: tuple  # other names accepted for it (any case)
-    label: str  # for people: tables, plots
+    label: str  # for people: tables, plots, widgets
+    short: str  # in file and notebook names: images/BN_curves.png, S8_BN.ipynb
+    color: str  # the norm's one colour in every figure
     class_name: str  # the model class S8_model returns
     layer: Callable  # layer(channels, groups) -> nn.Module
     order: str  # where it sits in a C block by default, chosen on the validation split
@@ -82,21 +84,22 @@ ORDERS = ("norm-relu", "relu-norm")
 # channel's spatial mean equal to its shift (beta), so the global average pool sees the same numbers
 # for every image (screening runs at chance, 9.76%, loss stuck at ln 10).
 NORM_TYPES = {t.key: t for t in (
-    NormType("bn", ("batch", "batchnorm"), "BatchNorm", "Model_Batch_Normalization", lambda c, groups: nn.BatchNorm2d(c),
-             "norm-relu"),
-    # Layer norm over (C, H, W) of each image is GroupNorm with one group; nn.LayerNorm would need the
-    # spatial size fixed in advance and learn a scale per pixel.
-    NormType("ln", ("layer", "layernorm"), "LayerNorm", "Model_Layer_Normalization", lambda c, groups: nn.GroupNorm(1, c),
-             "relu-norm"),
-    NormType("gn", ("group", "groupnorm"), "GroupNorm", "Model_Group_Normalization", _group_norm, "relu-norm", "ws"),
+    NormType("bn", ("batch", "batchnorm"), "BatchNorm", "BN", "tab:blue", "Model_Batch_Normalization",
+             lambda c, groups: nn.BatchNorm2d(c), "norm-relu"),
+    # Layer norm over (C, H, W) of each image is GroupNorm with one group; nn.LayerNorm([C, H, W]) would need
+    # the spatial size fixed in advance and learn a scale and shift for every channel at every pixel.
+    NormType("ln", ("layer", "layernorm"), "LayerNorm", "LN", "tab:orange", "Model_Layer_Normalization",
+             lambda c, groups: nn.GroupNorm(1, c), "relu-norm"),
+    NormType("gn", ("group", "groupnorm"), "GroupNorm", "GN", "tab:green", "Model_Group_Normalization", _group_norm,
+             "relu-norm", "ws"),
     # One channel per group: statistics over (H, W) of each channel of each image; GroupNorm keeps the
     # per-channel scale and shift that nn.InstanceNorm2d leaves out by default.
-    NormType("in", ("instance", "instancenorm"), "InstanceNorm", "Model_Instance_Normalization",
+    NormType("in", ("instance", "instancenorm"), "InstanceNorm", "IN", "tab:red", "Model_Instance_Normalization",
              lambda c, groups: nn.GroupNorm(c, c), "norm-relu"),
-    NormType("none", ("identity", "no-norm"), "no norm", "Model_No_Normalization", lambda c, groups: nn.Identity(),
-             "norm-relu"),
-    NormType("lnc", ("channel-layernorm", "layernorm-c"), "LayerNorm over C", "Model_Channel_Layer_Normalization",
-             lambda c, groups: ChannelLayerNorm(c), "relu-norm"),
+    NormType("none", ("identity", "no-norm"), "no norm", "NONE", "tab:gray", "Model_No_Normalization",
+             lambda c, groups: nn.Identity(), "norm-relu"),
+    NormType("lnc", ("channel-layernorm", "layernorm-c"), "LayerNorm over C", "LNC", "tab:purple",
+             "Model_Channel_Layer_Normalization", lambda c, groups: ChannelLayerNorm(c), "relu-norm"),
 )}
 
 # The three norms the suite trains, compares and teaches one notebook each.

@@ -61,8 +61,7 @@ class MuonSGD(torch.optim.Optimizer):
     `batched` (default: on where the parameters are on CUDA) takes each group in a few launches: its
     kernels orthogonalized together (orthogonalize_together) and every update in foreach ops. On a GPU
     a step is otherwise bound by launching some 550 small kernels; on the CPU, which has no launches to
-    save, the per-kernel path stays, and with it the committed results bit for bit. The batched path
-    also takes the rates as tensors (a captured step, utils.CapturedStep, reads them from the device).
+    save, the per-kernel path stays, and with it the committed results bit for bit.
 
     A GradScaler hands this optimizer its scale and found-inf flag (`_step_supports_amp_scaling`)
     instead of unscaling and reading the flag back to the host every step: the batched path unscales

@@ -1,5 +1,6 @@
-"""Every figure of the suite, drawn from records and data alone: the data, the training curves, the
-mistakes, the comparison and the lessons' experiments. It trains and predicts nothing."""
+"""The course's figures, drawn from data and training histories alone: the data, the training curves, the
+mistakes, the norms compared, and what each norm normalizes over. It trains and predicts nothing. Each norm
+has one colour everywhere (models.NORM_TYPES); the lessons' experiment figures are lab/figures.py's."""
 
 import math
 import textwrap
@@ -10,7 +11,7 @@ from matplotlib.patches import Polygon
 from matplotlib.ticker import MaxNLocator
 
 from data import CIFAR10, train_batches
-from results import mean_and_range
+from models import NORM_TYPES
 
 
 # The two losses are different quantities, so each line says what it measures: training optimizes
@@ -38,12 +39,6 @@ def finish(fig, ax, caption=None, legend=True, fontsize=None, grid="both", epoch
     return fig
 
 
-def errorbar(ax, xs, spreads, **style):
-    """Means with bars to the lowest and highest seed, from mean_and_range's (mean, lowest, highest)."""
-    yerr = [[m - lo for m, lo, _ in spreads], [hi - m for m, _, hi in spreads]]
-    ax.errorbar(xs, [m for m, _, _ in spreads], yerr=yerr, marker="o", capsize=3, **style)
-
-
 def show_mistake(ax, item, classes, fontsize, more=""):
     """A mistake's image, titled with its true and predicted class and the confidence."""
     ax.set_axis_off()
@@ -69,10 +64,11 @@ def plot_curves(history, title=None):
 
 
 def plot_comparison(histories):
-    """Test accuracy per epoch for several models: {label: history}."""
+    """Test accuracy per epoch for several norms: {norm: history}, each in its colour."""
     fig, ax = figure((7, 4.5))
-    for label, history in histories.items():
-        ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], marker=".", label=label)
+    for norm, history in histories.items():
+        ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], marker=".",
+                label=NORM_TYPES[norm].label, color=NORM_TYPES[norm].color)
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy by normalization")
     return finish(fig, ax, epochs=True)
 
@@ -126,172 +122,7 @@ def plot_mistake(item, classes):
     return fig
 
 
-def plot_batch_size(table, labels, caption):
-    """Test accuracy against batch size per norm ({norm: {batch size: [accuracy per seed]}}); bars: lowest-highest."""
-    fig, ax = figure((7.5, 5))
-    for norm, points in table.items():
-        errorbar(ax, sorted(points), [mean_and_range(points[b]) for b in sorted(points)], label=labels[norm])
-    ticks = sorted({b for points in table.values() for b in points})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ticks, [str(b) for b in ticks])
-    ax.set(xlabel="batch size (learning rate scaled with it)", ylabel="test accuracy (%)",
-           title="Test accuracy against batch size (mean; bars: lowest and highest seed)")
-    return finish(fig, ax, caption)
-
-
-# === The lessons' figures (lessons.py) ============================================================
-
-SEED_STYLES = ("-", "--", ":")
-
-
-def plot_skips(histories, gradients, labels):
-    """Top row: training loss per epoch with and without the skips, one panel per norm ({(norm, skips): [history per
-    seed]}); bottom: each layer's gradient norm at init and after epoch 1 ({(norm, skips): [record per seed]}, mean)."""
-    norms = list(dict.fromkeys(norm for norm, _ in histories))
-    fig, axes = figure((3.2 * len(norms), 6.4), 2, len(norms), squeeze=False)
-    for col, (norm, loss_ax, grad_ax) in enumerate(zip(norms, axes[0], axes[1])):
-        for skips, color in ((True, "C0"), (False, "C3")):
-            arm = "with skips" if skips else "without"
-            for k, history in enumerate(histories.get((norm, skips), [])):
-                loss_ax.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], color=color,
-                             linestyle=SEED_STYLES[k % 3], label=f"{arm}, seed {k}" if col == 0 else None)
-            records = gradients.get((norm, skips), [])
-            if records:
-                layers = list(records[0]["init"])
-                for when, style in (("init", ":"), ("epoch1", "-")):
-                    mean = [sum(r[when][layer] for r in records) / len(records) for layer in layers]
-                    grad_ax.plot(range(len(layers)), mean, color=color, linestyle=style, marker=".",
-                                 label=f"{arm}, {'at init' if when == 'init' else 'after epoch 1'}" if col == 0 else None)
-                grad_ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=7)
-        # Log axis: one run without a norm spikes to a loss of about 1e6 and would flatten the rest.
-        loss_ax.set(title=labels[norm], xlabel="epoch", ylabel="train loss" if col == 0 else None, yscale="log")
-        grad_ax.set(yscale="log", ylabel="gradient norm of the weights" if col == 0 else None)
-        for ax in (loss_ax, grad_ax):
-            ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncol=4, fontsize=8)
-    fig.suptitle("The two skip connections: training loss (top) and each layer's gradient norm (bottom)")
-    return fig
-
-
-def plot_lr_sweep(table, labels, caption):
-    """Final validation accuracy against the learning-rate multiplier, one line per norm
-    ({norm: {multiplier: [record per seed]}}); a diverged run is drawn as an x at the bottom."""
-    fig, ax = figure((7.5, 5))
-    for i, (norm, points) in enumerate(table.items()):
-        xs, spreads = [], []
-        for m in sorted(points):
-            done = [r["final_test_accuracy"] for r in points[m] if not r["diverged"]]
-            if done:
-                xs.append(m), spreads.append(mean_and_range(done))
-            if len(done) < len(points[m]):
-                ax.plot([m * (1 + 0.04 * i)], [10], marker="x", color=f"C{i}", markersize=9, linestyle="none")
-        errorbar(ax, xs, spreads, color=f"C{i}", label=labels[norm])
-    ticks = sorted({m for points in table.values() for m in points})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ticks, [f"x{m:g}" for m in ticks])
-    ax.axhline(10, color="grey", linewidth=0.5)
-    ax.set(xlabel="both peak learning rates, times the recipe's", ylabel="validation accuracy (%)",
-           title="Accuracy against the learning rate (x: diverged; bars: lowest and highest seed)")
-    return finish(fig, ax, caption)
-
-
-def plot_activations(runs, labels, block="C9"):
-    """What enters the ReLU: for each norm ({norm: screening record}), the 1st-99th and 20th-80th percentile bands
-    of `block` at each recorded step of the first epoch (left), and of every C block at the last step (right)."""
-    fig, axes = figure((10, 2.3 * len(runs)), len(runs), 2, squeeze=False)
-    for row, ((norm, record), (left, right)) in enumerate(zip(runs.items(), axes)):
-        act = record["activations"]
-        first = [k for k, s in enumerate(act["steps"]) if s < act["steps_per_epoch"]]
-        steps = [act["steps"][k] for k in first]
-        values = [act["blocks"][block][k] for k in first]
-        left.fill_between(steps, [v[0] for v in values], [v[3] for v in values], alpha=0.25, color="C0", label="1st-99th")
-        left.fill_between(steps, [v[1] for v in values], [v[2] for v in values], alpha=0.6, color="C0", label="20th-80th")
-        left.set(ylabel=labels[norm], xlabel="training step" if row == len(runs) - 1 else None)
-        blocks = list(act["blocks"])
-        last = [act["blocks"][b][-1] for b in blocks]
-        right.fill_between(range(len(blocks)), [v[0] for v in last], [v[3] for v in last], alpha=0.25, color="C1")
-        right.fill_between(range(len(blocks)), [v[1] for v in last], [v[2] for v in last], alpha=0.6, color="C1")
-        right.set_xticks(range(len(blocks)), blocks)
-        for ax in (left, right):
-            ax.axhline(0, color="black", linewidth=0.6)
-            ax.grid(alpha=0.3)
-        if row == 0:
-            left.set_title(f"{block}'s pre-activation through the first epoch")
-            right.set_title("every C block's at the last step of training")
-            left.legend(fontsize=7)
-    fig.suptitle("What enters each ReLU: percentile bands of the training batch (seed 0)")
-    return fig
-
-
-def plot_fold(timing):
-    """Eval time per image with BatchNorm and folded, for each batch size ({batch: {name: seconds}})."""
-    fig, ax = figure((6, 3.5))
-    names = list(next(iter(timing.values())))
-    width = 0.8 / len(names)
-    for k, name in enumerate(names):
-        ax.bar([i + k * width for i in range(len(timing))], [1000 * t[name] for t in timing.values()], width, label=name)
-    ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(timing))], [f"batches of {b}" for b in timing])
-    ax.set(ylabel="ms per image (eval, fp32)", title="BatchNorm folded into the convs: eval time")
-    return finish(fig, ax, grid="y")
-
-
-def plot_batch_of_one(record, labels):
-    """How many of 128 predictions change when each image is passed alone, per norm and mode ({norm: {mode: {...}}})."""
-    fig, ax = figure((7, 3.5))
-    norms = list(record)
-    for k, mode in enumerate(("eval", "train")):
-        counts = [record[n][mode]["predictions_changed"] for n in norms]
-        bars = ax.bar([i + 0.4 * k for i in range(len(norms))], counts, 0.4, label=f"{mode} mode")
-        ax.bar_label(bars, fontsize=8)
-    ax.set_xticks([i + 0.2 for i in range(len(norms))], [labels[n] for n in norms])
-    ax.set(ylabel="predictions that change (of 128)", title="An image alone against inside a batch of 128")
-    return finish(fig, ax, grid="y")
-
-
-def plot_screening_curves(histories, caption):
-    """Validation accuracy per epoch, one colour per name ({name: [history per seed]})."""
-    fig, ax = figure((7.5, 4.5))
-    for i, (name, runs) in enumerate(histories.items()):
-        for k, history in enumerate(runs):
-            ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], color=f"C{i}",
-                    linestyle=SEED_STYLES[k % 3], marker=".", label=f"{name}, seed {k}")
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Two kinds of LayerNorm")
-    return finish(fig, ax, caption, fontsize=7, epochs=True)
-
-
-def plot_group_size(table, caption):
-    """Validation accuracy against GroupNorm's channels per group ({label: [accuracy per seed]}, in order)."""
-    fig, ax = figure((8, 4.5))
-    names = list(table)
-    errorbar(ax, range(len(names)), [mean_and_range(table[n]) if table[n] else (math.nan,) * 3 for n in names])
-    for k, n in enumerate(names):
-        ax.plot([k] * len(table[n]), table[n], "k.", alpha=0.5)
-    ax.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
-    ax.set(xlabel="channels per group", ylabel="validation accuracy (%)",
-           title="GroupNorm from one channel per group to all of them (dots: seeds)")
-    return finish(fig, ax, caption, legend=False)
-
-
-def plot_placement(table, labels):
-    """Validation accuracy with the norm before and after the ReLU ({norm: {order: [{accuracy, ...}]}})."""
-    fig, ax = figure((6.5, 4))
-    for k, (order, name) in enumerate((("norm-relu", "conv, norm, ReLU"), ("relu-norm", "conv, ReLU, norm"))):
-        for i, norm in enumerate(table):
-            accs = [r["accuracy"] for r in table[norm].get(order, [])]
-            if accs:
-                ax.bar(i + 0.4 * k, sum(accs) / len(accs), 0.4, color=f"C{k}", alpha=0.7, label=name if i == 0 else None)
-                ax.plot([i + 0.4 * k] * len(accs), accs, "k.")
-    ax.set_xticks([i + 0.2 for i in range(len(table))], [labels[n] for n in table])
-    lows = [r["accuracy"] for arms in table.values() for runs in arms.values() for r in runs]
-    if lows:
-        ax.set_ylim(min(lows) - 2, max(lows) + 1)
-    ax.set(ylabel="validation accuracy (%)", title="Where the norm sits (bars: mean; dots: seeds)")
-    return finish(fig, ax, grid="y")
-
-
 # === What each norm normalizes over (Wu and He, 2018, Figure 2) ===
-
-AXES_TITLES = {"bn": "BatchNorm", "ln": "LayerNorm", "in": "InstanceNorm", "gn": "GroupNorm"}
 
 
 def _box(ax, c, hw, n, color, alpha, channels, edge="black"):
@@ -322,7 +153,7 @@ def plot_normalized_over(groups=4, channels=8, images=6, norms=("bn", "ln", "in"
     for ax, norm in zip(axes, norms):
         _box(ax, (0, channels), (0, 6), (0, images), "white", 1.0, channels)
         (c, n) = shaded[norm]
-        _box(ax, c, (0, 6), n, "C0", 0.75, channels)
+        _box(ax, c, (0, 6), n, NORM_TYPES[norm].color, 0.75, channels)
         if norm == "gn":  # the other groups' borders, on the front face
             for k in range(1, groups):
                 ax.plot([k * size, k * size], [0, 6], color="black", linewidth=0.6, linestyle="--")
@@ -333,7 +164,7 @@ def plot_normalized_over(groups=4, channels=8, images=6, norms=("bn", "ln", "in"
         ax.text(channels / 2, -0.6, "C (channels)", ha="center", fontsize=8)
         ax.text(-0.3, 3, "H, W", ha="right", va="center", rotation=90, fontsize=8)
         ax.text(channels + 0.45 * images / 2 + 0.3, 0.35 * images / 2 - 0.2, "N (images)", fontsize=8, rotation=35)
-        label = AXES_TITLES[norm] + (f" ({groups} groups)" if norm == "gn" else "")
+        label = NORM_TYPES[norm].label + (f" ({groups} groups)" if norm == "gn" else "")
         ax.set_title(label, fontsize=10)
     fig.suptitle("The values one mean and variance are taken over (shaded)", fontsize=10)
     return fig

@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 
 import plots
-import results
-import utils
+import recipes
 from atomic import ensure_writable, save_figure, torch_save, write_json
-from data import load_cifar10
+from data import add_source_flags, load_cifar10
 from hardware import AMP_CHOICES, choose_precision, describe_device, pick_device
-from models import CONVS, ORDERS, ModelConfig, canonical_norm
-from results import LABELS, NORMS
+from lab import results
+from lab.results import LABELS, NORMS
+from models import CONVS, NORM_TYPES, ORDERS, ModelConfig, canonical_norm
 
 MIN_TEST_IMAGES = 10  # one a class: fewer cannot say what the accuracy is
 
@@ -43,14 +43,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--norm", default="all", help="bn | ln | gn (or batch | layer | group) | all; also the "
                    "lessons' controls in (InstanceNorm), none, lnc (LayerNorm over the channels of each pixel)")
-    p.add_argument("--data", default="data", help="CIFAR-10 source: a folder (downloaded into if empty), "
-                   "a cifar-10-batches-py folder, an image-folder tree, or a .tar.gz of one")
+    add_source_flags(p)
     p.add_argument("--out", default=None, help="where results/, checkpoints/, images/ go (default: this folder; "
                    "for --dry-run a new temporary folder, so the saved results stay)")
-    p.add_argument("--cache", default=None, help="folder for decoded images (default: .cache/ beside this file)")
     p.add_argument("--subset", type=_count, default=0, metavar="N",
                    help="train on N random training images (and N/5 test) for a quick run; 0 (default): all")
-    p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the first available)")
     p.add_argument("--dry-run", action="store_true", help="one epoch on 512 images: checks the whole pipeline")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--report", action="store_true", help="train nothing: draw images/comparison.png and README.md's "
@@ -64,7 +61,7 @@ def parse_args(argv=None):
                    help="one run per seed (default 0 1 2; 0 alone for --validation and --dry-run)")
     p.add_argument("--seed", type=lambda text: [_count(text)], dest="seeds", help="a single seed: same as --seeds N")
     # One flag per field of the model's and the training's configs; a flag left out takes the
-    # config's default (for training: the norm's recipe, utils.recipe; for --order: the norm's own).
+    # config's default (for training: the norm's recipe, recipes.recipe; for --order: the norm's own).
     add_config_flags(p, ModelConfig, skip=("norm", "num_classes"), special={
         "widths": dict(type=_widths, help="channels after C1,C2,c3,C3-C5,c6,C7-C9 (default 16,32,16,28,16,32)"),
         "groups": dict(type=_positive, help="GroupNorm's groups (default 4)"),
@@ -77,12 +74,9 @@ def parse_args(argv=None):
         "conv": dict(choices=list(CONVS), help="the C blocks' 3x3 conv: plain, or ws = Weight Standardization "
                                               "(default: the norm's own, models.NORM_TYPES: ws for GroupNorm)"),
     })
-    add_config_flags(p, utils.TrainConfig, skip=("seed",), special={
+    add_config_flags(p, recipes.TrainConfig, skip=("seed",), special={
         "amp": dict(choices=AMP_CHOICES, help="mixed precision (default auto: bf16 where the hardware has it "
                                               "natively, fp16 with a GradScaler on older CUDA GPUs, else fp32)"),
-        "cuda_graph": dict(action=argparse.BooleanOptionalAction,
-                           help="CUDA only: record each training step once as a CUDA graph and replay it (one launch "
-                                "a step instead of hundreds); each epoch's last, smaller batch is left out (default off)"),
         "channels_last": dict(action=argparse.BooleanOptionalAction,
                               help="memory layout (default: channels-last where measured faster for the norm on "
                                    "this kind of device, hardware.CHANNELS_LAST)"),
@@ -146,18 +140,17 @@ def main(argv=None):
                          f"images), too few to score a run; use --subset {5 * MIN_TEST_IMAGES} or more")
     # Every setting is checked here, once, as its config is made (the configs check themselves),
     # before any data is loaded.
-    given = {k: getattr(args, k) for k in vars(utils.TrainConfig()) if k != "seed" and getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in vars(recipes.TrainConfig()) if k != "seed" and getattr(args, k) is not None}
     model_given = {f.name: getattr(args, f.name) for f in fields(ModelConfig)
                    if f.name not in ("norm", "num_classes") and getattr(args, f.name) is not None}
     model_configs = {norm: ModelConfig(norm=norm, **model_given) for norm in norms}
-    asked = {norm: [utils.recipe(norm, **given, seed=seed) for seed in args.seeds] for norm in norms}
+    asked = {norm: [recipes.recipe(norm, **given, seed=seed) for seed in args.seeds] for norm in norms}
     out = Path(args.out) if args.out else ROOT
     if args.dry_run and not args.out:  # a one-epoch check must not replace the results of a full run
         out = Path(tempfile.mkdtemp(prefix="s8-dry-run-"))
         print(f"dry run: writing to {out}")
     ensure_writable(out)
     device = pick_device(args.device)
-    utils.check_cuda_graph(asked[norms[0]][0], device)
     # The precision depends on the device and the norm alone: chosen once per norm and passed down.
     precisions = {norm: choose_precision(device, norm, asked[norm][0].amp, asked[norm][0].channels_last) for norm in norms}
 
@@ -186,8 +179,8 @@ def main(argv=None):
         for norm in norms:
             if args.validation:
                 for cfg in asked[norm]:
-                    run = utils.run_one(model_configs[norm], cfg, data, precisions[norm], device, progress=not args.quiet)
-                    defaults = {**vars(utils.recipe(norm)), **ModelConfig(norm=norm).to_dict()}
+                    run = results.run_one(model_configs[norm], cfg, data, precisions[norm], device, progress=not args.quiet)
+                    defaults = {**vars(recipes.recipe(norm)), **ModelConfig(norm=norm).to_dict()}
                     changed = results.changed_settings({**vars(cfg), **model_configs[norm].to_dict()}, defaults)
                     results.write_validation(out, {**run["record"], "run_id": run_id, "tag": args.tag, "changed": changed})
                 continue
@@ -196,7 +189,7 @@ def main(argv=None):
             stage = out / INCOMPLETE / f"{run_id}-{norm}"
             runs = []
             for cfg in asked[norm]:
-                run = utils.run_one(model_configs[norm], cfg, data, precisions[norm], device, progress=not args.quiet)
+                run = results.run_one(model_configs[norm], cfg, data, precisions[norm], device, progress=not args.quiet)
                 run["record"]["run_id"] = run["checkpoint"]["run_id"] = run_id
                 save_seed(stage, run, data.classes, first=not runs)
                 runs.append(run["record"])
@@ -238,9 +231,9 @@ def save_seed(out, run, classes, first):
     if first:
         torch_save(run["checkpoint"], out / "checkpoints" / f"{norm}.pt")
         title = f"{LABELS[norm]}, seed {record['seed']}: final test accuracy {record['final_test_accuracy']:.2f}%"
-        save_figure(plots.plot_curves(record["history"], title), out / "images" / f"{norm.upper()}_curves.png")
+        save_figure(plots.plot_curves(record["history"], title), out / "images" / f"{NORM_TYPES[norm].short}_curves.png")
         save_figure(plots.plot_incorrect_predictions(run["mistakes"], classes),
-                    out / "images" / f"{norm.upper()}_misclassified.png")
+                    out / "images" / f"{NORM_TYPES[norm].short}_misclassified.png")
     print(f"{LABELS[norm]} seed {record['seed']}: train {record['final_train_accuracy']:.2f}%, "
           f"test {record['final_test_accuracy']:.2f}%, {record['seconds_per_epoch']:.1f} s/epoch "
           f"(results/{path.name}, written when all seeds have finished)")
@@ -249,7 +242,7 @@ def save_seed(out, run, classes, first):
 def write_comparison(out, saved, histories):
     """images/comparison.png (the seed-0 test curves, {norm: history}) and README.md's table and
     comparison, from `saved` ({norm: summary})."""
-    fig = plots.plot_comparison({LABELS[n]: h for n, h in histories.items()})
+    fig = plots.plot_comparison(histories)
     seeds = sorted({r["seeds"][0] for r in saved.values()})
     fig.axes[0].set_title(f"Test accuracy by normalization (seed {', '.join(map(str, seeds))} of each)")
     save_figure(fig, Path(out) / "images" / "comparison.png")

@@ -68,7 +68,7 @@ if REVEAL:
 # The model just trained, tested with its running averages (evaluation mode) and with the statistics of each batch of test images (training mode, the running averages left alone), in fp32:
 
 # %%
-eval_accuracy = utils.score(model, data).accuracy
+_, eval_accuracy = utils.test(model, data)
 train_accuracy = {batch: probes.accuracy_with_batch_statistics(model, data, batch) for batch in (2, 128)}
 print(f"eval mode, running averages:            {eval_accuracy:6.2f}%")
 for batch, accuracy in train_accuracy.items():
@@ -133,7 +133,7 @@ for batch, accuracy in small_batches.items():
 # %%
 RECALIBRATION = 16
 recalibrated = probes.recalibrated(model, data, RECALIBRATION, seed=SEED)
-recalibrated_accuracy = utils.score(recalibrated, data).accuracy
+_, recalibrated_accuracy = utils.test(recalibrated, data)
 print(f"running averages of training: {eval_accuracy:.2f}%; of one batch of {RECALIBRATION} training images: "
       f"{recalibrated_accuracy:.2f}%")
 
@@ -143,7 +143,7 @@ print(f"running averages of training: {eval_accuracy:.2f}%; of one batch of {REC
 # %%
 TRIALS = {"BatchNorm": dict(norm="bn"), "BatchNorm without the skips": dict(norm="bn", skips=False),
           "no norm": dict(norm="none")}
-short = utils.short_runs(data, TRIALS, SHORT_IMAGES, SHORT_EPOCHS, device, seed=SEED)
+short = exercises.short_runs(data, TRIALS, SHORT_IMAGES, SHORT_EPOCHS, device, seed=SEED)
 
 # %% [markdown]
 # ## 8. Summary

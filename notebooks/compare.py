@@ -16,11 +16,10 @@ DATA = "data"  # where CIFAR-10 is, or an empty folder to download it into
 # %matplotlib inline
 from IPython.display import Image, Markdown
 
-import experiments
 import plots
-import results
-import utils
+import recipes
 from data import load_cifar10
+from lab import experiments, results
 
 data = load_cifar10(DATA)
 print(f"{data.source}: {len(data.train_labels):,} training and {len(data.test_labels):,} test images")
@@ -32,7 +31,7 @@ print(f"{data.source}: {len(data.train_labels):,} training and {len(data.test_la
 plots.plot_samples(data)
 
 # %%
-plots.plot_augmentation(data, index=7, cfg=utils.recipe("bn"))
+plots.plot_augmentation(data, index=7, cfg=recipes.recipe("bn"))
 
 # %% [markdown]
 # ## 2. The three norms on the test set

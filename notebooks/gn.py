@@ -114,7 +114,7 @@ print(f"each of 128 images alone against in one batch: largest logit difference 
 # %%
 GROUPINGS = {"1 group": dict(groups=1), "2 groups": dict(groups=2), "4 groups": dict(groups=4),
              "2 channels per group": dict(channels_per_group=2)}
-group_counts = utils.short_runs(data, {name: dict(norm="gn", **grouping) for name, grouping in GROUPINGS.items()},
+group_counts = exercises.short_runs(data, {name: dict(norm="gn", **grouping) for name, grouping in GROUPINGS.items()},
                                 SHORT_IMAGES, SHORT_EPOCHS, device, seed=SEED)
 
 # %% [markdown]
@@ -127,7 +127,7 @@ experiments.show("groups")
 # **Exercise 2: Weight Standardization.** Predict how much the standardized convs (`conv="ws"`, this lesson's) add over plain ones.
 
 # %%
-convs = utils.short_runs(data, {"standardized convs": dict(norm="gn", conv="ws"),
+convs = exercises.short_runs(data, {"standardized convs": dict(norm="gn", conv="ws"),
                                 "plain convs": dict(norm="gn", conv="plain")}, SHORT_IMAGES, SHORT_EPOCHS, device,
                          seed=SEED)
 
@@ -135,7 +135,7 @@ convs = utils.short_runs(data, {"standardized convs": dict(norm="gn", conv="ws")
 # **Exercise 3: small batches.** GroupNorm was made for them (Wu and He: detection and video train with 1 or 2 images per GPU). Predict BatchNorm's and GroupNorm's accuracy at a batch of 4 (more steps: these runs take longer).
 
 # %%
-small = utils.short_runs(data, {"GroupNorm, batch 4": dict(norm="gn", batch_size=4),
+small = exercises.short_runs(data, {"GroupNorm, batch 4": dict(norm="gn", batch_size=4),
                                 "BatchNorm, batch 4": dict(norm="bn", batch_size=4)}, SHORT_IMAGES, SHORT_EPOCHS, device,
                          seed=SEED)
 

@@ -10,7 +10,6 @@ BATCH_SIZE = 128  # images per training step
 SKIPS = True  # the two skip connections, C3's output added to C5's and C7's to C9's
 SEED = 0  # the random seed of the weights, the order of the images and their augmentation
 DATA = "data"  # where CIFAR-10 is, or an empty folder to download it into
-CUDA_GRAPH = False  # on a CUDA GPU, True replays each training step as one recorded graph (docs/speed.md)
 SHORT_IMAGES, SHORT_EPOCHS = 5000, 2  # the exercises' short runs: training images (a fifth as many test) and epochs
 
 # %%
@@ -26,14 +25,16 @@ import inspect
 import torch
 from IPython.display import Markdown, display
 
-import experiments
+import exercises
 import from_scratch
 import plots
 import probes
+import recipes
 import utils
 from data import load_cifar10, normalize
 from explorer import mistake_explorer, normalized_over_explorer
 from hardware import choose_precision, describe_device, pick_device, without_layout
+from lab import experiments
 from models import S8_model, count_parameters
 
 device = pick_device()

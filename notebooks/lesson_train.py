@@ -4,7 +4,7 @@
 # One row per epoch: the loss and accuracy on the training images (augmented, averaged over the epoch while the weights move) and on the test images (after the epoch), and the seconds the epoch's training took. The first line names the arithmetic chosen for this machine: fp32, or **bf16** (bfloat16, a 16-bit float with float32's range) where the CPU or GPU computes it natively; on Colab's free T4 GPU it is **fp16**, which has more precision than bf16 but less range, so its gradients are scaled up by a **GradScaler** to keep them from rounding to zero. A run there therefore gives slightly different numbers from the committed one. Running this cell again continues training the same model; to train afresh, run the cells again from section 2.
 
 # %%
-cfg = utils.recipe(NORM, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED, cuda_graph=CUDA_GRAPH)
+cfg = recipes.recipe(NORM, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED)
 precision = choose_precision(device, NORM, cfg.amp)
 history = utils.fit(model, data, cfg, device, precision)
 
@@ -21,7 +21,7 @@ plots.plot_curves(history, title=f"{type(model).__name__}, seed {SEED}: test acc
 # The README's results table holds this norm's committed runs, three seeds each. Its seed 0 beside this run, each with the machine and arithmetic it trained in: on another machine, or in another precision, the numbers differ a little even with the same seed.
 
 # %%
-import results
+from lab import results
 
 committed = results.read(results.seed_path(results.ROOT, NORM, 0))
 print(f"committed run, seed 0: test accuracy {committed['final_test_accuracy']:.2f}% after {committed['epochs']} epochs "
@@ -32,7 +32,7 @@ print(f"this run, seed {SEED}: test accuracy {history[-1]['test_acc']:.2f}% afte
 # %% [markdown]
 # ### How it was trained
 #
-# The settings come from `utils.recipe(NORM)`, chosen on a validation split held out of the training images (`docs/experiments.md`):
+# The settings come from `recipes.recipe(NORM)`, chosen on a validation split held out of the training images (`docs/experiments.md`):
 #
 # - **One-cycle schedule:** the learning rate rises over the first fifth of the steps to its peak, then falls linearly to nearly zero.
 # - **Muon** (`muon.py`) updates every conv kernel but the classifier's: it replaces the kernel's momentum by the nearest orthogonal matrix, so every direction of the layer moves by the same amount. The classifier `c10`, the norms' scales and shifts and any conv biases take SGD with Nesterov momentum.

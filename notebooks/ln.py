@@ -115,7 +115,7 @@ for name, y in (("GroupNorm(1, C)", over_image), ("per-pixel LayerNorm", over_ch
 # **Exercise 1: the per-pixel LayerNorm.** Predict which trains better here, this suite's LayerNorm (per image) or the per-pixel one (`norm="lnc"`).
 
 # %%
-layernorms = utils.short_runs(data, {"per image (GroupNorm(1, C))": dict(norm="ln"),
+layernorms = exercises.short_runs(data, {"per image (GroupNorm(1, C))": dict(norm="ln"),
                                      "per pixel (LayerNorm(C))": dict(norm="lnc")}, SHORT_IMAGES, SHORT_EPOCHS, device,
                               seed=SEED)
 
@@ -129,7 +129,7 @@ experiments.show("layernorms")
 # **Exercise 2: before or after the ReLU, with today's recipe.** Predict whether `order="norm-relu"` (conv, LN, ReLU) beats the default after the ReLU.
 
 # %%
-placements = utils.short_runs(data, {"after the ReLU": dict(norm="ln", order="relu-norm"),
+placements = exercises.short_runs(data, {"after the ReLU": dict(norm="ln", order="relu-norm"),
                                      "before the ReLU": dict(norm="ln", order="norm-relu")}, SHORT_IMAGES, SHORT_EPOCHS,
                               device, seed=SEED)
 
@@ -143,7 +143,7 @@ experiments.show("placement")
 # **Exercise 3: the batch size.** LayerNorm shares nothing between the images of a batch, so the batch size changes only the steps: more and smaller ones. Predict how a batch of 16 compares with 128 in the same number of epochs, then try BatchNorm at 16 (`dict(norm="bn", batch_size=16)`).
 
 # %%
-batch_sizes = utils.short_runs(data, {"batch 128": dict(norm="ln", batch_size=128),
+batch_sizes = exercises.short_runs(data, {"batch 128": dict(norm="ln", batch_size=128),
                                       "batch 16": dict(norm="ln", batch_size=16)}, SHORT_IMAGES, SHORT_EPOCHS, device,
                                seed=SEED)
 

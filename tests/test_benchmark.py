@@ -1,8 +1,8 @@
-"""The benchmark (benchmark.py): its sections in order, each row against its section's first, and a budget."""
+"""The benchmark (lab/benchmark.py): its sections in order, each row against its section's first, and a budget."""
 
 import pytest
 
-import benchmark
+from lab import benchmark
 from conftest import write_tree
 
 

@@ -1,4 +1,4 @@
-"""The lessons' experiments (experiments.py, lessons.py), end to end on a toy tree with a reduced plan
+"""The lessons' experiments (lab/experiments.py, python -m lab), end to end on a toy tree with a reduced plan
 (one seed, two rates), and the one reuse rule."""
 
 import json
@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import experiments
-import lessons
-import results
+from lab import experiments
+from lab import __main__ as lessons
+from lab import results
 import run
+import recipes
 import utils
 from conftest import write_tree
 from data import CIFAR10
@@ -43,7 +44,7 @@ def lessons_folder(root):
 
 @pytest.fixture(scope="module")
 def lab_out(tmp_path_factory):
-    """`python lessons.py all` once with the reduced plan; run.py first makes the checkpoints/bn.pt the
+    """`python -m lab all` once with the reduced plan; run.py first makes the checkpoints/bn.pt the
     fold lesson reads, with the settings of the skips lesson's BatchNorm arm (so that it answers it)."""
     root = tmp_path_factory.mktemp("lessons")
     tree = write_tree(root / "tree", n_train=10, n_test=6)
@@ -65,7 +66,7 @@ def test_every_experiment_writes_its_figure_its_section_and_its_readme_line(lab_
     assert "OLD" not in text and "OLD" not in (out / "README.md").read_text()
     for name in experiments.EXPERIMENTS:
         assert experiments.figure_path(out, name).is_file()
-        assert f"`python lessons.py {name} --data ../shared/data/cifar10-jpg.tar.gz`" in text
+        assert f"`python -m lab {name} --data ../shared/data/cifar10-jpg.tar.gz`" in text
         assert f"**{experiments.EXPERIMENTS[name].title}.**" in (out / "README.md").read_text()
     assert "| no norm | " in text and "| InstanceNorm | " in text and "What it shows: " in text
 
@@ -166,7 +167,7 @@ def test_a_recipe_change_retrains_only_the_runs_it_changes(lab_out, tmp_path, mo
     out, common = lab_out
     out = shutil.copytree(out, tmp_path / "out")  # the shared records stay as they were
     common = [*common[:-1], str(out)]
-    monkeypatch.setitem(utils.RECIPES, "gn", {**utils.RECIPES["gn"], "muon_lr": 0.05})
+    monkeypatch.setitem(recipes.RECIPES, "gn", {**recipes.RECIPES["gn"], "muon_lr": 0.05})
     assert lessons.main(["batch-size", "--check", *common, *PLAN]) == 0
     assert capsys.readouterr().out.split() == ["sweep/gn-bs2-seed0", "sweep/gn-bs8-seed0"]
     trained = []
@@ -236,11 +237,11 @@ def test_the_notebooks_show_only_what_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setattr("IPython.display.display", shown.append)
     monkeypatch.setattr(utils, "fit", lambda *a, **k: pytest.fail("show trained"))
     experiments.show("lr", out=tmp_path)
-    assert "Not run yet" in shown[0].data and "python lessons.py lr" in shown[0].data
+    assert "Not run yet" in shown[0].data and "python -m lab lr" in shown[0].data
 
 
 def test_every_committed_record_with_its_configs_answers_todays_plan(monkeypatch):
-    """The committed records were made with today's settings: `python lessons.py all` on the offline copy
+    """The committed records were made with today's settings: `python -m lab all` on the offline copy
     would train only the batch-size runs, which record no configs (an earlier recipe)."""
     def offline_copy(*args, **kwargs):  # its sizes and description, without decoding it
         one = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)

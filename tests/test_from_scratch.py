@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import from_scratch
+import exercises
 import probes
-import utils
 from conftest import FAST, toy_data
 from models import S8_model
 
@@ -146,7 +146,7 @@ def test_short_runs_train_each_trial_with_its_norms_recipe_and_its_own_settings(
     data = toy_data(64, 20)
     trials = {"bn": dict(norm="bn", **{k: v for k, v in FAST.items() if k != "batch_size"}),
               "gn, batch 16": dict(norm="gn", groups=2, batch_size=16, amp="off")}
-    accuracies = utils.short_runs(data, trials, images=32, epochs=1, device="cpu")
+    accuracies = exercises.short_runs(data, trials, images=32, epochs=1, device="cpu")
     assert list(accuracies) == list(trials) and all(0 <= a <= 100 for a in accuracies.values())
     assert str(accuracies) == "; ".join(f"{name} {a:.2f}%" for name, a in accuracies.items())  # the summaries' line
     printed = capsys.readouterr().out

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import hardware
+import recipes
 import utils
 from models import S8_model
 from test_utils import FAST, toy_data
@@ -116,7 +117,7 @@ def test_fit_trains_in_the_precision_chosen(cpu_bf16, monkeypatch):
     model = S8_model("gn")
     model.register_forward_pre_hook(lambda m, args: seen.append(
         (args[0].is_contiguous(memory_format=torch.channels_last), torch.is_autocast_enabled("cpu"))))
-    cfg = utils.TrainConfig(epochs=1, batch_size=32, pad=2)  # amp and layout left to the policy
+    cfg = recipes.TrainConfig(epochs=1, batch_size=32, pad=2)  # amp and layout left to the policy
     utils.fit(model, toy_data(64, 10), cfg, "cpu", hardware.choose_precision("cpu", "gn"), progress=False,
               log=logged.append)
     assert seen and set(seen) == {(True, False)}
@@ -132,7 +133,7 @@ def test_fit_takes_fp16_with_a_scaler_when_asked(monkeypatch):
         return real(self, optimizer, *a, **k)
 
     monkeypatch.setattr(torch.amp.GradScaler, "step", step)
-    cfg = utils.TrainConfig(epochs=1, **{**FAST, "amp": "fp16"})
+    cfg = recipes.TrainConfig(epochs=1, **{**FAST, "amp": "fp16"})
     history = utils.fit(S8_model("bn"), toy_data(64, 10), cfg, "cpu", hardware.choose_precision("cpu", "bn", "fp16"),
                         progress=False, log=lambda s: None)
     assert len(steps) == 2 and history[0]["train_loss"] > 0

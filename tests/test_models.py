@@ -137,7 +137,7 @@ def test_s8_model_returns_the_norms_named_class():
 
 def test_a_new_norm_is_one_row_of_the_table(monkeypatch):
     """GroupNorm with two channels per group, added in one row and nowhere else."""
-    row = NormType("g2", ("pairs",), "GroupNorm of pairs", "Model_Pair_Normalization",
+    row = NormType("g2", ("pairs",), "GroupNorm of pairs", "G2", "tab:brown", "Model_Pair_Normalization",
                    lambda channels, groups: nn.GroupNorm(channels // 2, channels), "relu-norm")
     monkeypatch.setitem(NORM_TYPES, "g2", row)
     model = S8_model("Pairs", num_classes=10)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import recipes
 import utils
 from hardware import choose_precision
 from models import S8_model
@@ -43,7 +44,7 @@ def test_tall_and_wide_matrices_come_out_near_orthogonal():
 
 def test_muon_takes_the_kernels_a_norm_follows_and_sgd_the_classifier_and_1d_parameters():
     model = S8_model("bn")
-    groups = utils.optimizer_groups(model)
+    groups = recipes.optimizer_groups(model)
     assert len(groups["muon"]) == 10 and all(n.endswith("weight") for n in groups["muon"])
     assert "c10.weight" in groups["sgd"] and "c10.bias" in groups["sgd"] and "c3.weight" in groups["muon"]
     shapes = dict(model.named_parameters())
@@ -54,8 +55,8 @@ def test_muon_takes_the_kernels_a_norm_follows_and_sgd_the_classifier_and_1d_par
 def test_one_step_moves_each_kernel_by_its_orthogonalized_gradient_and_the_rest_by_sgd():
     torch.manual_seed(0)
     model = S8_model("gn")
-    cfg = utils.TrainConfig(muon_lr=0.1, muon_momentum=0.9, lr=0.05, weight_decay=5e-4, epochs=1)
-    optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=10)
+    cfg = recipes.TrainConfig(muon_lr=0.1, muon_momentum=0.9, lr=0.05, weight_decay=5e-4, epochs=1)
+    optimizer, scheduler = recipes.make_optimizer(model, cfg, steps_per_epoch=10)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -74,8 +75,8 @@ def test_one_step_moves_each_kernel_by_its_orthogonalized_gradient_and_the_rest_
 
 def test_one_cycle_drives_both_rates_and_keeps_muons_momentum():
     model = S8_model("bn")
-    cfg = utils.TrainConfig(muon_lr=0.03, epochs=1, warmup=0.5)
-    optimizer, scheduler = utils.make_optimizer(model, cfg, steps_per_epoch=10)
+    cfg = recipes.TrainConfig(muon_lr=0.03, epochs=1, warmup=0.5)
+    optimizer, scheduler = recipes.make_optimizer(model, cfg, steps_per_epoch=10)
     seen = []
     for _ in range(10):
         seen.append([(g["lr"], g["momentum"]) for g in optimizer.param_groups])
@@ -90,14 +91,14 @@ def test_muon_trains_the_model():
     from conftest import FAST, toy_data
 
     torch.manual_seed(0)
-    history = utils.fit(S8_model("bn"), toy_data(), utils.TrainConfig(epochs=3, **FAST), "cpu",
+    history = utils.fit(S8_model("bn"), toy_data(), recipes.TrainConfig(epochs=3, **FAST), "cpu",
                         choose_precision("cpu", "bn", "off", False), progress=False, log=lambda s: None)
     assert history[-1]["train_loss"] < history[0]["train_loss"] and math.isfinite(history[-1]["test_loss"])
 
 
 def test_bad_muon_settings_are_refused():
     with pytest.raises(ValueError, match="--muon-lr must be above 0.*--muon-momentum must be from 0"):
-        utils.TrainConfig(muon_lr=0, muon_momentum=1)
+        recipes.TrainConfig(muon_lr=0, muon_momentum=1)
 
 
 def test_muon_sgd_alone_is_sgd_with_nesterov():
@@ -120,7 +121,7 @@ def test_muon_steps_through_a_grad_scaler_in_fp16():
     from conftest import FAST, toy_data
 
     torch.manual_seed(0)
-    cfg = utils.TrainConfig(epochs=2, **{**FAST, "amp": "fp16"})
+    cfg = recipes.TrainConfig(epochs=2, **{**FAST, "amp": "fp16"})
     history = utils.fit(S8_model("bn"), toy_data(64, 10), cfg, "cpu", choose_precision("cpu", "bn", "fp16"),
                         progress=False, log=lambda s: None)
     assert all(math.isfinite(row["train_loss"]) for row in history)
@@ -131,7 +132,7 @@ def steps_of(batched, steps, norm="bn", seed=0):
     """The parameters of `norm`'s model after `steps` optimizer steps on fixed random batches."""
     torch.manual_seed(seed)
     model = S8_model(norm)
-    optimizer, scheduler = utils.make_optimizer(model, utils.recipe(norm, epochs=1), steps_per_epoch=steps)
+    optimizer, scheduler = recipes.make_optimizer(model, recipes.recipe(norm, epochs=1), steps_per_epoch=steps)
     optimizer.batched = batched
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
@@ -164,7 +165,7 @@ def test_the_batched_step_gives_the_per_kernel_steps_parameters(norm):
 
 def test_batched_defaults_to_cuda_only():
     model = S8_model("bn")
-    optimizer, _ = utils.make_optimizer(model, utils.TrainConfig(epochs=1), 10)
+    optimizer, _ = recipes.make_optimizer(model, recipes.TrainConfig(epochs=1), 10)
     assert optimizer.batched is None  # decided per step from where the parameters are
     calls = []
     optimizer._group_together = lambda *a: calls.append("together")
@@ -181,7 +182,7 @@ def test_a_gradscalers_scale_is_taken_and_an_infinite_gradient_skips_the_step(ba
     def stepped(scale, found_inf, poison=False):
         torch.manual_seed(0)
         model = S8_model("bn")
-        optimizer, _ = utils.make_optimizer(model, utils.TrainConfig(epochs=1), 10)
+        optimizer, _ = recipes.make_optimizer(model, recipes.TrainConfig(epochs=1), 10)
         optimizer.batched = batched
         for _ in range(2):  # the second step starts from buffers the first one filled
             optimizer.zero_grad()
@@ -210,7 +211,7 @@ def test_a_gradscalers_scale_is_taken_and_an_infinite_gradient_skips_the_step(ba
 def test_the_batched_step_reads_nothing_back_from_the_device_under_a_gradscaler(monkeypatch):
     torch.manual_seed(0)
     model = S8_model("bn")
-    optimizer, _ = utils.make_optimizer(model, utils.TrainConfig(epochs=1), 10)
+    optimizer, _ = recipes.make_optimizer(model, recipes.TrainConfig(epochs=1), 10)
     optimizer.batched = True
     scaler = torch.amp.GradScaler("cpu")
     loss = model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean()

@@ -177,7 +177,8 @@ def test_bad_repo_is_refused(capsys):
 
 def fake_project(root):
     """A project tree with a file in every place --bundle takes from or leaves out."""
-    for name in ("models.py", "utils.py", "results/bn.json", "results/sweep/sweep.json", "images/bn.png",
+    for name in ("models.py", "utils.py", "lab/__init__.py", "lab/results.py", "lab/__pycache__/results.pyc",
+                 "results/bn.json", "results/sweep/sweep.json", "images/bn.png",
                  "checkpoints/bn.pt", "results/.bn.json.tmp123", "results/__pycache__/x.pyc", "tests/test_x.py",
                  "tools/colab.py", ".git/HEAD", ".cache/cifar.npz", "data/cifar.tar.gz", "README.md", "S8_BN.ipynb",
                  "notebooks/bn.py"):
@@ -186,11 +187,11 @@ def fake_project(root):
     return root
 
 
-BUNDLED = ["checkpoints/bn.pt", "images/bn.png", "models.py", "results/bn.json", "results/sweep/sweep.json",
-           "utils.py"]
+BUNDLED = ["checkpoints/bn.pt", "images/bn.png", "lab/__init__.py", "lab/results.py", "models.py", "results/bn.json",
+           "results/sweep/sweep.json", "utils.py"]
 
 
-def test_bundle_holds_the_modules_results_images_and_checkpoints_only(project, monkeypatch, capsys):
+def test_bundle_holds_the_modules_the_lab_results_images_and_checkpoints_only(project, monkeypatch, capsys):
     fake_project(project)
     notebooks_before = sorted(p.name for p in project.glob("*.ipynb"))
     monkeypatch.setattr(build_notebooks, "build", lambda *a, **k: pytest.fail("--bundle wrote a notebook"))
@@ -211,9 +212,9 @@ def test_bundle_of_this_checkout_leaves_out_tests_tools_and_git(tmp_path):
     bundle = tmp_path / "s8-bundle.zip"
     colab_tool.write_bundle(bundle, ROOT)
     names = zipfile.ZipFile(bundle).namelist()
-    for module in ("models.py", "utils.py", "data.py", "plots.py", "results.py", "atomic.py", "explorer.py",
-                   "experiments.py"):
-        assert module in names
+    for module in ("models.py", "utils.py", "recipes.py", "data.py", "plots.py", "atomic.py", "explorer.py",
+                   "exercises.py", "lab/__init__.py", "lab/results.py", "lab/experiments.py", "lab/figures.py"):
+        assert module in names  # the notebooks import the lab's records: `import lab` works on Colab
     assert "results/bn.json" in names and "images/batch_size.png" in names and "checkpoints/bn.pt" in names
     assert not [n for n in names if n.split("/")[0] in ("tests", "tools", ".git", "data", ".cache", "notebooks")]
 
@@ -513,8 +514,7 @@ def test_no_measured_number_is_typed_into_the_notebooks_words():
 
 
 def test_readmes_lessons_section_is_what_the_records_render():
-    import experiments
-    import results
+    from lab import experiments, results
 
     readme = (ROOT / "README.md").read_text()
     start, end = results.section_markers("lessons")
@@ -531,7 +531,7 @@ def test_students_see_no_lab_book_material(notebook):
     text = (ROOT / notebook).read_text()
     assert "../shared" not in text and "TrainConfig(" not in text and "screening" not in text.lower()
     assert not re.search(r"python (run|lessons)\.py", text)  # maintainers' commands
-    tags = {r["tag"] for r in __import__("results").validation_runs(ROOT)}
+    tags = {r["tag"] for r in __import__("lab.results").results.validation_runs(ROOT)}
     assert not [tag for tag in tags if f"{tag} seed" in text]
 
 

@@ -1,10 +1,13 @@
-"""The figures (plots.py)."""
+"""The figures: the course's (plots.py) and the lessons' experiments' (lab/figures.py)."""
 
 import torch
 
 import plots
+import recipes
 import utils
 from conftest import CLASSES, fake_mistakes, toy_data
+from lab import figures
+from models import NORM_TYPES
 
 
 def test_misclassified_grid_has_ten_titled_panels_in_5_rows_2_columns():
@@ -33,7 +36,7 @@ def test_curves_show_train_and_test_loss_and_accuracy():
 def test_sample_and_augmentation_figures():
     data = toy_data(40, 10)
     assert len(plots.plot_samples(data, per_class=2).get_axes()) == 20
-    fig = plots.plot_augmentation(data, index=3, cfg=utils.TrainConfig(pad=4), variants=5)
+    fig = plots.plot_augmentation(data, index=3, cfg=recipes.TrainConfig(pad=4), variants=5)
     axes = fig.get_axes()
     assert [a.get_title() for a in axes][:2] == ["original", "augmented 1"] and len(axes) == 6
     shown = [torch.from_numpy(a.get_images()[0].get_array().data).permute(2, 0, 1) for a in axes]
@@ -43,9 +46,10 @@ def test_sample_and_augmentation_figures():
 
 def test_batch_size_figure_draws_each_norms_mean_and_seed_range():
     table = {"bn": {2: [40.0, 42.0], 128: [50.0, 51.0]}, "gn": {2: [54.0, 54.0], 128: [49.0, 50.0]}}
-    ax = plots.plot_batch_size(table, {"bn": "BatchNorm", "gn": "GroupNorm"}, "caption").axes[0]
+    ax = figures.plot_batch_size(table, {"bn": "BatchNorm", "gn": "GroupNorm"}, "caption").axes[0]
     lines = ax.get_lines()
     assert [c.get_label() for c in ax.containers] == ["BatchNorm", "GroupNorm"]
+    assert [c.lines[0].get_color() for c in ax.containers] == [NORM_TYPES["bn"].color, NORM_TYPES["gn"].color]
     assert list(lines[0].get_ydata()) == [41.0, 50.5] and list(lines[0].get_xdata()) == [2, 128]
     low, high = ax.containers[0].lines[2][0].get_segments()[0][:, 1]  # the bar at batch 2
     assert (low, high) == (40.0, 42.0)
@@ -53,7 +57,7 @@ def test_batch_size_figure_draws_each_norms_mean_and_seed_range():
 
 def test_a_long_caption_is_wrapped_to_the_figures_width():
     caption = "10,000 training images, 8 epochs, scored on 5,000 held-out validation images; " * 4
-    fig = plots.plot_group_size({"1": [60.0, 61.0], "2": [62.0, 63.0]}, caption)
+    fig = figures.plot_group_size({"1": [60.0, 61.0], "2": [62.0, 63.0]}, caption)
     lines = fig.get_supxlabel().splitlines()
     assert len(lines) > 1 and max(map(len, lines)) <= fig.get_figwidth() * 17
     assert " ".join(lines) == caption.strip()
@@ -67,3 +71,10 @@ def test_the_figures_module_imports_neither_the_training_loop_nor_the_optimizers
     imported = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in ast.walk(tree)
                 if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
     assert not imported & {"utils", "muon", "experiments", "run", "lessons"}, imported
+
+
+def test_each_norm_keeps_its_colour_from_the_norm_table():
+    history = [dict(epoch=1, test_acc=50.0), dict(epoch=2, test_acc=60.0)]
+    ax = plots.plot_comparison({"gn": history, "bn": history}).axes[0]
+    assert [(line.get_label(), line.get_color()) for line in ax.get_lines()] == [
+        ("GroupNorm", NORM_TYPES["gn"].color), ("BatchNorm", NORM_TYPES["bn"].color)]

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import probes
+import recipes
 import utils
 from conftest import FAST, toy_data
 from data import normalize
@@ -60,7 +61,7 @@ def test_folded_batchnorm_gives_the_same_logits_with_fewer_parameters():
     data = toy_data(64, 16)
     torch.manual_seed(0)
     model = S8_model("bn")
-    utils.fit(model, data, utils.TrainConfig(epochs=1, **FAST), "cpu", utils.FP32, progress=False, log=lambda s: None)
+    utils.fit(model, data, recipes.TrainConfig(epochs=1, **FAST), "cpu", utils.FP32, progress=False, log=lambda s: None)
     folded = probes.fold_batchnorm(model)
     x = normalize(data.test_images, data.mean, data.std)
     with torch.no_grad():

@@ -1,9 +1,14 @@
-"""Results files, the seeds' statistic and the generated sections (results.py)."""
+"""Results files, the seeds' statistic, the generated sections and one seed trained and recorded (lab/results.py)."""
+
+import dataclasses
 
 import pytest
 
-import results
-from models import NORM_TYPES
+import hardware
+import recipes
+from conftest import FAST, toy_data
+from lab import results
+from models import NORM_TYPES, ModelConfig
 
 
 def fake_result(norm, test_acc, train_acc=80.0, tta=81.0, config=None):
@@ -141,3 +146,15 @@ def test_validation_record_names_the_data_sizes_and_precision_of_each_run():
 def test_changed_settings_name_only_what_differs_from_the_defaults():
     assert results.changed_settings({"lr": 0.1, "seed": 3, "epochs": 20}, {"lr": 0.05, "seed": 0, "epochs": 20}) == "lr=0.1"
     assert results.changed_settings({"lr": 0.05}, {"lr": 0.05}) == "-"
+
+
+def test_run_one_records_what_it_trained_in_one_schema():
+    cfg = recipes.TrainConfig(epochs=2, **FAST)
+    run = results.run_one(ModelConfig(norm="gn"), cfg, toy_data(64, 10), hardware.choose_precision("cpu", "gn", "off", False),
+                        "cpu", verbose=False, progress=False, probe=lambda model, steps: lambda: {"steps_per_epoch": steps})
+    record = run["record"]
+    assert record["config"] == {**dataclasses.asdict(cfg), "amp": "off", "channels_last": False}  # as chosen
+    assert record["model_config"] == ModelConfig(norm="gn").to_dict() and record["steps_per_epoch"] == 2
+    assert record["final_test_accuracy"] == record["history"][-1]["test_acc"] and record["diverged"] is None
+    assert record["precision"] == "fp32, NCHW (asked for)" and record["train_images"] == 64
+    assert run["checkpoint"]["model_config"] == record["model_config"] and len(run["mistakes"]) > 0

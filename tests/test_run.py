@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import results
+from lab import results
 import run
+import recipes
 import utils
 from conftest import write_tree
 from data import load_cifar10
@@ -95,7 +96,7 @@ def test_checkpoint_is_the_model_the_results_describe(full_run):
         model, ckpt = load_checkpoint(full_run.out / "checkpoints" / f"{norm}.pt", norm=norm)
         result = seed_result(full_run.out, norm)
         assert ckpt["mean"].shape == (3,) and ckpt["model_config"] == result["model_config"]
-        assert round(utils.score(model, data).accuracy, 2) == result["final_test_accuracy"]
+        assert round(utils.scores(model, data).accuracy, 2) == result["final_test_accuracy"]
 
 
 def test_learning_rate_history_is_the_rate_each_epoch_ended_on(full_run):
@@ -118,7 +119,7 @@ def test_same_seed_same_results_and_figures(full_run, tmp_path):
 
 
 def test_a_single_norm_run_takes_its_recipe_and_model_options_and_leaves_the_readme(full_run, tmp_path, monkeypatch):
-    monkeypatch.setitem(run.utils.RECIPES, "gn", {"lr": 0.2, "label_smoothing": 0.0})
+    monkeypatch.setitem(recipes.RECIPES, "gn", {"lr": 0.2, "label_smoothing": 0.0})
     out = tmp_path / "gn-only"
     out.mkdir()
     (out / "README.md").write_text(README)
@@ -128,7 +129,7 @@ def test_a_single_norm_run_takes_its_recipe_and_model_options_and_leaves_the_rea
     assert (out / "README.md").read_text() == README  # the table is written only by a run of all norms
     config = json.loads((out / "results" / "gn.json").read_text())["config"]
     assert config["lr"] == 0.2 and config["label_smoothing"] == 0.05  # the recipe, then the flag over it
-    assert seed_result(full_run.out, "bn")["config"]["lr"] == utils.TrainConfig().lr
+    assert seed_result(full_run.out, "bn")["config"]["lr"] == recipes.TrainConfig().lr
     model, ckpt = load_checkpoint(out / "checkpoints" / "gn.pt")
     assert ckpt["model_config"]["groups"] == 2 and model.C9[0].out_channels == 16
 
@@ -170,7 +171,7 @@ def test_dry_run_without_out_leaves_the_saved_results_alone(full_run, tmp_path, 
 
 def interrupt_on_call(monkeypatch, n):
     """run_one raises KeyboardInterrupt on its n-th call, as Ctrl-C during that training would."""
-    real, calls = run.utils.run_one, []
+    real, calls = run.results.run_one, []
 
     def run_one(*args, **kwargs):
         calls.append(1)
@@ -178,7 +179,7 @@ def interrupt_on_call(monkeypatch, n):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run.utils, "run_one", run_one)
+    monkeypatch.setattr(run.results, "run_one", run_one)
 
 
 def test_ctrl_c_keeps_every_finished_norm_whole_and_the_earlier_files_of_the_rest(full_run, tmp_path, monkeypatch,
@@ -244,7 +245,7 @@ def test_bad_numbers_get_a_plain_message(capsys, flags, message):
 
 
 def test_subset_larger_than_the_training_set_is_refused_before_training(full_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(run.utils, "run_one", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(run.results, "run_one", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match="--subset 999999 is more than the 60 training images; use 1 to 60, or 0"):
         run.main(["--data", str(full_run.tree), "--cache", str(full_run.cache), "--out", str(tmp_path / "o"),
                   "--subset", "999999"])
@@ -293,13 +294,7 @@ def test_report_draws_the_readme_and_comparison_a_run_of_all_norms_wrote(full_ru
     shutil.copytree(full_run.out, out)
     (out / "README.md").write_text(README)
     (out / "images" / "comparison.png").unlink()
-    monkeypatch.setattr(run.utils, "run_one", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(run.results, "run_one", lambda *a, **k: pytest.fail("trained"))
     assert run.main(["--report", "--out", str(out)]) == 0
     assert (out / "README.md").read_text() == (full_run.out / "README.md").read_text()
     assert (out / "images" / "comparison.png").read_bytes() == (full_run.out / "images" / "comparison.png").read_bytes()
-
-
-
-def test_a_cuda_graph_off_cuda_is_refused_before_the_data(tmp_path, no_data):
-    with pytest.raises(ValueError, match="--cuda-graph .* needs a CUDA GPU.*leave out --cuda-graph"):
-        run.main(["--norm", "bn", "--out", str(tmp_path), "--cuda-graph", "--device", "cpu"])

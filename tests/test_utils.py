@@ -1,6 +1,5 @@
 """Training and evaluation (utils.py)."""
 
-import contextlib
 import dataclasses
 import math
 
@@ -9,9 +8,10 @@ import torch
 from torch import nn
 
 import hardware
+import recipes
 import utils
 from conftest import FAST, fixed_logits, toy_data
-from models import ModelConfig, S8_model
+from models import S8_model
 
 
 def quiet_fit(model, data, cfg, **kwargs):
@@ -23,8 +23,8 @@ def test_training_lowers_the_loss():
     data = toy_data()
     torch.manual_seed(0)
     model = S8_model("bn")
-    before = utils.score(model, data).loss
-    history = quiet_fit(model, data, utils.TrainConfig(epochs=4, lr=0.05, **FAST))
+    before = utils.scores(model, data).loss
+    history = quiet_fit(model, data, recipes.TrainConfig(epochs=4, lr=0.05, **FAST))
     assert len(history) == 4
     assert history[-1]["test_loss"] < before
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -36,14 +36,14 @@ def test_fit_is_repeatable():
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
-        h = quiet_fit(S8_model("gn"), data, utils.TrainConfig(epochs=1, **FAST))
+        h = quiet_fit(S8_model("gn"), data, recipes.TrainConfig(epochs=1, **FAST))
         runs.append((h[0]["train_loss"], h[0]["test_acc"]))
     assert runs[0] == runs[1]
 
 
 def test_bf16_autocast_trains_on_cpu():
     torch.manual_seed(0)
-    cfg = utils.TrainConfig(epochs=1, batch_size=32, amp="bf16", channels_last=True)
+    cfg = recipes.TrainConfig(epochs=1, batch_size=32, amp="bf16", channels_last=True)
     h = quiet_fit(S8_model("ln"), toy_data(64, 20), cfg)
     assert math.isfinite(h[0]["train_loss"])
 
@@ -55,7 +55,7 @@ def test_fit_uses_the_precision_it_is_given_and_decides_nothing(monkeypatch):
     seen, logged = [], []
     model = S8_model("bn")
     model.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
-    utils.fit(model, toy_data(64, 10), utils.TrainConfig(epochs=1, batch_size=32), "cpu", given, progress=False,
+    utils.fit(model, toy_data(64, 10), recipes.TrainConfig(epochs=1, batch_size=32), "cpu", given, progress=False,
               log=logged.append)
     assert seen and all(seen) and logged[0] == "precision: fp32 (given)"
 
@@ -76,7 +76,7 @@ class NaNAfter(nn.Module):
 
 def test_nan_loss_stops_training_naming_epoch_and_step():
     data = toy_data(64, 10)
-    cfg = utils.TrainConfig(epochs=2, batch_size=16, **{k: v for k, v in FAST.items() if k != "batch_size"})
+    cfg = recipes.TrainConfig(epochs=2, batch_size=16, **{k: v for k, v in FAST.items() if k != "batch_size"})
     # 4 steps in epoch 1 and one evaluation pass (1 call) before epoch 2: NaN from epoch 2, step 3.
     with pytest.raises(FloatingPointError, match="epoch 2, step 3"):
         quiet_fit(NaNAfter(4 + 1 + 2), data, cfg)
@@ -98,15 +98,15 @@ def test_asking_for_cuda_without_it_is_refused(monkeypatch):
 ])
 def test_a_train_config_refuses_every_bad_setting_where_it_is_made(settings, message):
     with pytest.raises(ValueError, match=message):
-        utils.TrainConfig(**settings)
+        recipes.TrainConfig(**settings)
     with pytest.raises(ValueError, match=message):  # dataclasses.replace builds a new one: checked too
-        dataclasses.replace(utils.TrainConfig(), **settings)
+        dataclasses.replace(recipes.TrainConfig(), **settings)
 
 
 def test_the_momentum_setting_is_the_momentum_one_cycle_starts_and_ends_with():
     model = S8_model("bn")
     for momentum in (0.95, 0.8):
-        optimizer, scheduler = utils.make_optimizer(model, utils.TrainConfig(epochs=1, momentum=momentum), 10)
+        optimizer, scheduler = recipes.make_optimizer(model, recipes.TrainConfig(epochs=1, momentum=momentum), 10)
         seen = []
         for _ in range(10):
             seen.append(optimizer.param_groups[0]["momentum"])
@@ -127,7 +127,7 @@ def test_scores_give_accuracy_flip_tta_and_mistakes_from_one_pass():
     logits[5, 5] = 1  # right
     model = fixed_logits(logits)
     model.register_forward_pre_hook(lambda m, args: calls.append(len(args[0])))
-    scores = utils.score(model, data, flip=True)
+    scores = utils.scores(model, data, flip=True)
     assert calls == [6, 6]  # the images and their mirror images, once each
     items = scores.mistakes(data.test_images)
     assert [i["index"] for i in items] == [2, 1, 4]
@@ -144,7 +144,7 @@ def test_flip_tta_averages_each_image_with_its_mirror_image():
     model = S8_model("bn").eval()
     plain = utils.predict(model, data.test_images, data)
     mirrored = utils.predict(model, data.test_images.flip(3), data)
-    scores = utils.score(model, data, flip=True)
+    scores = utils.scores(model, data, flip=True)
     torch.testing.assert_close(scores.mirrored, mirrored)
     assert not torch.allclose(plain, mirrored)  # the toy images are not symmetric
     averaged = ((plain + mirrored) / 2).argmax(1)
@@ -155,132 +155,27 @@ def test_the_last_epochs_scores_are_the_final_numbers():
     torch.manual_seed(0)
     model = S8_model("gn")
     data = toy_data(64, 20)
-    history = quiet_fit(model, data, utils.TrainConfig(epochs=2, **FAST))
+    history = quiet_fit(model, data, recipes.TrainConfig(epochs=2, **FAST))
     assert history.scores.mirrored is not None  # the last epoch's pass scored the mirror images too
     assert (history.scores.loss, history.scores.accuracy) == (history[-1]["test_loss"], history[-1]["test_acc"])
-    assert utils.score(model, data).accuracy == history[-1]["test_acc"]
+    assert utils.test(model, data) == (history[-1]["test_loss"], history[-1]["test_acc"])  # the student's call
 
 
 def test_recipe_layers_defaults_norm_settings_and_overrides(monkeypatch):
-    monkeypatch.setattr(utils, "RECIPES", {"gn": {"lr": 0.2, "channels_last": False}})
-    assert utils.recipe("bn") == utils.TrainConfig()
-    assert utils.recipe("group") == utils.TrainConfig(lr=0.2, channels_last=False)
-    assert utils.recipe("gn", lr=0.01, seed=3) == utils.TrainConfig(lr=0.01, channels_last=False, seed=3)
+    monkeypatch.setattr(recipes, "RECIPES", {"gn": {"lr": 0.2, "channels_last": False}})
+    assert recipes.recipe("bn") == recipes.TrainConfig()
+    assert recipes.recipe("group") == recipes.TrainConfig(lr=0.2, channels_last=False)
+    assert recipes.recipe("gn", lr=0.01, seed=3) == recipes.TrainConfig(lr=0.01, channels_last=False, seed=3)
     with pytest.raises(ValueError, match="unknown norm"):
-        utils.recipe("xn")
+        recipes.recipe("xn")
 
 
 @pytest.mark.parametrize("images", [40, 50, 64])  # 5, 7 and 8 steps of 8: one warm-up step would divide by zero
 def test_very_short_runs_train(images):
-    h = quiet_fit(S8_model("gn"), toy_data(images, 10), utils.TrainConfig(epochs=1, **{**FAST, "batch_size": 8}))
+    h = quiet_fit(S8_model("gn"), toy_data(images, 10), recipes.TrainConfig(epochs=1, **{**FAST, "batch_size": 8}))
     assert h[0]["lr"] > 0
 
 
 def test_a_batch_larger_than_the_training_set_is_named_before_training():
     with pytest.warns(UserWarning, match="batch size 128 is larger than the 64 training images: one step per epoch"):
-        quiet_fit(S8_model("bn"), toy_data(64, 10), utils.TrainConfig(epochs=1, batch_size=128, amp="off"))
-
-
-def test_run_one_records_what_it_trained_in_one_schema():
-    cfg = utils.TrainConfig(epochs=2, **FAST)
-    run = utils.run_one(ModelConfig(norm="gn"), cfg, toy_data(64, 10), hardware.choose_precision("cpu", "gn", "off", False),
-                        "cpu", verbose=False, progress=False, probe=lambda model, steps: lambda: {"steps_per_epoch": steps})
-    record = run["record"]
-    assert record["config"] == {**dataclasses.asdict(cfg), "amp": "off", "channels_last": False}  # as chosen
-    assert record["model_config"] == ModelConfig(norm="gn").to_dict() and record["steps_per_epoch"] == 2
-    assert record["final_test_accuracy"] == record["history"][-1]["test_acc"] and record["diverged"] is None
-    assert record["precision"] == "fp32, NCHW (asked for)" and record["train_images"] == 64
-    assert run["checkpoint"]["model_config"] == record["model_config"] and len(run["mistakes"]) > 0
-
-
-def captured_and_eager(n=70, steps=None, graph=False):
-    """Two copies of one BatchNorm model trained one epoch, batched optimizer both: through a CapturedStep
-    run eagerly, and through the eager loop; returns ((loss, acc, lr), model) of each."""
-    data, cfg = toy_data(n, 10), utils.TrainConfig(epochs=1, **FAST)
-    precision = hardware.choose_precision("cpu", "bn", "off", False)
-    out = []
-    for captured in (True, False):
-        torch.manual_seed(0)
-        model = S8_model("bn")
-        per_epoch = n // cfg.batch_size if captured else math.ceil(n / cfg.batch_size)
-        optimizer, scheduler = utils.make_optimizer(model, cfg, per_epoch)
-        optimizer.batched = True
-        step = utils.CapturedStep(model, optimizer, utils.rate_table(model, cfg, per_epoch), cfg, precision, None,
-                                  torch.device("cpu"), graph=graph) if captured else None
-        result = utils.train(model, data, optimizer, scheduler, cfg, torch.Generator().manual_seed(0), precision,
-                             progress=False, captured=step)
-        out.append((result, model))
-    return out
-
-
-def test_the_capturable_step_trains_as_the_eager_loop_does():
-    """Rates read from device tensors, sums kept on the device: the same numbers, bit for bit (the rate it
-    reports is the float32 the device holds)."""
-    (captured, a), (eager, b) = captured_and_eager(n=64)  # two full batches: no batch left out
-    assert captured[:2] == eager[:2] and captured[2] == pytest.approx(eager[2], rel=1e-6)
-    for (name, p), q in zip(a.named_parameters(), b.parameters()):
-        assert torch.equal(p, q), name
-
-
-def test_the_capturable_step_leaves_out_the_smaller_last_batch():
-    (captured, _), (eager, _) = captured_and_eager(n=70)  # 2 batches of 32 and one of 6
-    assert captured != eager
-    counted = []
-    data, cfg = toy_data(70, 10), utils.TrainConfig(epochs=1, **FAST)
-    torch.manual_seed(0)
-    model = S8_model("bn")
-    model.register_forward_pre_hook(lambda m, args: counted.append(len(args[0])) if m.training else None)
-    optimizer, scheduler = utils.make_optimizer(model, cfg, 2)
-    precision = hardware.choose_precision("cpu", "bn", "off", False)
-    step = utils.CapturedStep(model, optimizer, utils.rate_table(model, cfg, 2), cfg, precision, None,
-                              torch.device("cpu"), graph=False)
-    utils.train(model, data, optimizer, scheduler, cfg, torch.Generator().manual_seed(0), precision, progress=False,
-                captured=step)
-    assert counted == [32, 32]
-
-
-class FakeCUDA:
-    """What record_graph asks of torch.cuda, on the CPU: streams that do nothing, and a graph whose
-    recording runs the step as eager code would (a real one records it without running it) and whose
-    replay only counts."""
-
-    def __init__(self, monkeypatch):
-        self.replays, fake = 0, self
-
-        class Graph:
-            def replay(self):
-                fake.replays += 1
-
-        stream = type("Stream", (), {"wait_stream": lambda self, other: None})
-        monkeypatch.setattr(torch.cuda, "Stream", stream)
-        monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream())
-        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
-        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
-        monkeypatch.setattr(torch.cuda, "graph", lambda g: contextlib.nullcontext())
-
-
-def test_recording_the_graph_warms_up_then_puts_everything_back(monkeypatch):
-    cuda = FakeCUDA(monkeypatch)
-    torch.manual_seed(0)
-    model = S8_model("bn")
-    cfg = utils.TrainConfig(epochs=1, **FAST)
-    optimizer, _ = utils.make_optimizer(model, cfg, 2)
-    start = {n: t.clone() for n, t in model.state_dict().items()}
-    runs = []
-    original = utils.CapturedStep._step
-    monkeypatch.setattr(utils.CapturedStep, "_step", lambda self: runs.append(1) or original(self))
-    step = utils.CapturedStep(model, optimizer, utils.rate_table(model, cfg, 2), cfg,
-                              hardware.choose_precision("cpu", "bn", "off", False), None, torch.device("cpu"))
-    assert len(runs) == utils.CapturedStep.WARMUP + 1  # the warm-up, then the recording
-    for name, tensor in model.state_dict().items():  # weights and BatchNorm's statistics as they were
-        assert torch.equal(tensor, start[name]), name
-    assert all(not s["buffer"].any() for s in optimizer.state.values())  # the momentum buffers empty again
-    assert step.sums.first_bad_step.item() == -1 and step.index.item() == 0
-    data = toy_data(64, 10)
-    step(data.train_images[:32].float(), data.train_labels[:32])
-    assert cuda.replays == 1 and len(runs) == utils.CapturedStep.WARMUP + 1  # replayed, not run again
-
-
-def test_a_cuda_graph_is_refused_off_cuda_before_training():
-    with pytest.raises(ValueError, match="--cuda-graph .* needs a CUDA GPU"):
-        quiet_fit(S8_model("bn"), toy_data(64, 10), utils.TrainConfig(epochs=1, cuda_graph=True, **FAST))
+        quiet_fit(S8_model("bn"), toy_data(64, 10), recipes.TrainConfig(epochs=1, batch_size=128, amp="off"))

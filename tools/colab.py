@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 import build_notebooks  # noqa: E402
-import results  # noqa: E402
 from atomic import write_atomically, write_text  # noqa: E402
+from lab import results  # noqa: E402
 
 BUNDLE = "s8-bundle.zip"  # --bundle's default, in the project root
-BUNDLED_FOLDERS = ("results", "images", "checkpoints")  # with every top-level module
+BUNDLED_FOLDERS = ("lab", "results", "images", "checkpoints")  # with every top-level module
 BADGE_URL = re.compile(r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/")
 BADGE_LINE = re.compile(r"^# \[!\[Open In Colab\].*\n#\n", re.MULTILINE)  # in a percent source's title cell
 GITHUB_REMOTE = re.compile(r"github\.com[:/]([\w.-]+/[\w.-]+?)(?:\.git)?/?$")
@@ -104,8 +104,8 @@ def point_at(repo, root=ROOT):
 
 
 def bundle_files(root):
-    """What the notebooks need, for the zip: every top-level module, and results/, images/ and
-    checkpoints/ less hidden files (temporary ones) and caches."""
+    """What the notebooks need, for the zip: every top-level module, the lab package (the notebooks show its
+    records), and results/, images/ and checkpoints/, less hidden files (temporary ones) and caches."""
     files = sorted(root.glob("*.py"))
     for folder in BUNDLED_FOLDERS:
         files += sorted(path for path in (root / folder).rglob("*") if path.is_file() and not any(

@@ -76,7 +76,7 @@ echo "$@" >> "$S8_REHEARSAL_GIT_LOG"
 exit 1
 '''
 
-IMPORTS = "import models, utils, data, plots, results"
+IMPORTS = "import models, utils, data, plots, lab.results, lab.experiments"
 
 CHECK = '''import importlib.util, json, os, ipywidgets, explorer
 print("REHEARSAL " + json.dumps({

@@ -1,11 +1,11 @@
 """Training speed: each norm's step, the operations in it, and this suite's pipeline against the public one.
 
-    python benchmark.py --data ../shared/data/cifar10-jpg.tar.gz [--budget SECONDS]
+    python -m lab.benchmark --data ../shared/data/cifar10-jpg.tar.gz [--budget SECONDS]
 
 Its sections come in order of importance, so that a few minutes on a borrowed GPU give the rows that
 matter most first, and it stops, keeping what it has, when --budget seconds are spent:
   1. each norm's training step with its recipe at batch 128, ms per step and images/s: Muon per kernel
-     against batched (muon.py); on CUDA also batched with the step replayed as a CUDA graph (--cuda-graph)
+     against batched (muon.py)
   2. operations per BatchNorm step (a profiler count on the CPU, where each is one call), all of them and
      the optimizer's, for both Muon paths
   3. CUDA only: BatchNorm at batch 512 against 128 (about the same time a step: launch-bound)
@@ -26,13 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-import results
+import recipes
 import utils
 from atomic import write_text
-from data import load_cifar10
+from data import add_source_flags, load_cifar10
 from hardware import AMP_CHOICES, choose_precision, describe_device, native_bf16, pick_device
+from lab import results
+from lab.results import LABELS
 from models import S8_model
-from results import LABELS
 
 
 def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
@@ -75,25 +76,22 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
     return seen / (time.perf_counter() - start)
 
 
-def step_seconds(data, norm, device, precision, steps, batch_size=128, batched=None, graph=False):
+def step_seconds(data, norm, device, precision, steps, batch_size=128, batched=None):
     """Seconds a training step of `norm`'s recipe takes (utils.train over `steps` full batches), after a
-    warm-up epoch of as many steps (which also records the CUDA graph, with `graph`)."""
+    warm-up epoch of as many steps."""
     part = data.subset(steps * batch_size, 1, seed=0).to(device)
     torch.manual_seed(0)
     model = S8_model(norm).to(device, memory_format=precision.memory_format)
-    cfg = utils.recipe(norm, batch_size=batch_size, epochs=2, cuda_graph=graph)
-    optimizer, scheduler = utils.make_optimizer(model, cfg, steps)
+    cfg = recipes.recipe(norm, batch_size=batch_size, epochs=2)
+    optimizer, scheduler = recipes.make_optimizer(model, cfg, steps)
     optimizer.batched = batched
     scaler = precision.grad_scaler(device)
-    captured = utils.CapturedStep(model, optimizer, utils.rate_table(model, cfg, steps), cfg, precision, scaler,
-                                  device) if graph else None
     generator = torch.Generator(device=device).manual_seed(0)
     times = []
     for _ in range(2):  # the first is the warm-up
         start = time.perf_counter()
-        utils.train(model, part, optimizer, scheduler, cfg, generator, precision, progress=False, scaler=scaler,
-                    captured=captured)  # ends by reading the loss: the device has finished
-        times.append(time.perf_counter() - start)
+        utils.train(model, part, optimizer, scheduler, cfg, generator, precision, progress=False, scaler=scaler)
+        times.append(time.perf_counter() - start)  # train ends by reading the loss: the device has finished
     return times[-1] / steps
 
 
@@ -103,7 +101,7 @@ def operations_per_step(norm, batched, batch_size=128):
     included (they cost a call, not a launch)."""
     torch.manual_seed(0)
     model = S8_model(norm)
-    optimizer, scheduler = utils.make_optimizer(model, utils.recipe(norm, epochs=1), 10)
+    optimizer, scheduler = recipes.make_optimizer(model, recipes.recipe(norm, epochs=1), 10)
     optimizer.batched = batched
     x, y = torch.randn(batch_size, 3, 32, 32), torch.randint(0, 10, (batch_size,))
 
@@ -151,16 +149,15 @@ def sections(data, device, norms, args):
     """(title, column heads, lines) in order of importance; a line is measured only when the report asks for it."""
     cuda = device.type == "cuda"
 
-    def timed(name, norm, amp=args.amp, channels_last=None, batch=128, batched=None, graph=False):
+    def timed(name, norm, amp=args.amp, channels_last=None, batch=128, batched=None):
         precision = choose_precision(device, norm, amp, channels_last)
         return (f"{name}, {_short(precision)}", norm, step_seconds(
-            data, norm, device, precision, args.steps, batch, batched, graph), batch)
+            data, norm, device, precision, args.steps, batch, batched), batch)
 
-    def recipes():
-        paths = [("Muon per kernel", False, False), ("Muon batched", True, False)]
-        paths += [("Muon batched, CUDA graph", True, True)] if cuda else []
+    def each_recipe():
         for norm in norms:
-            yield from rows(timed(name, norm, batched=batched, graph=graph) for name, batched, graph in paths)
+            yield from rows(timed(name, norm, batched=batched) for name, batched in (("Muon per kernel", False),
+                                                                                    ("Muon batched", True)))
 
     def operations():
         for batched in (False, True):
@@ -180,7 +177,7 @@ def sections(data, device, norms, args):
                               (f"suite: uint8, batch augment, bs128, {_short(precision)}", ours)):
                 yield f"{name:44s} {LABELS[norm]:9s} {ips:9.0f}  {ips / theirs:.2f}x"
 
-    yield "1. each norm's recipe, batch 128", HEAD, recipes()
+    yield "1. each norm's recipe, batch 128", HEAD, each_recipe()
     yield "2. operations in one BatchNorm training step (profiler, CPU)", f"{'':44s} {'all':>6s}  optimizer", operations()
     if cuda:
         yield "3. BatchNorm, batch 512 against 128", HEAD, rows(timed(f"batch {b}", "bn", batch=b) for b in (128, 512))
@@ -192,10 +189,10 @@ def sections(data, device, norms, args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="data", help="CIFAR-10 source (see run.py --help)")
+    p = argparse.ArgumentParser(prog="python -m lab.benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_source_flags(p)
     p.add_argument("--norms", default="bn,ln,gn")
-    p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the first available)")
     p.add_argument("--steps", type=int, default=40, help="timed training steps a row (after as many to warm up)")
     p.add_argument("--public-steps", type=int, default=150, help="timed steps of the public pipeline (batch 64)")
     p.add_argument("--amp", choices=AMP_CHOICES, default="auto", help="the suite's precision (default %(default)s)")
@@ -206,8 +203,8 @@ def main(argv=None):
     device = pick_device(args.device)
     report = Path(args.report or results.benchmark_path(gpu=device.type == "cuda"))
     deadline = time.perf_counter() + args.budget if args.budget else None
-    data = load_cifar10(args.data)
-    lines = [f"benchmark.py on {describe_device(device)}, native bf16: {'yes' if native_bf16(device) else 'no'}, "
+    data = load_cifar10(args.data, cache_dir=args.cache)
+    lines = [f"python -m lab.benchmark on {describe_device(device)}, native bf16: {'yes' if native_bf16(device) else 'no'}, "
              f"torch {torch.__version__}, data {data.source}"]
     print(lines[0], flush=True)
     try:

@@ -7,6 +7,7 @@ and docs/*.md (between `<!-- name:start -->` and `<!-- name:end -->`) are writte
 """
 
 import json
+import math
 import statistics
 import subprocess
 from dataclasses import asdict, replace
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import torch
 
+import utils
 from atomic import write_json, write_text
-from hardware import without_layout
-from models import NORM_TYPES, PARAMETER_BUDGET, SUITE_NORMS, count_parameters
+from hardware import describe_device, without_layout
+from models import NORM_TYPES, PARAMETER_BUDGET, SUITE_NORMS, S8_model, checkpoint, count_parameters
+from recipes import optimizer_groups
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 NORMS = SUITE_NORMS  # the three the suite compares; the lessons' controls are in experiments.py
 LABELS = {key: t.label for key, t in NORM_TYPES.items()}
 
@@ -125,6 +128,39 @@ def run_record(model, cfg, data, precision, device, history, diverged, optimizer
         "config": asdict(cfg), "optimizer_groups": optimizer_groups, "model_config": model.config.to_dict(),
         **code_version(), "diverged": diverged, **extra, "history": rows,
     }
+
+
+def run_one(model_config, cfg, data, precision, device, verbose=True, progress=True, probe=None, keep_diverged=False):
+    """Train one seed of `model_config` with `cfg` in `precision`; returns {"record": the run's record
+    (run_record), "checkpoint", "mistakes", "model"}; `verbose` prints the model's summary and a line
+    per epoch, `progress` draws the progress bars. `probe(model, steps_per_epoch)` is called
+    before training and returns a function that gives the record's extra fields after it. With
+    `keep_diverged`, a run whose loss stops being finite is recorded as diverged (its finished epochs
+    kept) instead of raising."""
+    model_config = replace(model_config, num_classes=len(data.classes))
+    torch.manual_seed(cfg.seed)
+    model = S8_model(**asdict(model_config))
+    parameters = count_parameters(model)
+    if verbose:
+        print(f"\n=== {type(model).__name__} ({LABELS[model.norm]}) ===")
+        utils.summarize(model, device)
+        print(f"{parameters:,} parameters: " + (f"within the {PARAMETER_BUDGET:,} budget" if parameters < PARAMETER_BUDGET
+              else f"OVER the {PARAMETER_BUDGET:,}-parameter budget (the results will say so)"))
+    extra = probe(model, math.ceil(len(data.train_labels) / cfg.batch_size)) if probe else None
+    history, diverged = utils.History(), None
+    try:
+        utils.fit(model, data, cfg, device, precision, progress, log=print if verbose else lambda line: None, history=history)
+    except FloatingPointError as err:
+        if not keep_diverged:
+            raise
+        diverged = str(err)
+    record = run_record(model, cfg, data, precision, describe_device(device), history, diverged,
+                                optimizer_groups(model), extra() if extra else {})
+    saved = checkpoint(model, classes=list(data.classes), config=record["config"], mean=data.mean.cpu(),
+                       std=data.std.cpu(), data=data.source, git_commit=record["git_commit"],
+                       git_dirty=record["git_dirty"])
+    mistakes = history.scores.mistakes(data.test_images) if history.scores is not None and not diverged else []
+    return {"record": record, "checkpoint": saved, "mistakes": mistakes, "model": model}
 
 
 def machines(records):

@@ -1,6 +1,6 @@
-"""The lessons' experiments, one command each (experiments.py holds them):
+"""The lessons' experiments, one command each (lab/experiments.py holds them):
 
-    python lessons.py EXPERIMENT --data ../shared/data/cifar10-jpg.tar.gz
+    python -m lab EXPERIMENT --data ../shared/data/cifar10-jpg.tar.gz
 
 trains the runs EXPERIMENT needs that no saved record answers (a record is reused only when its
 model, training settings and data match; the command names each one it trains again), takes its
@@ -25,20 +25,20 @@ import argparse
 import sys
 from dataclasses import fields
 
-import experiments
 from atomic import ensure_writable
-from experiments import EXPERIMENTS, ROOT, Lab, Plan
+from data import add_source_flags
+from lab import experiments
+from lab.experiments import EXPERIMENTS, ROOT, Lab, Plan
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m lab", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", choices=(*EXPERIMENTS, "all"))
-    p.add_argument("--data", default="data", help="CIFAR-10 source (see run.py --help)")
-    p.add_argument("--cache", default=None, help="folder for decoded images (default: .cache/ beside this file)")
+    add_source_flags(p)
     p.add_argument("--out", default=str(ROOT), help="where results/, images/ and the docs are (default: here)")
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
                    help="mixed precision of the runs trained now (saved runs of another precision are reused)")
-    p.add_argument("--device", default=None)
     p.add_argument("--check", action="store_true", help="list the runs that would be trained, and train nothing")
     # A smaller plan through the same code, for the tests: --plan seeds=0 multipliers=1,4 screen_images=40
     p.add_argument("--plan", nargs="*", default=[], metavar="FIELD=VALUE", help=argparse.SUPPRESS)
@@ -77,6 +77,6 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except ValueError as err:
-        sys.exit(f"lessons.py: error: {err}")
+        sys.exit(f"python -m lab: error: {err}")
     except KeyboardInterrupt:
-        sys.exit("lessons.py: interrupted; every finished run is saved under results/ and is kept next time")
+        sys.exit("python -m lab: interrupted; every finished run is saved under results/ and is kept next time")

@@ -1,5 +1,5 @@
 """The lessons' experiments in one registry, EXPERIMENTS: the training runs each needs, what it measures
-beyond training, and how its figure and words are drawn from the records on disk alone. `python lessons.py
+beyond training, and how its figure and words are drawn from the records on disk alone. `python -m lab
 NAME` trains what is missing, measures, and writes the figure and the section; the notebooks call show(name),
 which renders and never trains.
 
@@ -22,17 +22,18 @@ from pathlib import Path
 
 import torch
 
-import plots
 import probes
-import results
+import recipes
 import utils
+from atomic import save_figure, torch_save, write_json
 from data import load_cifar10, normalize
 from hardware import choose_precision, describe_device, pick_device
-from atomic import save_figure, torch_save, write_json
+from lab import figures as plots
+from lab import results
+from lab.results import LABELS, differ, mean_and_range, spread
 from models import NORM_TYPES, SUITE_NORMS, ModelConfig, S8_model, count_parameters, load_checkpoint
-from results import LABELS, differ, mean_and_range, spread
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 DATA_HINT = "--data ../shared/data/cifar10-jpg.tar.gz"  # the offline copy these records were made from
 LESSON_NORMS = ("bn", "ln", "in", "gn", "none")  # the learning-rate and activation lessons' five
 SKIP_NORMS = ("bn", "ln", "gn", "none")
@@ -49,8 +50,9 @@ VARIANTS = {key: {"conv": "plain", **fields} for key, fields in {
 }.items()}
 # GroupNorm's group sizes, from one channel per group to all of them (the widths are 16 to 32). One
 # channel per group after the ReLU cannot learn (models.py), so InstanceNorm is also there before it.
-GROUP_LABELS = {"in": "1, before the ReLU (InstanceNorm)", "gn-cpg1": "1, after the ReLU", "gn-cpg2": "2",
-                "gn-cpg4": "4", "gn": "4-8 (4 groups)", "gn-g2": "8-16 (2 groups)", "gn-g1": "16-32 (1 group: LayerNorm)"}
+GROUP_LABELS = {"in": f"1, before the ReLU ({NORM_TYPES['in'].label})", "gn-cpg1": "1, after the ReLU", "gn-cpg2": "2",
+                "gn-cpg4": "4", "gn": "4-8 (4 groups)", "gn-g2": "8-16 (2 groups)",
+                "gn-g1": f"16-32 (1 group: {NORM_TYPES['ln'].label})"}
 LAYERNORM_NAMES = {"ln": "GroupNorm(1, C): over C, H and W of each image (this suite's)",
                    "lnc": "LayerNorm over C at each pixel (ConvNeXt's)"}
 
@@ -85,7 +87,7 @@ class Run:
     folder: str  # results.record_path's folder
     name: str
     model_config: ModelConfig
-    cfg: utils.TrainConfig
+    cfg: recipes.TrainConfig
     data: str  # "full" (all training images, the test set), "screen" or "sweep"
     keep_checkpoint: bool = False
     also: tuple = ()  # other records that may answer it (run.py's seeds), relative to the output folder
@@ -106,7 +108,7 @@ def fingerprint(model_config, config, data, train_images, test_images):
     if results.optimizer_label(config) == "SGD":  # the earlier recipe: no request of today's asks for it
         raise ValueError("a run of the earlier recipe")
     given = {k: v for k, v in config.items() if k not in (*PRECISION_FIELDS, "optimizer")}
-    train = {k: v for k, v in asdict(utils.TrainConfig(**given)).items() if k not in PRECISION_FIELDS}
+    train = {k: v for k, v in asdict(recipes.TrainConfig(**given)).items() if k not in PRECISION_FIELDS}
     text = json.dumps([model, train, data, train_images, test_images], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -180,7 +182,7 @@ class Lab:
             return lambda: recorder.remove() or {"activations": dict(
                 steps=recorder.steps, steps_per_epoch=steps, percentiles=list(probes.PERCENTILES), blocks=recorder.values)}
 
-        outcome = utils.run_one(run.model_config, run.cfg, self.data(run.data), self.precision(run.model_config.norm, run.cfg),
+        outcome = results.run_one(run.model_config, run.cfg, self.data(run.data), self.precision(run.model_config.norm, run.cfg),
                                 self.device, verbose=False, progress=False, probe=probe if run.activations else None,
                                 keep_diverged=True)
         record = outcome["record"]
@@ -199,7 +201,7 @@ class NotRunYet(Exception):
 
 
 def command(name):
-    return f"python lessons.py {name}"
+    return f"python -m lab {name}"
 
 
 class ForTheRecord(str):
@@ -243,11 +245,11 @@ def screening_setting(records):
 
 
 def screening_runs(plan, variants, multipliers=(1,)):
-    base = utils.recipe("bn")  # one recipe for every variant (BatchNorm's), so that only the norm differs
+    base = recipes.recipe("bn")  # one recipe for every variant (BatchNorm's), so that only the norm differs
     with warnings.catch_warnings():  # one channel per group after the ReLU (gn-cpg1) is planned on purpose
         warnings.simplefilter("ignore")
         return [Run("screening", f"{v}-x{m:g}-seed{seed}", ModelConfig(**VARIANTS[v]),
-                    utils.recipe("bn", lr=base.lr * m, muon_lr=base.muon_lr * m, epochs=plan.screen_epochs, seed=seed),
+                    recipes.recipe("bn", lr=base.lr * m, muon_lr=base.muon_lr * m, epochs=plan.screen_epochs, seed=seed),
                     "screen", keep_checkpoint=v in LESSON_NORMS and m == 1 and seed == 0, activations=True)
                 for v in variants for m in multipliers for seed in plan.seeds]
 
@@ -256,7 +258,7 @@ def screening_runs(plan, variants, multipliers=(1,)):
 
 def skips_runs(plan):
     return [Run("skips", f"{norm}-{'skips' if skips else 'noskips'}-seed{seed}", ModelConfig(norm=norm, skips=skips),
-                utils.recipe(norm, epochs=plan.full_epochs, seed=seed), "full",
+                recipes.recipe(norm, epochs=plan.full_epochs, seed=seed), "full",
                 also=(str(results.seed_path("", norm, seed)),) if skips and norm in SUITE_NORMS else ())
             for norm in SKIP_NORMS for skips in (True, False) for seed in plan.seeds]
 
@@ -330,7 +332,7 @@ def render_skips(out):
 # --- learning rate and activations ------------------------------------------------------------
 
 def render_lr(out):
-    base = utils.recipe("bn").lr
+    base = recipes.recipe("bn").lr
     runs = needed(out, "screening", "bn-x*-seed*", "screening runs", "lr")
     multipliers = sorted({round(r["config"]["lr"] / base, 6) for r in runs})
     table = {norm: {m: screening(out, norm, m, "lr") for m in multipliers} for norm in LESSON_NORMS}
@@ -522,7 +524,7 @@ BASE_BATCH = 128  # the recipe's batch size; SGD's peak rate is scaled with the 
 
 def batch_size_runs(plan):
     return [Run("sweep", f"{norm}-bs{b}-seed{seed}", ModelConfig(norm=norm),
-                utils.recipe(norm, epochs=plan.sweep_epochs, batch_size=b, lr=utils.recipe(norm).lr * b / BASE_BATCH,
+                recipes.recipe(norm, epochs=plan.sweep_epochs, batch_size=b, lr=recipes.recipe(norm).lr * b / BASE_BATCH,
                              seed=seed), "sweep",
                 keep_checkpoint=norm == "bn" and b == min(plan.batch_sizes) and seed == plan.seeds[0])
             for norm in results.NORMS for b in plan.batch_sizes for seed in plan.seeds]
@@ -537,7 +539,7 @@ def measure_batch_size(lab):
     for name, path in models.items():
         if path.is_file():
             model, _ = load_checkpoint(path, norm="bn")
-            gap[name] = {"eval": round(utils.score(model, data).accuracy, 2), **{
+            gap[name] = {"eval": round(utils.scores(model, data).accuracy, 2), **{
                 f"train_bs{b}": round(probes.accuracy_with_batch_statistics(model, data, b), 2) for b in GAP_BATCHES}}
     results.write_record(lab.out, "sweep", "batchnorm_gap", gap)
 
@@ -568,19 +570,19 @@ def render_batch_size(out):
         table.setdefault(r["norm"], {}).setdefault(r["batch_size"] if "batch_size" in r else r["config"]["batch_size"],
                                                    []).append(r["final_test_accuracy"])
     label = {id(r): r.get("recipe") or recipe_of(r["config"], r["model_config"]["conv"]) for r in runs}
-    today = {n: recipe_of(asdict(utils.recipe(n)), ModelConfig(norm=n).conv) for n in results.NORMS}
-    recipes = {}
+    today = {n: recipe_of(asdict(recipes.recipe(n)), ModelConfig(norm=n).conv) for n in results.NORMS}
+    trained_with = {}
     for r in sorted(runs, key=lambda r: results.NORMS.index(r["norm"])):  # older runs name their recipe, newer record configs
-        recipes.setdefault(label[id(r)], []).append(LABELS[r["norm"]])
+        trained_with.setdefault(label[id(r)], []).append(LABELS[r["norm"]])
     earlier = [LABELS[n] for n in results.NORMS if any(label[id(r)] != today[n] for r in runs if r["norm"] == n)]
     first, sizes = runs[0], sorted({b for points in table.values() for b in points})
     lines = [f"{first['train_images']:,} training images (the same seeded subset at every "
              f"point), {first['epochs']} epochs, scored on {first['test_images']:,} test images; SGD's rate "
-             f"{utils.recipe('bn').lr} x batch / {BASE_BATCH}"
+             f"{recipes.recipe('bn').lr} x batch / {BASE_BATCH}"
              + (" (Muon's unscaled)" if any(r.get("optimizer_groups", {}).get("muon") for r in runs) else "")
              + f"; seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; "
              f"{record_only(first['data'] + '; ')}{results.trained_on(runs)}; "
-             + "; ".join(f"{', '.join(dict.fromkeys(n))} trained with {words}" for words, n in recipes.items())
+             + "; ".join(f"{', '.join(dict.fromkeys(n))} trained with {words}" for words, n in trained_with.items())
              + (f"; not today's recipe for {', '.join(earlier)} (`utils.recipe`): `{command('batch-size')}` trains "
                 "them again with it" if earlier else "") + ". Test accuracy, mean of the seeds (lowest-highest):", "",
              "| norm | " + " | ".join(f"batch {b}" for b in sizes) + " |", "|---|" + "---:|" * len(sizes)]
@@ -653,7 +655,7 @@ def rendered(name, out=ROOT, students=False):
     draw, lines, headline = EXPERIMENTS[name].render(out)
     if students:
         # a maintainer's command is the record's business, not a student's
-        lines = [RECORD_ONLY.sub("", re.sub(r": `python lessons\.py [\w-]+`[^.]*", "", line))
+        lines = [RECORD_ONLY.sub("", re.sub(r": `python -m lab [\w-]+`[^.]*", "", line))
                  for line in lines if not isinstance(line, ForTheRecord)]
         lines[0] = lines[0][:1].upper() + lines[0][1:]
     else:

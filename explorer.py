@@ -1,6 +1,7 @@
 """ipywidgets views for the notebooks (built-in widgets only: Colab shows them): a browser of the misclassified
 test images, and the figure of what each norm normalizes over for a chosen number of groups."""
 
+from models import NORM_TYPES
 from plots import plot_incorrect_predictions, plot_mistake, plot_normalized_over
 
 ANY = "any"
@@ -51,8 +52,7 @@ def normalized_over_explorer(channels=8):
     except ImportError:
         return plot_normalized_over(4, channels)
 
-    norm = w.Dropdown(options=[("BatchNorm", "bn"), ("LayerNorm", "ln"), ("InstanceNorm", "in"), ("GroupNorm", "gn")],
-                      value="gn", description="norm")
+    norm = w.Dropdown(options=[(NORM_TYPES[n].label, n) for n in ("bn", "ln", "in", "gn")], value="gn", description="norm")
     groups = w.Dropdown(options=[g for g in range(1, channels + 1) if channels % g == 0], value=4, description="groups")
     out = w.Output()
 

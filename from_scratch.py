@@ -1,9 +1,7 @@
-"""The three norms written from their formulas, and a check of a student's version against PyTorch's layer.
-
-The lessons have the student write each norm; these are the reference solutions (a lesson prints one
-with `inspect.getsource`) and the checks, which run a version on a real activation of the model and
-compare it with copies of the layer the model uses, given random scales, shifts and running averages. Each takes x of shape (N, C, H, W) and the layer's per-channel
-scale (weight) and shift (bias).
+"""The three norms written from their formulas (the lessons' reference solutions, which a lesson prints with
+`inspect.getsource`), and the check of a student's version: on a real activation of the model, against copies of
+the model's own layer given random scales, shifts and running averages. Each norm takes x of shape (N, C, H, W)
+and the layer's per-channel scale (weight) and shift (bias).
 """
 
 import copy

@@ -1,18 +1,9 @@
 """The training device, and the arithmetic and memory layout it runs this network fastest in.
 
-`choose_precision(device, norm, amp, channels_last)` is the one place that decides. It asks the
-hardware what it does natively instead of trusting what runs on the machine a default was tuned
-on, because the wrong choice costs an order of magnitude:
-
-- bfloat16 autocast only where the hardware computes in bf16: on a CPU with AVX512_BF16 or AMX
-  units (elsewhere bf16 is emulated: on an AVX2 CPU it ran 6 to 24 times slower than fp32; oneDNN's
-  own check, `torch.ops.mkldnn._is_mkldnn_bf16_supported()`, also says True on any AVX-512 CPU, such
-  as the Skylake and Cascade Lake Xeons of Colab's CPU runtime, so it is not asked); on CUDA, compute capability 8.0 or higher (`torch.cuda.is_bf16_supported()`
-  also says True on a T4, where it is only emulated and cuDNN has no bf16 convolutions).
-- float16 autocast with a GradScaler on CUDA GPUs below 8.0 (the T4 of Colab's free tier).
-- fp32 everywhere else (MPS included): nothing measured there says otherwise.
-
-`amp` = "auto" takes that choice; "bf16", "fp16" or "off" force one.
+`choose_precision(device, norm, amp, channels_last)` is the one place that decides, from what the hardware does
+natively (the wrong choice costs an order of magnitude): with `amp="auto"`, bf16 autocast where the CPU or GPU has
+native bf16, fp16 with a GradScaler on CUDA GPUs without it (Colab's T4), fp32 elsewhere; "bf16", "fp16" or "off"
+force one. docs/speed.md gives the table, the capability queries asked and why the others are not.
 """
 
 import contextlib
@@ -132,18 +123,13 @@ def choose_precision(device, norm=None, amp="auto", channels_last=None):
 
 def pick_device(name=None):
     """`name` if given ('cpu', 'cuda', 'mps', 'cuda:1', or a torch.device), else cuda, then mps, then cpu."""
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
     if name:
         device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"device {name!r} asked for, but MPS is not available; use --device cpu")
+        if device.type in available and not available[device.type]():
+            raise ValueError(f"device {name!r} asked for, but {device.type.upper()} is not available; use --device cpu")
         return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return torch.device(next((kind for kind, present in available.items() if present()), "cpu"))
 
 
 def describe_device(device):

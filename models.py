@@ -1,20 +1,10 @@
-"""Small CIFAR-10 networks that differ only in their normalization layer and where it sits.
+"""The network and nothing else: small CIFAR-10 CNNs that differ only in their normalization layer and where it
+sits, the template `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10` with two skips (C3's output added to C5's, C7's
+to C9's), its configuration (ModelConfig) and its checkpoints. README.md's "The network" draws the layers.
 
-Every model follows the template
-
-    C1 C2 c3 P1  C3 C4 C5 c6 P2  C7 C8 C9 GAP c10
-
-C  = 3x3 conv with the norm and ReLU: conv -> norm -> ReLU for BatchNorm,
-     conv -> ReLU -> norm for LayerNorm and GroupNorm (each norm's `order` in NORM_TYPES)
-c  = 1x1 conv that reduces channels (c3, c6)
-P  = 2x2 max-pool, GAP = global average pool, c10 = 1x1 conv to the 10 logits
-
-with two identity skip connections: the output of C3 is added to the output of C5,
-and the output of C7 to the output of C9 (ModelConfig.skips=False removes both, for the lesson on
-what they do). The norm is a constructor argument: each block takes a `norm_layer(channels)` built
-from one table of norms (NORM_TYPES), so swapping BatchNorm for GroupNorm changes one word, and
-adding a norm is one new row. The suite compares three (SUITE_NORMS); the table's other rows are
-the lessons' controls: InstanceNorm, no norm at all, and LayerNorm taken per pixel over the channels.
+The norm is a constructor argument: each C block takes a `norm_layer(channels)` built from one table of norms
+(NORM_TYPES), so BatchNorm and GroupNorm differ in one word and a new norm is one new row. SUITE_NORMS names the
+three the suite compares; the table's other rows are the lessons' controls.
 """
 
 import hashlib
@@ -75,14 +65,11 @@ class NormType:
 # Where the norm sits in each C block: before the ReLU (as in ResNet) or after it.
 ORDERS = ("norm-relu", "relu-norm")
 
-# The one table of norms. The placements of the first three were chosen on the validation split
-# (results/validation.md, seeds 0 and 1, the lessons' placement section): after the ReLU, LayerNorm
-# scored 80.5% against 78.4% before it, GroupNorm 80.3% against 78.7%; BatchNorm 81.0% against
-# 81.7%. GroupNorm's convs are weight-standardized: with Muon, 82.16 and 82.22% against 81.98 and
-# 81.82% (seeds 0 and 1); LayerNorm's are not (81.50% against 82.34 and 82.10). The controls take
-# plain convs. InstanceNorm sits before the ReLU: after it, the last block's output has every
-# channel's spatial mean equal to its shift (beta), so the global average pool sees the same numbers
-# for every image (screening runs at chance, 9.76%, loss stuck at ln 10).
+# The one table of norms. The placements and convs of the first three were chosen on the validation split
+# (docs/experiments.md): LayerNorm and GroupNorm after the ReLU, BatchNorm before it; GroupNorm's convs
+# weight-standardized. The controls take plain convs. InstanceNorm sits before the ReLU: after it, the last block's
+# output has every channel's spatial mean equal to its shift, so the average pool sees the same numbers for every
+# image and the network trains at chance.
 NORM_TYPES = {t.key: t for t in (
     NormType("bn", ("batch", "batchnorm"), "BatchNorm", "BN", "tab:blue", "Model_Batch_Normalization",
              lambda c, groups: nn.BatchNorm2d(c), "norm-relu"),
@@ -105,10 +92,10 @@ NORM_TYPES = {t.key: t for t in (
 # The three norms the suite trains, compares and teaches one notebook each.
 SUITE_NORMS = ("bn", "ln", "gn")
 
+
 class StdConv2d(nn.Conv2d):
-    """A conv with Weight Standardization (Qiao et al., 2019): each filter is shifted to mean 0
-    and scaled to variance 1 before it is applied. It smooths the loss surface much as BatchNorm
-    does, from the weights alone, so it helps most with norms that see one image at a time."""
+    """A conv with Weight Standardization (Qiao et al., 2019): each filter is shifted to mean 0 and scaled to
+    variance 1 before it is applied, so the conv's output does not depend on its kernel's scale."""
 
     def forward(self, x):
         w = self.weight
@@ -126,9 +113,7 @@ DEFAULT_WIDTHS = (16, 32, 16, 28, 16, 32)
 # The budget every variant must stay under; a run of a larger model says so (run.py).
 PARAMETER_BUDGET = 50_000
 
-# Four groups of 4-8 channels each: enough groups to keep per-channel statistics apart
-# (one group is LayerNorm), few enough that each group still pools 4+ channels of
-# statistics (as many groups as channels is InstanceNorm, which loses contrast cues).
+# Four groups of 4-8 channels: between one group (LayerNorm) and one channel per group (InstanceNorm).
 DEFAULT_GROUPS = 4
 
 
@@ -344,12 +329,6 @@ def load_checkpoint(path, norm=None, device="cpu"):
         raise ValueError(f"{path} was trained with model options this version no longer has ({', '.join(removed)}); "
                          f"retrain it with `python run.py --norm {config.get('norm')}`")
     model = S8_model(**config)
-    model.load_state_dict({RENAMED.get(name.split(".")[0], name.split(".")[0]) + name[name.index("."):]: tensor
-                           for name, tensor in ckpt["model"].items()})
+    model.load_state_dict(ckpt["model"])
     return model, ckpt
 
-
-# Checkpoints written before the 3x3 blocks C1 and C2 took the template's names stored them as c1 and c2
-# (the template's lowercase is a 1x1 conv); their weights load under the new names, their fingerprint
-# still over the names they were saved with.
-RENAMED = {"c1": "C1", "c2": "C2"}

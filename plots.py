@@ -103,15 +103,17 @@ def plot_augmentation(data, cfg, index=0, variants=7, seed=0):
     return fig
 
 
-def plot_incorrect_predictions(items, classes, count=10, columns=2):
-    """A grid of `count` mistakes (5 rows x 2 columns by default), each titled with its true and
-    predicted class and the confidence (the probability the model gave the predicted class)."""
+def plot_incorrect_predictions(items, classes, count=10, columns=2, model=None):
+    """The first `count` mistakes (most confident first, as get_incorrect_predictions orders them) in a 5x2 grid,
+    each titled with its classes and confidence, under a title naming `model` and saying what the grid shows."""
     rows = math.ceil(count / columns)
-    fig, axes = figure((2.4 * columns + 1, 2.2 * rows), rows, columns, squeeze=False)
+    fig, axes = figure((2.4 * columns + 1, 2.2 * rows + 0.6), rows, columns, squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if k < min(count, len(items)):
             show_mistake(ax, items[k], classes, 9)
+    fig.suptitle(f"{model + ': ' if model else ''}the {min(count, len(items))} wrong predictions the model was most "
+                 "confident in\n(confidence: the probability it gave the predicted class)", fontsize=10)
     return fig
 
 

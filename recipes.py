@@ -63,14 +63,10 @@ class TrainConfig:
             raise ValueError("; ".join(problems))
 
 
-# TrainConfig's defaults are the recipe chosen on the validation split (results/validation.md,
-# docs/experiments.md): Muon for the conv kernels, no weight decay. Full validation runs, seeds 0 and 1,
-# against SGD for every kernel with weight decay 5e-4 (an option that lost, and left the code):
-# BatchNorm (Muon 0.1) 82.30/83.00 against 81.78/81.54; GroupNorm (Muon 0.03) 81.98/81.82 against
-# 80.34/80.32; LayerNorm (Muon 0.1) 82.34/82.10 against 80.70/80.20. Where a norm departs from them,
-# at the peak rate that won its screen: GroupNorm. The lessons' controls (InstanceNorm, no norm,
-# LayerNorm over the channels) were not tuned: they take the defaults, so that a comparison with them
-# changes the norm alone. (The memory layout is a speed setting of the hardware, chosen in hardware.py.)
+# TrainConfig's defaults are the recipe chosen on the validation split (docs/experiments.md has the runs): Muon
+# for the conv kernels, no weight decay. A norm departs from them only where its own screen chose another peak
+# rate: GroupNorm. The lessons' controls (InstanceNorm, no norm, LayerNorm over the channels) were not tuned: they
+# take the defaults, so that a comparison with them changes the norm alone.
 RECIPES = {"gn": {"muon_lr": 0.03}}
 
 

@@ -1,15 +1,11 @@
 """Train the S8 models and write their results, checkpoints and figures.
 
-    python run.py --norm all --epochs 20 --data ../shared/data/cifar10-jpg.tar.gz
+    python run.py --norm all --data ../shared/data/cifar10-jpg.tar.gz
 
-trains each norm once per seed (--seeds, default 0 1 2) and writes, under --out (default:
-this folder), for each norm:
-    results/<norm>_seed<k>.json   every seed's history and final accuracies
-    results/<norm>.json           every seed's final numbers, their mean and spread
-    checkpoints/<norm>.pt, images/<NORM>_curves.png, images/<NORM>_misclassified.png  (first seed)
-and with --norm all also images/comparison.png and the generated parts of README.md.
-`python run.py --report` draws images/comparison.png and README.md's table again from the saved
-results, training nothing.
+trains each norm once per seed (--seeds, default 0 1 2) and writes, under --out (default: this folder),
+results/<norm>_seed<k>.json and results/<norm>.json, and for the first seed checkpoints/<norm>.pt and the
+figures under images/; with --norm all also images/comparison.png and README.md's table. `--report` draws
+those two again from the saved results, training nothing. docs/development.md, "Running it", has the rest.
 """
 
 import argparse
@@ -232,7 +228,7 @@ def save_seed(out, run, classes, first):
         torch_save(run["checkpoint"], out / "checkpoints" / f"{norm}.pt")
         title = f"{LABELS[norm]}, seed {record['seed']}: final test accuracy {record['final_test_accuracy']:.2f}%"
         save_figure(plots.plot_curves(record["history"], title), out / "images" / f"{NORM_TYPES[norm].short}_curves.png")
-        save_figure(plots.plot_incorrect_predictions(run["mistakes"], classes),
+        save_figure(plots.plot_incorrect_predictions(run["mistakes"], classes, model=record["model"]),
                     out / "images" / f"{NORM_TYPES[norm].short}_misclassified.png")
     print(f"{LABELS[norm]} seed {record['seed']}: train {record['final_train_accuracy']:.2f}%, "
           f"test {record['final_test_accuracy']:.2f}%, {record['seconds_per_epoch']:.1f} s/epoch "

@@ -1,10 +1,7 @@
-"""Training and testing one model: `train` runs an epoch, `test` scores the test set, `fit` does both
-for every epoch of the recipe (recipes.py), and `get_incorrect_predictions` with `plot_incorrect_predictions`
-shows the 5x2 grid of the most confident mistakes.
-
-The training data lives on the training device as uint8 tensors (data.py): each step takes a batch of
-indices, augments the whole batch at once and runs the model. The precision (hardware.Precision) is
-chosen once per run by hardware.choose_precision and passed in.
+"""Training and testing one model: `train` runs an epoch, `test` scores the test set, `fit` does both for every
+epoch of the recipe (recipes.py), and `get_incorrect_predictions` with `plot_incorrect_predictions` shows the 5x2
+grid of the most confident mistakes. The training data lives on the training device as uint8 tensors (data.py):
+each step augments a whole batch at once. The precision (hardware.choose_precision) is chosen once per run.
 """
 
 import copy

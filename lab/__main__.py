@@ -1,25 +1,5 @@
-"""The lessons' experiments, one command each (lab/experiments.py holds them):
-
-    python -m lab EXPERIMENT --data ../shared/data/cifar10-jpg.tar.gz
-
-trains the runs EXPERIMENT needs that no saved record answers (a record is reused only when its
-model, training settings and data match; the command names each one it trains again), takes its
-measurements, and writes its figure under images/, its section of docs/lessons.md and README.md's
-lessons section. An interrupted command keeps every finished run and picks up where it stopped.
-`--check` lists the runs that would be trained and trains and writes nothing. EXPERIMENT is one of:
-    batch-size    each suite norm at batch sizes 2 to 128 (SGD's rate scaled with the batch), and
-                  BatchNorm's train/eval gap
-    lr            the five norms at the recipe's rates times 1/4, 1, 4 and 16 (screening size)
-    skips         BatchNorm, LayerNorm, GroupNorm and no norm with and without the two skips, at full
-                  length, and each layer's gradient norm
-    activations   what enters each C block's ReLU, through the first epoch and at the end
-    batch-of-one  each norm's prediction for an image alone against inside a batch of 128
-    fold          BatchNorm folded into the convs before it (checkpoints/bn.pt)
-    layernorms    GroupNorm(1, C) against LayerNorm over the channels of each pixel
-    groups        GroupNorm from one channel per group to one group (LayerNorm)
-    placement     the norm before or after the ReLU, from the validation record (no training)
-    all           every one of them, in this order
-"""
+"""Train the runs a lesson's experiment needs that no saved record answers, measure, and write its figure and its
+sections of docs/lessons.md and README.md. See docs/development.md#running-it and docs/lessons.md."""
 
 import argparse
 import sys
@@ -27,13 +7,11 @@ from dataclasses import fields
 
 from atomic import ensure_writable
 from data import add_source_flags
-from lab import experiments
-from lab.experiments import EXPERIMENTS, ROOT, Lab, Plan
+from lab.experiments import EXPERIMENTS, ROOT, Lab, Plan, check_sections, measure, publish
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m lab", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     p.add_argument("experiment", choices=(*EXPERIMENTS, "all"))
     add_source_flags(p)
     p.add_argument("--out", default=str(ROOT), help="where results/, images/ and the docs are (default: here)")
@@ -65,11 +43,11 @@ def main(argv=None):
         return 0
     ensure_writable(args.out)
     for name in names:  # a missing marker is refused before hours of training, not after
-        experiments.check_sections(lab.out, name)
+        check_sections(lab.out, name)
     for name in names:
         print(f"\n=== {name} ===", flush=True)
-        experiments.measure(lab, name)
-        print(experiments.publish(lab.out, name), flush=True)
+        measure(lab, name)
+        print(publish(lab.out, name), flush=True)
     return 0
 
 

@@ -1,25 +1,11 @@
-"""Training speed: each norm's step, the operations in it, and this suite's pipeline against the public one.
+"""Training speed: each norm's step, the operations in it, and this suite's pipeline against the public one, in
+sections in order of importance, so that --budget keeps the rows that matter most. See docs/speed.md#speed.
 
     python -m lab.benchmark --data ../shared/data/cifar10-jpg.tar.gz [--budget SECONDS]
-
-Its sections come in order of importance, so that a few minutes on a borrowed GPU give the rows that
-matter most first, and it stops, keeping what it has, when --budget seconds are spent:
-  1. each norm's training step with its recipe at batch 128, ms per step and images/s: Muon per kernel
-     against batched (muon.py)
-  2. operations per BatchNorm step (a profiler count on the CPU, where each is one call), all of them and
-     the optimizer's, for both Muon paths
-  3. CUDA only: BatchNorm at batch 512 against 128 (about the same time a step: launch-bound)
-  4. CUDA only, where bf16 is native: BatchNorm in fp16 against bf16
-  5. channels-last against NCHW for each norm
-  6. the pipeline public solutions use (torchvision transforms on PIL images, a DataLoader with two
-     workers, batch 64, fp32, plain SGD) against this suite's, in images/s
-Rows of a section are compared with its first (the ratio column). Writes the report to --report
-(default results/benchmark.txt; on CUDA results/benchmark_gpu.txt).
 """
 
 import argparse
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -42,26 +28,22 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
 
-    mean, std = data.mean.tolist(), data.std.tolist()
+    images, labels = data.train_images.permute(0, 2, 3, 1).numpy(), data.train_labels.tolist()
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(data.mean.tolist(), data.std.tolist())])
 
     class PILCIFAR(Dataset):  # what torchvision.datasets.CIFAR10 does per item
-        def __init__(self, images, labels):
-            self.images, self.labels = images.permute(0, 2, 3, 1).numpy(), labels.tolist()
-            self.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(),
-                                        T.ToTensor(), T.Normalize(mean, std)])
-
         def __len__(self):
-            return len(self.labels)
+            return len(labels)
 
         def __getitem__(self, i):
-            return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+            return transform(Image.fromarray(images[i])), labels[i]
 
     torch.manual_seed(0)
     model = S8_model(norm)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)  # as public solutions do
-    loader = DataLoader(PILCIFAR(data.train_images, data.train_labels), batch_size=batch_size,
+    loader = DataLoader(PILCIFAR(), batch_size=batch_size,
                         shuffle=True, num_workers=workers, persistent_workers=True)
-    model.train()
     seen, start = 0, None
     for step, (x, y) in enumerate(loader):
         if step == 5:  # warm-up done: workers started, first batches out
@@ -77,8 +59,7 @@ def public_pipeline_ips(data, norm, steps, batch_size=64, workers=2):
 
 
 def step_seconds(data, norm, device, precision, steps, batch_size=128, batched=None):
-    """Seconds a training step of `norm`'s recipe takes (utils.train over `steps` full batches), after a
-    warm-up epoch of as many steps."""
+    """Seconds a training step of `norm`'s recipe takes over `steps` full batches, after as many to warm up."""
     part = data.subset(steps * batch_size, 1, seed=0).to(device)
     torch.manual_seed(0)
     model = S8_model(norm).to(device, memory_format=precision.memory_format)
@@ -87,18 +68,14 @@ def step_seconds(data, norm, device, precision, steps, batch_size=128, batched=N
     optimizer.batched = batched
     scaler = precision.grad_scaler(device)
     generator = torch.Generator(device=device).manual_seed(0)
-    times = []
-    for _ in range(2):  # the first is the warm-up
+    for _ in range(2):  # the first is the warm-up, the second is timed
         start = time.perf_counter()
         utils.train(model, part, optimizer, scheduler, cfg, generator, precision, progress=False, scaler=scaler)
-        times.append(time.perf_counter() - start)  # train ends by reading the loss: the device has finished
-    return times[-1] / steps
+    return (time.perf_counter() - start) / steps  # train ends by reading the loss: the device has finished
 
 
 def operations_per_step(norm, batched, batch_size=128):
-    """(operations in one training step of `norm`'s recipe on the CPU, those inside the optimizer's step):
-    the profiler's top-level aten calls, each of which is at least one kernel launch on a GPU, views
-    included (they cost a call, not a launch)."""
+    """Top-level aten calls (views too) in one CPU training step of `norm`'s recipe, and those in its optimizer's."""
     torch.manual_seed(0)
     model = S8_model(norm)
     optimizer, scheduler = recipes.make_optimizer(model, recipes.recipe(norm, epochs=1), 10)
@@ -115,34 +92,28 @@ def operations_per_step(norm, batched, batch_size=128):
     step()  # the buffers are made on the first step
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
-    counted = Counter()
+    total = in_optimizer = 0
     for event in prof.events():
         parents, above = [], event.cpu_parent
         while above is not None:
             parents.append(above.name)
             above = above.cpu_parent
         if event.name.startswith("aten::") and not any(name.startswith("aten::") for name in parents):
-            counted["all"] += 1
-            counted["optimizer"] += any(name.startswith("Optimizer.step") for name in parents)
-    return counted["all"], counted["optimizer"]
+            total += 1
+            in_optimizer += any(name.startswith("Optimizer.step") for name in parents)
+    return total, in_optimizer
 
 
 HEAD = f"{'':44s} {'norm':9s} {'ms/step':>9s}  images/s  ratio"
 
 
 def rows(measured):
-    """Lines of (name, norm, seconds per step, batch size) from `measured`, each with its images/s and its
-    ratio of images/s to the first row's."""
+    """A line for each (name, norm, seconds per step, batch size): its images/s and their ratio to the first row's."""
     first = None
     for name, norm, seconds, batch in measured:
         ips = batch / seconds
         first = first or ips
         yield f"{name:44s} {LABELS[norm]:9s} {1000 * seconds:9.2f}  {ips:8.0f}  {ips / first:.2f}x"
-
-
-def _short(precision):
-    """'fp32 CL', 'bf16 NCHW': the precision and layout in a row."""
-    return f"{'fp32' if precision.amp == 'off' else precision.amp} {'CL' if precision.channels_last else 'NCHW'}"
 
 
 def sections(data, device, norms, args):
@@ -151,39 +122,33 @@ def sections(data, device, norms, args):
 
     def timed(name, norm, amp=args.amp, channels_last=None, batch=128, batched=None):
         precision = choose_precision(device, norm, amp, channels_last)
-        return (f"{name}, {_short(precision)}", norm, step_seconds(
-            data, norm, device, precision, args.steps, batch, batched), batch)
+        short = f"{'fp32' if precision.amp == 'off' else precision.amp} {'CL' if precision.channels_last else 'NCHW'}"
+        return f"{name}, {short}", norm, step_seconds(data, norm, device, precision, args.steps, batch, batched), batch
 
-    def each_recipe():
+    def per_norm(arms):  # for each norm, a row per (name, timed's options)
         for norm in norms:
-            yield from rows(timed(name, norm, batched=batched) for name, batched in (("Muon per kernel", False),
-                                                                                    ("Muon batched", True)))
+            yield from rows(timed(name, norm, **options) for name, options in arms)
 
     def operations():
         for batched in (False, True):
             total, in_optimizer = operations_per_step("bn", batched)
             yield f"{'Muon batched' if batched else 'Muon per kernel':44s} {total:6d}  {in_optimizer:9d}"
 
-    def layouts():
-        for norm in norms:
-            yield from rows(timed("layout", norm, channels_last=cl) for cl in (False, True))
-
     def public():
         for norm in norms:
             theirs = public_pipeline_ips(data, norm, args.public_steps)
-            precision = choose_precision(device, norm, args.amp)
-            ours = 128 / step_seconds(data, norm, device, precision, args.steps)
-            for name, ips in (("public: PIL, DataLoader x2, bs64, fp32", theirs),
-                              (f"suite: uint8, batch augment, bs128, {_short(precision)}", ours)):
+            suite, _, seconds, batch = timed("suite: uint8, batch augment, bs128", norm)
+            for name, ips in (("public: PIL, DataLoader x2, bs64, fp32", theirs), (suite, batch / seconds)):
                 yield f"{name:44s} {LABELS[norm]:9s} {ips:9.0f}  {ips / theirs:.2f}x"
 
-    yield "1. each norm's recipe, batch 128", HEAD, each_recipe()
+    yield "1. each norm's recipe, batch 128", HEAD, per_norm([("Muon per kernel", {"batched": False}),
+                                                             ("Muon batched", {"batched": True})])
     yield "2. operations in one BatchNorm training step (profiler, CPU)", f"{'':44s} {'all':>6s}  optimizer", operations()
     if cuda:
         yield "3. BatchNorm, batch 512 against 128", HEAD, rows(timed(f"batch {b}", "bn", batch=b) for b in (128, 512))
         if native_bf16(device):
             yield "4. BatchNorm, fp16 against bf16", HEAD, rows(timed(amp, "bn", amp=amp) for amp in ("fp16", "bf16"))
-    yield "5. memory layout", HEAD, layouts()
+    yield "5. memory layout", HEAD, per_norm([("layout", {"channels_last": cl}) for cl in (False, True)])
     if not cuda:  # the public pipeline feeds the model from CPU worker processes
         yield "6. the public pipeline against this suite's", f"{'':44s} {'norm':9s}  images/s  ratio", public()
 

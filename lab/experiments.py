@@ -1,17 +1,5 @@
-"""The lessons' experiments in one registry, EXPERIMENTS: the training runs each needs, what it measures
-beyond training, and how its figure and words are drawn from the records on disk alone. `python -m lab
-NAME` trains what is missing, measures, and writes the figure and the section; the notebooks call show(name),
-which renders and never trains.
-
-The one reuse rule (Lab.ensure): a saved run is reused only when the fingerprint of its ModelConfig,
-TrainConfig and data description equals the request's. Precision and machine are recorded and shown,
-never matched: a record made on another machine, or in another precision, still answers. A record
-that lacks its configs (made before they were recorded) is shown as it is and never reused. After a
-recipe change, the runs whose fingerprint no longer matches are named and trained again, and only they.
-
-Screening size: a seeded 10,000 of the 45,000 training images left after holding out the validation
-split's 5,000, 8 epochs, scored on those 5,000 held-out images (never on the test set), seeds 0 and 1.
-"""
+"""The lessons' experiments in one registry, EXPERIMENTS: the runs each needs, what it measures, and its figure and
+words drawn from the records alone. Lab.answered is the one reuse rule; see docs/development.md and docs/lessons.md."""
 
 import hashlib
 import json
@@ -30,10 +18,9 @@ from data import load_cifar10, normalize
 from hardware import choose_precision, describe_device, pick_device
 from lab import figures as plots
 from lab import results
-from lab.results import LABELS, differ, mean_and_range, spread
+from lab.results import LABELS, ROOT, differ, mean_and_range, spread
 from models import NORM_TYPES, SUITE_NORMS, ModelConfig, S8_model, count_parameters, load_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA_HINT = "--data ../shared/data/cifar10-jpg.tar.gz"  # the offline copy these records were made from
 LESSON_NORMS = ("bn", "ln", "in", "gn", "none")  # the learning-rate and activation lessons' five
 SKIP_NORMS = ("bn", "ln", "gn", "none")
@@ -71,7 +58,7 @@ class Plan:
 
     seeds: tuple = (0, 1)
     multipliers: tuple = (0.25, 1, 4, 16)  # the learning-rate lesson's, of both peak rates
-    validation: int = 5_000
+    validation: int = 5_000  # held out of the training images: screening runs are scored on it, never on the test set
     screen_images: int = 10_000
     screen_epochs: int = 8
     full_images: int = 0  # 0: all
@@ -94,14 +81,11 @@ class Run:
     activations: bool = False  # record what enters each ReLU (probes.ActivationRecorder)
 
 
-# === The one reuse rule ===========================================================================
-
 PRECISION_FIELDS = ("amp", "channels_last")  # recorded and shown, never matched
 
 
 def fingerprint(model_config, config, data, train_images, test_images):
-    """sha256 of what a run trained: its ModelConfig and TrainConfig (precision aside), both with
-    today's defaults filled in, and its data (description and sizes)."""
+    """sha256 of a run's ModelConfig and TrainConfig (precision aside, today's defaults filled in) and data."""
     with warnings.catch_warnings():  # a lesson's deliberate failure (one channel per group) warns
         warnings.simplefilter("ignore")
         model = ModelConfig(**model_config).to_dict()
@@ -157,8 +141,7 @@ class Lab:
         return None
 
     def answered(self, run, say=True, copy=True):
-        """The saved record that answers `run`, its own or one of `also` (with `copy`, copied to its own place),
-        or None; a run whose checkpoint is kept is answered only while that checkpoint is there."""
+        """The saved record that answers `run`, its own or one of `also` (with `copy`, copied to its place), or None."""
         data, path = self.data(run.data), results.record_path(self.out, run.folder, run.name)
         found = self.matching(path, run.model_config, run.cfg, data, say)
         for other in run.also if found is None else ():
@@ -194,8 +177,6 @@ class Lab:
         return record
 
 
-# === Reading records for the renders ==============================================================
-
 class NotRunYet(Exception):
     """An experiment's records are not on disk yet: run its command."""
 
@@ -204,16 +185,7 @@ def command(name):
     return f"python -m lab {name}"
 
 
-class ForTheRecord(str):
-    """A line of a section for docs/lessons.md alone (which runs, by tag): the notebooks leave it out."""
-
-
-RECORD_ONLY = re.compile(r"\[\[(.*?)\]\]")
-
-
-def record_only(text):
-    """Part of a line for docs/lessons.md alone (the data's provenance): the notebooks leave it out."""
-    return f"[[{text}]]"
+RECORD_ONLY = re.compile(r"\[\[(.*?)\]\]")  # [[part of a line, or a whole one]] for docs/lessons.md, not the notebooks
 
 
 def needed(out, folder, pattern, what, name):
@@ -240,21 +212,19 @@ def seeds_of(records):
 def screening_setting(records):
     first = records[0]
     return (f"{first['train_images']:,} training images, {first['epochs']} epochs, scored on "
-            f"{first['test_images']:,} held-out validation images; {record_only(first['data'] + '; ')}"
+            f"{first['test_images']:,} held-out validation images; [[{first['data']}; ]]"
             f"{results.trained_on(records)}")
 
 
 def screening_runs(plan, variants, multipliers=(1,)):
     base = recipes.recipe("bn")  # one recipe for every variant (BatchNorm's), so that only the norm differs
-    with warnings.catch_warnings():  # one channel per group after the ReLU (gn-cpg1) is planned on purpose
+    with warnings.catch_warnings():  # gn-cpg1 (one channel per group after the ReLU) warns, on purpose
         warnings.simplefilter("ignore")
         return [Run("screening", f"{v}-x{m:g}-seed{seed}", ModelConfig(**VARIANTS[v]),
                     recipes.recipe("bn", lr=base.lr * m, muon_lr=base.muon_lr * m, epochs=plan.screen_epochs, seed=seed),
                     "screen", keep_checkpoint=v in LESSON_NORMS and m == 1 and seed == 0, activations=True)
                 for v in variants for m in multipliers for seed in plan.seeds]
 
-
-# --- skips -----------------------------------------------------------------------------------
 
 def skips_runs(plan):
     return [Run("skips", f"{norm}-{'skips' if skips else 'noskips'}-seed{seed}", ModelConfig(norm=norm, skips=skips),
@@ -329,8 +299,6 @@ def render_skips(out):
     return lambda: plots.plot_skips({k: [r["history"] for r in v] for k, v in runs.items()}, grads, LABELS), lines, headline
 
 
-# --- learning rate and activations ------------------------------------------------------------
-
 def render_lr(out):
     base = recipes.recipe("bn").lr
     runs = needed(out, "screening", "bn-x*-seed*", "screening runs", "lr")
@@ -380,8 +348,6 @@ def render_activations(out):
     return lambda: plots.plot_activations({norm: runs[norm][0] for norm in LESSON_NORMS}, LABELS), lines, headline
 
 
-# --- BatchNorm folded ------------------------------------------------------------------------
-
 def measure_fold(lab):
     model, ckpt = load_checkpoint(lab.out / "checkpoints" / "bn.pt", norm="bn")
     folded = probes.fold_batchnorm(model)
@@ -417,8 +383,6 @@ def render_fold(out):
     return lambda: plots.plot_fold(r["seconds_per_image"]), lines, headline
 
 
-# --- a batch of one ----------------------------------------------------------------------------
-
 def measure_batch_of_one(lab):
     data = lab.data("screen")
     pick = torch.randperm(len(data.test_labels), generator=torch.Generator().manual_seed(0))[:128]
@@ -447,8 +411,6 @@ def render_batch_of_one(out):
                    "every other model changes some"))
     return lambda: plots.plot_batch_of_one(record, LABELS), lines, headline
 
-
-# --- two LayerNorms and GroupNorm's group size --------------------------------------------------
 
 def render_layernorms(out):
     runs = {v: screening(out, v, 1, "layernorms") for v in LAYERNORM_NAMES}
@@ -485,8 +447,6 @@ def render_groups(out):
     return lambda: plots.plot_group_size(table, screening_setting(every)), lines, headline
 
 
-# --- placement ---------------------------------------------------------------------------------
-
 def measure_placement(lab):
     table = {norm: {order: [dict(tag=r["tag"], seed=r["seed"], accuracy=round(r["final_test_accuracy"], 2))
                             for r in results.validation_runs(lab.out) if r.get("tag") in tags and r["norm"] == norm]
@@ -512,12 +472,10 @@ def render_placement(out):
         if before and after:
             better.append(f"{LABELS[norm]} {mean_and_range(after)[0]:.1f}% after the ReLU against "
                           f"{mean_and_range(before)[0]:.1f}% before")
-    lines += ["", ForTheRecord("The runs, by their tags in results/validation.md: " + "; ".join(tags) + ".")]
+    lines += ["", f"[[The runs, by their tags in results/validation.md: {'; '.join(tags)}.]]"]
     headline = "On validation, with an earlier recipe (SGD, plain convs): " + "; ".join(better)
     return lambda: plots.plot_placement(table, LABELS), lines, headline
 
-
-# --- the batch size ------------------------------------------------------------------------------
 
 BASE_BATCH = 128  # the recipe's batch size; SGD's peak rate is scaled with the batch (Wu and He), Muon's is not
 
@@ -531,8 +489,7 @@ def batch_size_runs(plan):
 
 
 def measure_batch_size(lab):
-    """BatchNorm's train/eval gap: run.py's BatchNorm model and the sweep's smallest-batch one, scored
-    with their running statistics and with the statistics of test batches."""
+    """BatchNorm's train/eval gap of run.py's model and the sweep's smallest-batch one: running or batch statistics."""
     data, gap, smallest = lab.data("all"), {}, min(lab.plan.batch_sizes)
     models = {FULL_RUN: lab.out / "checkpoints" / "bn.pt", f"the sweep's, trained with batches of {smallest}":
               results.record_path(lab.out, "sweep", f"bn-bs{smallest}-seed{lab.plan.seeds[0]}", ".pt")}
@@ -544,21 +501,8 @@ def measure_batch_size(lab):
     results.write_record(lab.out, "sweep", "batchnorm_gap", gap)
 
 
-def gap_table(out=ROOT):
-    """BatchNorm's train/eval gap (results/sweep/batchnorm_gap.json) as a Markdown table."""
-    gap = results.read(results.record_path(out, "sweep", "batchnorm_gap"))
-    if not gap:
-        return f"No train/eval measurement yet: run `{command('batch-size')}`."
-    return "\n".join(["| BatchNorm model | eval mode (running statistics) | "
-                      + " | ".join(f"statistics of {b} test images" for b in GAP_BATCHES) + " |",
-                      "|---|---:|" + "---:|" * len(GAP_BATCHES),
-                      *(f"| {name} | {row['eval']:.2f}% | " + " | ".join(f"{row[f'train_bs{b}']:.2f}%" for b in GAP_BATCHES)
-                        + " |" for name, row in gap.items())])
-
-
 def recipe_of(config, conv):
-    """What trained a batch-size point, in words (the earlier runs record theirs so): runs of one norm
-    trained with different recipes do not belong in one figure."""
+    """A batch-size point's recipe in words, as the earlier runs record it: one norm's recipes must not mix."""
     return (f"Muon (peak {config['muon_lr']}, momentum {config['muon_momentum']}) on the conv kernels and SGD with "
             f"Nesterov momentum {config['momentum']} on the rest, {conv} 3x3 convs")
 
@@ -581,9 +525,9 @@ def render_batch_size(out):
              f"{recipes.recipe('bn').lr} x batch / {BASE_BATCH}"
              + (" (Muon's unscaled)" if any(r.get("optimizer_groups", {}).get("muon") for r in runs) else "")
              + f"; seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; "
-             f"{record_only(first['data'] + '; ')}{results.trained_on(runs)}; "
+             f"[[{first['data']}; ]]{results.trained_on(runs)}; "
              + "; ".join(f"{', '.join(dict.fromkeys(n))} trained with {words}" for words, n in trained_with.items())
-             + (f"; not today's recipe for {', '.join(earlier)} (`utils.recipe`): `{command('batch-size')}` trains "
+             + (f"; not today's recipe for {', '.join(earlier)} (`recipes.recipe`): `{command('batch-size')}` trains "
                 "them again with it" if earlier else "") + ". Test accuracy, mean of the seeds (lowest-highest):", "",
              "| norm | " + " | ".join(f"batch {b}" for b in sizes) + " |", "|---|" + "---:|" * len(sizes)]
     for norm in (n for n in results.NORMS if n in table):
@@ -591,7 +535,12 @@ def render_batch_size(out):
     gap = results.read(results.record_path(out, "sweep", "batchnorm_gap")) or {}
     if gap:
         lines += ["", "BatchNorm's train/eval gap: test accuracy on the 10,000 test images with the running statistics "
-                  "(eval mode) and with each test batch's own statistics (train mode):", "", gap_table(out)]
+                  "(eval mode) and with each test batch's own statistics (train mode):", "",
+                  "| BatchNorm model | eval mode (running statistics) | "
+                  + " | ".join(f"statistics of {b} test images" for b in GAP_BATCHES) + " |",
+                  "|---|---:|" + "---:|" * len(GAP_BATCHES),
+                  *(f"| {name} | {row['eval']:.2f}% | " + " | ".join(f"{row[f'train_bs{b}']:.2f}%" for b in GAP_BATCHES)
+                    + " |" for name, row in gap.items())]
     low = min(sizes)
     headline = (f"With batches of {low}, " + ", ".join(f"{LABELS[n]} {mean_and_range(table[n][low])[0]:.1f}%"
                                                        for n in results.NORMS if low in table.get(n, {}))
@@ -604,8 +553,6 @@ def render_batch_size(out):
     caption = f"{first['train_images']:,} training images, {first['epochs']} epochs; {results.trained_on(runs)}"
     return lambda: plots.plot_batch_size(table, LABELS, caption), lines, headline
 
-
-# === The registry =================================================================================
 
 @dataclass(frozen=True)
 class Experiment:
@@ -650,13 +597,12 @@ def figure_path(out, name):
 
 
 def rendered(name, out=ROOT, students=False):
-    """(figure, section, headline) of `name` from the records under `out`; NotRunYet where there are none. The
-    section for docs/lessons.md opens with the command that made it; a student's leaves it and ForTheRecord out."""
+    """(figure, section, headline) of `name` from the records under `out`; NotRunYet where there are none."""
     draw, lines, headline = EXPERIMENTS[name].render(out)
     if students:
         # a maintainer's command is the record's business, not a student's
         lines = [RECORD_ONLY.sub("", re.sub(r": `python -m lab [\w-]+`[^.]*", "", line))
-                 for line in lines if not isinstance(line, ForTheRecord)]
+                 for line in lines if not RECORD_ONLY.fullmatch(line)]
         lines[0] = lines[0][:1].upper() + lines[0][1:]
     else:
         lines = [RECORD_ONLY.sub(r"\1", line) for line in [f"`{command(name)} {DATA_HINT}`: {lines[0]}", *lines[1:]]]

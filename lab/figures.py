@@ -1,5 +1,4 @@
-"""The lessons' experiment figures (lab/experiments.py renders them from the records): each norm in its one
-colour (models.NORM_TYPES), means with bars to the lowest and highest seed."""
+"""The lessons' experiment figures, drawn by lab/experiments.py from the records; each norm in its one colour."""
 
 import math
 
@@ -35,8 +34,7 @@ def plot_batch_size(table, labels, caption):
 
 
 def plot_skips(histories, gradients, labels):
-    """Top row: training loss per epoch with and without the skips, one panel per norm ({(norm, skips): [history per
-    seed]}); bottom: each layer's gradient norm at init and after epoch 1 ({(norm, skips): [record per seed]}, mean)."""
+    """Per norm, training loss with and without the skips (top) and each layer's mean gradient norm (bottom)."""
     norms = list(dict.fromkeys(norm for norm, _ in histories))
     fig, axes = figure((3.2 * len(norms), 6.4), 2, len(norms), squeeze=False)
     for col, (norm, loss_ax, grad_ax) in enumerate(zip(norms, axes[0], axes[1])):
@@ -64,8 +62,7 @@ def plot_skips(histories, gradients, labels):
 
 
 def plot_lr_sweep(table, labels, caption):
-    """Final validation accuracy against the learning-rate multiplier, one line per norm
-    ({norm: {multiplier: [record per seed]}}); a diverged run is drawn as an x at the bottom."""
+    """Validation accuracy against the rates' multiplier ({norm: {multiplier: [record per seed]}}); x: diverged."""
     fig, ax = figure((7.5, 5))
     for i, (norm, points) in enumerate(table.items()):
         xs, spreads = [], []
@@ -86,21 +83,17 @@ def plot_lr_sweep(table, labels, caption):
 
 
 def plot_activations(runs, labels, block="C9"):
-    """What enters the ReLU: for each norm ({norm: screening record}), the 1st-99th and 20th-80th percentile bands
-    of `block` at each recorded step of the first epoch (left), and of every C block at the last step (right)."""
+    """Per norm, percentile bands of what enters `block`'s ReLU in the first epoch, and every block's at the end."""
     fig, axes = figure((10, 2.3 * len(runs)), len(runs), 2, squeeze=False)
     for row, ((norm, record), (left, right)) in enumerate(zip(runs.items(), axes)):
         act = record["activations"]
-        first = [k for k, s in enumerate(act["steps"]) if s < act["steps_per_epoch"]]
-        steps = [act["steps"][k] for k in first]
-        values = [act["blocks"][block][k] for k in first]
-        left.fill_between(steps, [v[0] for v in values], [v[3] for v in values], alpha=0.25, color="C0", label="1st-99th")
-        left.fill_between(steps, [v[1] for v in values], [v[2] for v in values], alpha=0.6, color="C0", label="20th-80th")
-        left.set(ylabel=labels[norm], xlabel="training step" if row == len(runs) - 1 else None)
+        steps, values = zip(*[(s, v) for s, v in zip(act["steps"], act["blocks"][block]) if s < act["steps_per_epoch"]])
         blocks = list(act["blocks"])
         last = [act["blocks"][b][-1] for b in blocks]
-        right.fill_between(range(len(blocks)), [v[0] for v in last], [v[3] for v in last], alpha=0.25, color="C1")
-        right.fill_between(range(len(blocks)), [v[1] for v in last], [v[2] for v in last], alpha=0.6, color="C1")
+        for (lo, hi), alpha, band in (((0, 3), 0.25, "1st-99th"), ((1, 2), 0.6, "20th-80th")):  # of the percentiles
+            for ax, xs, ys, color in ((left, steps, values, "C0"), (right, range(len(blocks)), last, "C1")):
+                ax.fill_between(xs, [v[lo] for v in ys], [v[hi] for v in ys], alpha=alpha, color=color, label=band)
+        left.set(ylabel=labels[norm], xlabel="training step" if row == len(runs) - 1 else None)
         right.set_xticks(range(len(blocks)), blocks)
         for ax in (left, right):
             ax.axhline(0, color="black", linewidth=0.6)
@@ -116,11 +109,9 @@ def plot_activations(runs, labels, block="C9"):
 def plot_fold(timing):
     """Eval time per image with BatchNorm and folded, for each batch size ({batch: {name: seconds}})."""
     fig, ax = figure((6, 3.5))
-    names = list(next(iter(timing.values())))
-    width = 0.8 / len(names)
-    for k, name in enumerate(names):
-        ax.bar([i + k * width for i in range(len(timing))], [1000 * t[name] for t in timing.values()], width, label=name)
-    ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(timing))], [f"batches of {b}" for b in timing])
+    for k, name in enumerate(("with BatchNorm", "folded")):  # measure_fold's two
+        ax.bar([i + 0.4 * k for i in range(len(timing))], [1000 * t[name] for t in timing.values()], 0.4, label=name)
+    ax.set_xticks([i + 0.2 for i in range(len(timing))], [f"batches of {b}" for b in timing])
     ax.set(ylabel="ms per image (eval, fp32)", title="BatchNorm folded into the convs: eval time")
     return finish(fig, ax, grid="y")
 

@@ -1,10 +1,5 @@
-"""Every file under results/: its path, its one schema, and the tables and sections made from it.
-
-One record per run (run_record): the suite's seeds (results/<norm>_seed<k>.json, summarized in results/<norm>.json),
-validation runs (results/validation/), the lessons' runs and measurements (results/lessons/<folder>/) and the
-batch-size runs (results/sweep/). No other module builds a path under results/. The generated sections of README.md
-and docs/*.md (between `<!-- name:start -->` and `<!-- name:end -->`) are written by write_section alone.
-"""
+"""Every file under results/ (no other module builds a path there): its path, its one record schema, and the tables
+and generated sections made from it. See docs/development.md#what-a-run-writes-and-when-a-saved-run-is-reused."""
 
 import json
 import math
@@ -31,10 +26,6 @@ SHARED = ("norm", "model", "parameters", "within_budget", "epochs", "data", "tra
           "precision", "torch", "model_config", "run_id", "git_commit", "git_dirty")
 
 
-def percent(x):
-    return round(x, 2)
-
-
 def mean_and_range(values):
     """(mean, lowest, highest) of the seeds' values: the one statistic every comparison here uses."""
     values = list(values)
@@ -50,15 +41,12 @@ def spread(values, digits=".1f"):
 
 
 def differ(a, b):
-    """True when two sets of seeds' accuracies differ in their means by more than either's range (highest minus
-    lowest): a smaller difference is no difference, and one seed each shows no range to judge by."""
+    """True when two seeds' accuracies differ in mean by more than either's range; one seed shows no range to judge."""
     if len(a) < 2 or len(b) < 2:
         return False
     (mean_a, lo_a, hi_a), (mean_b, lo_b, hi_b) = mean_and_range(a), mean_and_range(b)
     return abs(mean_a - mean_b) > max(hi_a - lo_a, hi_b - lo_b)
 
-
-# === Paths: every one under results/ is made here =================================================
 
 def seed_path(out, norm, seed):
     return Path(out) / "results" / f"{norm}_seed{seed}.json"
@@ -93,11 +81,8 @@ def write_record(out, folder, name, record):
     return write_json(record_path(out, folder, name), record)
 
 
-# === The one record of a run ======================================================================
-
 def code_version(root=ROOT):
-    """The git commit the code ran at and whether the tree had uncommitted changes (None, None
-    outside a git checkout), so every number can be traced to the code that made it."""
+    """The git commit and whether the tree was dirty (None, None outside a checkout): every number has its code."""
     def git(*command):
         done = subprocess.run(["git", "-C", str(root), *command], capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else None
@@ -108,11 +93,9 @@ def code_version(root=ROOT):
 
 
 def run_record(model, cfg, data, precision, device, history, diverged, optimizer_groups, extra):
-    """A run's record: what it trained (config with the precision as chosen, model_config, data),
-    where and how (device, precision, torch, commit), its per-epoch history and final numbers
-    (None where it diverged), and `extra` (a lesson's measurements)."""
+    """A run's record: what it trained, where and how, its history and final numbers (None where it diverged)."""
     cfg = replace(cfg, amp=precision.amp, channels_last=precision.channels_last)  # recorded as chosen, not 'auto'
-    rows = [{**row, "train_acc": percent(row["train_acc"]), "test_acc": percent(row["test_acc"]),
+    rows = [{**row, "train_acc": round(row["train_acc"], 2), "test_acc": round(row["test_acc"], 2),
              "seconds": round(row["seconds"], 2)} for row in history]
     done = rows and not diverged
     parameters = count_parameters(model)
@@ -121,7 +104,7 @@ def run_record(model, cfg, data, precision, device, history, diverged, optimizer
         "within_budget": parameters < PARAMETER_BUDGET, "epochs": cfg.epochs, "seed": cfg.seed,
         "final_train_accuracy": rows[-1]["train_acc"] if done else None,
         "final_test_accuracy": rows[-1]["test_acc"] if done else None,
-        "final_test_accuracy_flip_tta": percent(history.scores.flip_tta_accuracy) if done else None,
+        "final_test_accuracy_flip_tta": round(history.scores.flip_tta_accuracy, 2) if done else None,
         "seconds_per_epoch": round(sum(r["seconds"] for r in rows) / len(rows), 2) if rows else None,
         "device": device, "precision": precision.describe(), "torch": torch.__version__,
         "data": data.source, "train_images": len(data.train_labels), "test_images": len(data.test_labels),
@@ -131,12 +114,8 @@ def run_record(model, cfg, data, precision, device, history, diverged, optimizer
 
 
 def run_one(model_config, cfg, data, precision, device, verbose=True, progress=True, probe=None, keep_diverged=False):
-    """Train one seed of `model_config` with `cfg` in `precision`; returns {"record": the run's record
-    (run_record), "checkpoint", "mistakes", "model"}; `verbose` prints the model's summary and a line
-    per epoch, `progress` draws the progress bars. `probe(model, steps_per_epoch)` is called
-    before training and returns a function that gives the record's extra fields after it. With
-    `keep_diverged`, a run whose loss stops being finite is recorded as diverged (its finished epochs
-    kept) instead of raising."""
+    """Train one seed; returns {"record", "checkpoint", "mistakes", "model"}. `probe(model, steps_per_epoch)` returns
+    what gives the record's extra fields; with `keep_diverged` a non-finite loss is recorded as diverged, not raised."""
     model_config = replace(model_config, num_classes=len(data.classes))
     torch.manual_seed(cfg.seed)
     model = S8_model(**asdict(model_config))
@@ -176,8 +155,6 @@ def trained_on(records):
     return "records of different machines or precisions side by side: " + "; ".join(seen)
 
 
-# === The suite's runs (run.py): one record per seed, a summary per norm ===========================
-
 def summarize_seeds(runs):
     """A norm's summary: each seed's final numbers, their mean and sample standard deviation."""
     test = [r["final_test_accuracy"] for r in runs]
@@ -188,8 +165,8 @@ def summarize_seeds(runs):
         "config": {k: v for k, v in runs[0]["config"].items() if k != "seed"},
         "seeds": [r["seed"] for r in runs],
         "runs": [{key: r[key] for key in PER_SEED} for r in runs],
-        "final_test_accuracy_mean": percent(mean),
-        "final_test_accuracy_std": percent(std),
+        "final_test_accuracy_mean": round(mean, 2),
+        "final_test_accuracy_std": round(std, 2),
         **{f"{key}_mean": round(mean_and_range(r[key] for r in runs)[0], 2)
            for key in ("final_train_accuracy", "final_test_accuracy_flip_tta", "seconds_per_epoch")},
     }
@@ -206,14 +183,8 @@ def load_history(out, summary):
     return read(seed_path(out, summary["norm"], summary["seeds"][0]))["history"]
 
 
-def test_accuracy(r):
-    """The headline: mean final test accuracy over the seeds."""
-    return r["final_test_accuracy_mean"]
-
-
 def optimizer_label(config):
-    """'Muon 0.1 + SGD' (Muon's peak rate for the conv kernels, SGD for the rest), or 'SGD' for a record of
-    the earlier recipe (SGD for every kernel: written before Muon, with no muon_lr, or with optimizer 'sgd')."""
+    """'Muon 0.1 + SGD' (Muon's peak rate), or 'SGD' for the earlier recipe's records (no muon_lr, or optimizer sgd)."""
     if "muon_lr" in config and config.get("optimizer", "muon") == "muon":
         return f"Muon {config['muon_lr']} + SGD"
     return "SGD"
@@ -233,7 +204,7 @@ def results_table(results):
         per_seed = ", ".join(f"{run['final_test_accuracy']:.2f}" for run in r["runs"])
         lines.append(f"| `{r['model']}` | {LABELS[norm]} | {r['parameters']:,} | {r['epochs']} | "
                      f"{optimizer_label(r['config'])} | {', '.join(map(str, r['seeds']))} | "
-                     f"{r['final_train_accuracy_mean']:.2f}% | **{test_accuracy(r):.2f}% ± "
+                     f"{r['final_train_accuracy_mean']:.2f}% | **{r['final_test_accuracy_mean']:.2f}% ± "
                      f"{r['final_test_accuracy_std']:.2f}** | {per_seed} | {median_seconds_per_epoch(r):.1f} | "
                      f"{r['data']} | {r['device']} | {r['final_test_accuracy_flip_tta_mean']:.2f}% |")
     return "\n".join(lines)
@@ -241,15 +212,14 @@ def results_table(results):
 
 def comparison(results):
     """The norms' mean final test accuracies, and which differences exceed the seeds' spread."""
-    ranked = sorted(results, key=lambda n: -test_accuracy(results[n]))
+    ranked = sorted(results, key=lambda n: -results[n]["final_test_accuracy_mean"])
     if not ranked:
         return "No results yet: run `python run.py --norm all`."
     seeds = {n: [run["final_test_accuracy"] for run in results[n]["runs"]] for n in ranked}  # final test accuracies
-    lines = [f"- {LABELS[n]}: {test_accuracy(results[n]):.2f}% mean final test accuracy, seeds "
+    lines = [f"- {LABELS[n]}: {results[n]['final_test_accuracy_mean']:.2f}% mean final test accuracy, seeds "
              f"{max(seeds[n]) - min(seeds[n]):.2f} points apart." for n in ranked]
-    pairs = [(a, b) for k, a in enumerate(ranked) for b in ranked[k + 1:]]
     real = []
-    for a, b in pairs:
+    for a, b in ((a, b) for k, a in enumerate(ranked) for b in ranked[k + 1:]):
         if differ(seeds[a], seeds[b]):
             optimizers = [optimizer_label(results[n].get("config", {})) for n in (a, b)]
             # a norm trained with another optimizer: the difference is not the norm's alone
@@ -257,8 +227,6 @@ def comparison(results):
                         f" (trained with different optimizers: {optimizers[0]} against {optimizers[1]})"))
     lines.append("- Differences beyond the seeds' spread: " + (", ".join(real) if real else
                  "none; on these runs the norms are level") + ".")
-    # The median of the seeds, each seed beside it: a seed slowed by another job on the machine shows as itself
-    # instead of moving the norm's figure.
     median = {n: median_seconds_per_epoch(r) for n, r in results.items()}
     seconds = {n: f"{LABELS[n]} {median[n]:.1f} s (" + ", ".join(f"{run['seconds_per_epoch']:.1f}" for run in r["runs"])
                + ")" for n, r in results.items()}
@@ -287,8 +255,7 @@ def replace_section(text, name, body, where="the file"):
 
 
 def write_section(path, name, body):
-    """The one writer of generated sections (README.md, docs/*.md): replace what stands between `name`'s markers
-    in `path` by `body`. Returns True if it changed; a missing file is left alone (an --out folder without docs)."""
+    """Replace what stands between `name`'s markers in `path` by `body`, True if it changed; no file: left alone."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -307,8 +274,6 @@ def update_readme(out=ROOT, saved=None):
     return write_section(readme, "comparison", comparison(saved)) or changed
 
 
-# === Validation runs (run.py --validation): results/validation/<tag>-<norm>[-seed<k>].json and the record ===
-
 def changed_settings(settings, defaults):
     """'lr=0.1, cutout=8' for the settings that differ from `defaults` (seed aside), or '-'."""
     return ", ".join(f"{k}={v}" for k, v in settings.items()
@@ -320,15 +285,12 @@ def validation_record(entries):
     rows = ["| tag | norm | differs from the defaults of the time | train images | val images | epochs | seed | precision "
             "| val acc | train acc | s/epoch |", "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in sorted(entries, key=lambda r: (r.get("tag", ""), list(NORM_TYPES).index(r["norm"]), r["seed"])):
+        amp = r["config"]["amp"]  # early records store True (bf16 autocast) or False
+        amp = {True: "bf16", False: "fp32", "off": "fp32"}.get(amp, amp)
         rows.append(f"| {r.get('tag', '')} | {LABELS[r['norm']]} | {r.get('changed', '?')} | {r['train_images']:,} | "
-                    f"{r['test_images']:,} | {r['epochs']} | {r['seed']} | {_amp_label(r['config']['amp'])} | {r['final_test_accuracy']:.2f}% | "
+                    f"{r['test_images']:,} | {r['epochs']} | {r['seed']} | {amp} | {r['final_test_accuracy']:.2f}% | "
                     f"{r['final_train_accuracy']:.2f}% | {r['seconds_per_epoch']:.1f} |")
     return "\n".join(rows)
-
-
-def _amp_label(amp):
-    """The precision a run trained in; early records store amp as True (bf16 autocast) or False."""
-    return {True: "bf16", False: "fp32", "off": "fp32"}.get(amp, amp)
 
 
 def validation_runs(out=ROOT):

@@ -51,12 +51,12 @@ x = normalize(data.test_images[picked].to(device), data.mean.to(device), data.st
 # %% [markdown]
 # ## 2. The model
 #
-# The network is `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`, built in `models.py`. Each `C` is a 3x3 conv with the norm and a ReLU, `c3` and `c6` are 1x1 convs that reduce the channels, `P` a 2x2 max-pool, `GAP` the mean of each channel over the image, and `c10` a 1x1 conv to the 10 classes. The printout names the layers so, and its last lines are the forward pass with the two skips.
+# The network is `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`, built in `models.py`. Each `C` is a 3x3 conv with the norm and a ReLU, `c3` and `c6` are 1x1 convs that reduce the channels, `P` a 2x2 max-pool, `GAP` the mean of each channel over the image, and `c10` a 1x1 conv to the 10 classes. torchsummary's table below lists every layer with its output shape and parameter count, and under it is the forward pass with the two skips.
 
 # %% tags=["nbval-check-output"]
 torch.manual_seed(SEED)
 model = S8_model(NORM, skips=SKIPS).to(device)
-print(model)
+utils.summarize(model, device)
 n_params = count_parameters(model)
 print(f"{type(model).__name__}: {n_params:,} parameters ({'within' if n_params < 50_000 else 'OVER'} the 50,000 budget)")
 assert n_params < 50_000

@@ -48,5 +48,5 @@ print(f"this run, seed {SEED}: test accuracy {history[-1]['test_acc']:.2f}% afte
 # %%
 mistakes = utils.get_incorrect_predictions(model, data, precision)
 print(f"{len(mistakes):,} of {len(data.test_labels):,} test images misclassified")
-display(utils.plot_incorrect_predictions(mistakes, data.classes))
+display(utils.plot_incorrect_predictions(mistakes, data.classes, model=type(model).__name__))
 mistake_explorer(mistakes, data.classes)

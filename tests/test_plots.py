@@ -11,7 +11,9 @@ from models import NORM_TYPES
 
 
 def test_misclassified_grid_has_ten_titled_panels_in_5_rows_2_columns():
-    fig = plots.plot_incorrect_predictions(fake_mistakes(), CLASSES)
+    fig = plots.plot_incorrect_predictions(fake_mistakes(), CLASSES, model="Model_Group_Normalization")
+    assert fig.get_suptitle().startswith("Model_Group_Normalization: the 10 wrong predictions the model was most "
+                                         "confident in")
     axes = fig.get_axes()
     assert len(axes) == 10
     geometry = {ax.get_subplotspec().get_geometry()[:2] for ax in axes}

@@ -1,16 +1,5 @@
-"""Write S8_BN.ipynb, S8_LN.ipynb, S8_GN.ipynb and S8_compare.ipynb from their sources in notebooks/.
-
-    python tools/build_notebooks.py      # a code cell whose source is unchanged keeps its outputs
-    python tools/build_notebooks.py --check   # exit 1, naming the notebook, where one is out of date
-
-The sources are jupytext percent files (`# %%` code cells, `# %% [markdown]` cells, tags in the
-marker line): one per notebook (notebooks/bn.py, ln.py, gn.py, compare.py). A code cell that holds
-only `# include: NAME.py` is replaced by the cells of notebooks/NAME.py, which is how the lessons
-share their parts (lesson_start.py, lesson_train.py) and the set-up cell (setup.py). Edit the sources, never the
-.ipynb; then fill in a full run's outputs with
-    S8_DATA=../shared/data/cifar10-jpg.tar.gz jupyter execute --inplace --timeout=-1 \\
-        --NotebookClient.store_widget_state=False S8_*.ipynb && python tools/build_notebooks.py
-"""
+"""Write S8_BN.ipynb, S8_LN.ipynb, S8_GN.ipynb and S8_compare.ipynb from their jupytext sources in notebooks/;
+--check only names those out of date. See docs/development.md, "The notebooks"."""
 
 import argparse
 import base64
@@ -61,16 +50,14 @@ def build(notebook, old=None, sources=None):
 
 
 def cell_metadata(tags):
-    """A cell's metadata from its tags; a cell tagged `form` (the set-up cell) shows as one titled line, its
-    source hidden: a form on Colab (its first line `# @title ...`), collapsed in Jupyter."""
+    """A cell's metadata from its tags; one tagged `form` (the set-up cell) shows as its `# @title` line."""
     if "form" not in tags:
         return {"tags": tags} if tags else {}
     return {"tags": tags, "cellView": "form", "jupyter": {"source_hidden": True}}
 
 
 def clean_outputs(outputs):
-    """The post-step: no saved widget state (its view shows nothing on GitHub anyway), figures as palette
-    PNGs, and no progress bar left as its first frame without its widget (the epoch table says it all)."""
+    """The post-step: no widget state (it shows nothing on GitHub), palette PNGs, no progress bar's first frame."""
     kept = []
     for output in outputs:
         data = output.get("data", {})
@@ -84,9 +71,8 @@ def clean_outputs(outputs):
 
 
 def palette_png(encoded):
-    """A base64 PNG as a 256-colour palette PNG on white, so that each notebook with its outputs stays
-    under 500 KB: about a third of the bytes. Plots keep their few colours exactly; the 32x32 photos lose
-    colour depth a picture that small does not show. One already in palette form is returned as it is."""
+    """A base64 PNG as a 256-colour palette PNG on white (a third of the bytes), so that each notebook stays
+    under 500 KB: plots keep their few colours; the 32x32 photos lose depth too small to show."""
     image = Image.open(io.BytesIO(base64.b64decode(encoded)))
     if image.mode == "P":
         return encoded

@@ -1,16 +1,5 @@
-"""Point every Colab badge and clone address at one GitHub repository, or at none; or write the zip
-that the notebooks' set-up cell asks for on Colab when it has no address to clone.
-
-    python tools/colab.py [--repo OWNER/NAME]   # the badges (README.md, each notebook) and the set-up cell
-    python tools/colab.py --bundle [PATH]      # only the zip: every top-level module, results/, images/,
-                                               # checkpoints/
-
-The repository is --repo, else the `origin` remote when it is on GitHub, else the one that the badges
-in README.md's colab section name: README.md is where the address lives between runs. With none
-known, no address is guessed: no Colab badge, the README section says how to reach Colab without one,
-and the set-up cell clones only from S8_REPO_URL, else asks for the zip. It edits notebooks/ (the
-title cells and notebooks/setup.py) and rebuilds the notebooks (tools/build_notebooks.py).
-"""
+"""Point the Colab badges and the set-up cell's clone address at one GitHub repository, or at none (none is
+guessed); --bundle writes the zip the set-up cell asks for instead. See docs/development.md#the-notebooks."""
 
 import argparse
 import re

@@ -1,28 +1,5 @@
-"""Rehearse the notebooks' set-up cell as a student on Colab runs it, on this machine.
-
-    python tools/colab_rehearsal.py [--work DIR]
-
-pytest (nbval) runs every notebook end to end; this runs only what is different on Colab: the
-set-up cell (twice), a cell that imports the project's modules, and a check, in a Colab-like
-kernel started in a fresh bare folder (Colab's /content), for each way the code gets there:
-- address: S8_REPO_URL names this checkout, and the cell clones it (its committed HEAD);
-- files: the project's files are already in the folder (uploaded, or a Drive folder);
-- upload: no address at all (S8_REPO_URL unset, the set-up cell generated with no repository), and
-  the fake Colab's `files.upload()` hands over the zip that `colab.py --bundle` writes.
-In the last two a fake `git`, first on PATH, records any call and fails, and the rehearsal fails
-if it was called: without an address configured, nothing is cloned from anywhere.
-
-What it sets up, and why:
-- a virtual environment with Colab's versions of what matters here: ipywidgets 7.7.1 (with its
-  widgetsnbextension 3.6), and no torchsummary. Everything else (torch, matplotlib, ...) is this
-  machine's, seen through a copy of its site-packages that leaves those three out;
-- a fake `google.colab` module, imported when the kernel starts as Colab's is, so the set-up cell
-  takes its Colab branch; its `files.upload()` saves and returns the file the case offers.
-The check then asks that the modules came from the folder the cell chose, the saved results and
-figures came with them, torchsummary was installed by the set-up cell, and Colab's ipywidgets was
-left alone and builds the explorer. It needs the package index (pip installs ipywidgets 7.7.1 and
-torchsummary).
-"""
+"""Rehearse the notebooks' set-up cell as Colab runs it, here: from a clone, from files already there and from an
+uploaded zip, in a kernel with Colab's packages and a fake google.colab. See docs/development.md#tests."""
 
 import argparse
 import json
@@ -76,7 +53,7 @@ echo "$@" >> "$S8_REHEARSAL_GIT_LOG"
 exit 1
 '''
 
-IMPORTS = "import models, utils, data, plots, lab.results, lab.experiments"
+IMPORTS = "import models, utils, data, plots\nfrom lab import experiments, results"
 
 CHECK = '''import importlib.util, json, os, ipywidgets, explorer
 print("REHEARSAL " + json.dumps({

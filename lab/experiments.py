@@ -216,6 +216,11 @@ def screening_setting(records):
             f"{results.trained_on(records)}")
 
 
+def caption(records):
+    """screening_setting for a figure: a PNG cannot drop the record's [[...]] parts as a student's text does."""
+    return RECORD_ONLY.sub("", screening_setting(records))
+
+
 def screening_runs(plan, variants, multipliers=(1,)):
     base = recipes.recipe("bn")  # one recipe for every variant (BatchNorm's), so that only the norm differs
     with warnings.catch_warnings():  # gn-cpg1 (one channel per group after the ReLU) warns, on purpose
@@ -265,8 +270,8 @@ def render_skips(out):
     lines = [f"each norm's recipe, {first['train_images']:,} training images, {first['epochs']} "
              f"epochs, scored on the {first['test_images']:,} test images; seeds {seeds_of(runs[arms[0]])}. "
              "Final test accuracy, mean of the seeds (lowest-highest):", "",
-             "| norm | with the two skips | without | difference | beyond the seeds' range? | machine, precision |",
-             "|---|---:|---:|---:|---|---|"]
+             "| norm | with the two skips | without | difference | beyond the seeds' range? |",
+             "|---|---:|---:|---:|---|"]
     judged = {}
     for norm in SKIP_NORMS:
         on, off = (finished(runs[(norm, s)]) for s in (True, False))
@@ -274,8 +279,9 @@ def render_skips(out):
         judged[norm] = ("different machines: not compared" if len(seen) > 1 else "yes" if differ(on, off)
                         else "no: no difference")
         lines.append(f"| {LABELS[norm]} | {spread(on)} | {spread(off)} | {mean_and_range(on)[0] - mean_and_range(off)[0]:+.2f} "
-                     f"| {judged[norm]} | {'; '.join(seen)} |")
-    lines += ["", f"Gradient norm of each layer's weights on {PROBE_IMAGES} fixed training images (fp32, train mode), "
+                     f"| {judged[norm]} |")
+    lines += ["", results.trained_on([r for arm in runs.values() for r in arm]).capitalize() + ".",
+              "", f"Gradient norm of each layer's weights on {PROBE_IMAGES} fixed training images (fp32, train mode), "
               "at initialisation and after the first epoch, mean of the seeds (lowest-highest): the first C block's "
               "(C1) and the last's (C9), and their ratio:", "",
               "| norm | skips | C1 at init | C9 at init | C1 / C9 at init | C1 / C9 after epoch 1 |",
@@ -324,7 +330,7 @@ def render_lr(out):
                 best[norm] = (m, mean_and_range(done)[0])
         lines.append(f"| {LABELS[norm]} | " + " | ".join(cells) + " |")
     headline = "Each norm's best rate: " + "; ".join(f"{LABELS[n]} {acc:.1f}% at x{m:g}" for n, (m, acc) in best.items())
-    return lambda: plots.plot_lr_sweep(table, LABELS, screening_setting(every)), lines, headline
+    return lambda: plots.plot_lr_sweep(table, LABELS, caption(every)), lines, headline
 
 
 def render_activations(out):
@@ -424,7 +430,7 @@ def render_layernorms(out):
                 f"{mean_and_range(b)[0]:.1f}% in short runs: "
                 + ("beyond the seeds' range" if differ(a, b) else "within the seeds' range, no difference"))
     return lambda: plots.plot_screening_curves({LAYERNORM_NAMES[v]: [r["history"] for r in runs[v]] for v in runs},
-                                      screening_setting(runs["ln"])), lines, headline
+                                      caption(runs["ln"])), lines, headline
 
 
 def render_groups(out):
@@ -444,7 +450,7 @@ def render_groups(out):
                 f"{mean_and_range(finished(runs['in']))[0]:.1f}% before the ReLU and "
                 f"{mean_and_range(finished(runs['gn-cpg1']))[0]:.1f}% after it")
     table = {GROUP_LABELS[v]: finished(runs[v]) for v in GROUP_LABELS}
-    return lambda: plots.plot_group_size(table, screening_setting(every)), lines, headline
+    return lambda: plots.plot_group_size(table, caption(every)), lines, headline
 
 
 def measure_placement(lab):
@@ -456,8 +462,8 @@ def measure_placement(lab):
 
 def render_placement(out):
     table = needed(out, "placement", "validation", "record", "placement")[0]
-    lines = ["No training: full validation runs from results/validation.md, an earlier "
-             "recipe (SGD with weight decay 5e-4, plain convs; not today's Muon), 45,000 training images, 20 epochs, "
+    lines = ["No training: full validation runs from results/validation.md, trained with SGD (weight decay 5e-4) "
+             "on every kernel and plain convs, not the lessons' Muon recipe; 45,000 training images, 20 epochs, "
              "scored on the 5,000 held-out images. Validation accuracy, mean of the seeds (lowest-highest):", "",
              "| norm | before the ReLU (conv, norm, ReLU) | after it (conv, ReLU, norm) | beyond the seeds' range? |",
              "|---|---:|---:|---|"]
@@ -473,7 +479,7 @@ def render_placement(out):
             better.append(f"{LABELS[norm]} {mean_and_range(after)[0]:.1f}% after the ReLU against "
                           f"{mean_and_range(before)[0]:.1f}% before")
     lines += ["", f"[[The runs, by their tags in results/validation.md: {'; '.join(tags)}.]]"]
-    headline = "On validation, with an earlier recipe (SGD, plain convs): " + "; ".join(better)
+    headline = "On validation, trained with SGD and plain convs: " + "; ".join(better)
     return lambda: plots.plot_placement(table, LABELS), lines, headline
 
 
@@ -527,8 +533,8 @@ def render_batch_size(out):
              + f"; seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; "
              f"[[{first['data']}; ]]{results.trained_on(runs)}; "
              + "; ".join(f"{', '.join(dict.fromkeys(n))} trained with {words}" for words, n in trained_with.items())
-             + (f"; not today's recipe for {', '.join(earlier)} (`recipes.recipe`): `{command('batch-size')}` trains "
-                "them again with it" if earlier else "") + ". Test accuracy, mean of the seeds (lowest-highest):", "",
+             + (f"; not the recipe the lessons train with for {', '.join(earlier)} (`recipes.recipe`): "
+                f"`{command('batch-size')}` trains them again with it" if earlier else "") + ". Test accuracy, mean of the seeds (lowest-highest):", "",
              "| norm | " + " | ".join(f"batch {b}" for b in sizes) + " |", "|---|" + "---:|" * len(sizes)]
     for norm in (n for n in results.NORMS if n in table):
         lines.append(f"| {LABELS[norm]} | " + " | ".join(spread(table[norm].get(b, [])) for b in sizes) + " |")
@@ -545,13 +551,13 @@ def render_batch_size(out):
     headline = (f"With batches of {low}, " + ", ".join(f"{LABELS[n]} {mean_and_range(table[n][low])[0]:.1f}%"
                                                        for n in results.NORMS if low in table.get(n, {}))
                 + f" ({first['train_images']:,} training images, {first['epochs']} epochs, "
-                + ("an earlier recipe" if earlier else "today's recipe") + ")")
+                + ("SGD, not the lessons' Muon recipe" if earlier else "the lessons' recipes") + ")")
     if FULL_RUN in gap:
         row = gap[FULL_RUN]
         headline += (f"; the full run's BatchNorm model scores {row['eval']:.2f}% with its running statistics and "
                      f"{row[f'train_bs{GAP_BATCHES[0]}']:.2f}% with those of {GAP_BATCHES[0]} test images")
-    caption = f"{first['train_images']:,} training images, {first['epochs']} epochs; {results.trained_on(runs)}"
-    return lambda: plots.plot_batch_size(table, LABELS, caption), lines, headline
+    setting = f"{first['train_images']:,} training images, {first['epochs']} epochs; {results.trained_on(runs)}"
+    return lambda: plots.plot_batch_size(table, LABELS, setting), lines, headline
 
 
 @dataclass(frozen=True)

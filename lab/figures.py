@@ -2,11 +2,23 @@
 
 import math
 
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
 from lab.results import mean_and_range
 from models import NORM_TYPES
 from plots import figure, finish
 
 SEED_STYLES = ("-", "--", ":")
+
+
+def log_axis(ax):
+    """A log y axis (after plotting) that a student reads at a glance: plain-number ticks, more within a decade."""
+    ax.set_yscale("log")
+    decades = math.log10(ax.get_ylim()[1] / ax.get_ylim()[0])
+    subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1 else (1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 7.0)
+    ax.yaxis.set_major_locator(LogLocator(subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def color(norm):
@@ -52,9 +64,10 @@ def plot_skips(histories, gradients, labels):
                                  label=f"{arm}, {'at init' if when == 'init' else 'after epoch 1'}" if col == 0 else None)
                 grad_ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=7)
         # Log axis: one run without a norm spikes to a loss of about 1e6 and would flatten the rest.
-        loss_ax.set(title=labels[norm], xlabel="epoch", ylabel="train loss" if col == 0 else None, yscale="log")
-        grad_ax.set(yscale="log", ylabel="gradient norm of the weights" if col == 0 else None)
+        loss_ax.set(title=labels[norm], xlabel="epoch", ylabel="train loss" if col == 0 else None)
+        grad_ax.set(ylabel="gradient norm of the weights" if col == 0 else None)
         for ax in (loss_ax, grad_ax):
+            log_axis(ax)
             ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncol=4, fontsize=8)
     fig.suptitle("The two skip connections: training loss (top) and each layer's gradient norm (bottom)")
@@ -91,8 +104,8 @@ def plot_activations(runs, labels, block="C9"):
         blocks = list(act["blocks"])
         last = [act["blocks"][b][-1] for b in blocks]
         for (lo, hi), alpha, band in (((0, 3), 0.25, "1st-99th"), ((1, 2), 0.6, "20th-80th")):  # of the percentiles
-            for ax, xs, ys, color in ((left, steps, values, "C0"), (right, range(len(blocks)), last, "C1")):
-                ax.fill_between(xs, [v[lo] for v in ys], [v[hi] for v in ys], alpha=alpha, color=color, label=band)
+            for ax, xs, ys in ((left, steps, values), (right, range(len(blocks)), last)):
+                ax.fill_between(xs, [v[lo] for v in ys], [v[hi] for v in ys], alpha=alpha, color=color(norm), label=band)
         left.set(ylabel=labels[norm], xlabel="training step" if row == len(runs) - 1 else None)
         right.set_xticks(range(len(blocks)), blocks)
         for ax in (left, right):
@@ -110,7 +123,8 @@ def plot_fold(timing):
     """Eval time per image with BatchNorm and folded, for each batch size ({batch: {name: seconds}})."""
     fig, ax = figure((6, 3.5))
     for k, name in enumerate(("with BatchNorm", "folded")):  # measure_fold's two
-        ax.bar([i + 0.4 * k for i in range(len(timing))], [1000 * t[name] for t in timing.values()], 0.4, label=name)
+        ax.bar([i + 0.4 * k for i in range(len(timing))], [1000 * t[name] for t in timing.values()], 0.4, label=name,
+               color=(color("bn"), "silver")[k])
     ax.set_xticks([i + 0.2 for i in range(len(timing))], [f"batches of {b}" for b in timing])
     ax.set(ylabel="ms per image (eval, fp32)", title="BatchNorm folded into the convs: eval time")
     return finish(fig, ax, grid="y")
@@ -122,7 +136,8 @@ def plot_batch_of_one(record, labels):
     norms = list(record)
     for k, mode in enumerate(("eval", "train")):
         counts = [record[n][mode]["predictions_changed"] for n in norms]
-        bars = ax.bar([i + 0.4 * k for i in range(len(norms))], counts, 0.4, label=f"{mode} mode")
+        bars = ax.bar([i + 0.4 * k for i in range(len(norms))], counts, 0.4, label=f"{mode} mode",
+                      color=[color(n) for n in norms], alpha=(0.45, 1.0)[k], edgecolor="black", linewidth=0.5)
         ax.bar_label(bars, fontsize=8)
     ax.set_xticks([i + 0.2 for i in range(len(norms))], [labels[n] for n in norms])
     ax.set(ylabel="predictions that change (of 128)", title="An image alone against inside a batch of 128")
@@ -144,12 +159,13 @@ def plot_group_size(table, caption):
     """Validation accuracy against GroupNorm's channels per group ({label: [accuracy per seed]}, in order)."""
     fig, ax = figure((8, 4.5))
     names = list(table)
-    errorbar(ax, range(len(names)), [mean_and_range(table[n]) if table[n] else (math.nan,) * 3 for n in names])
+    errorbar(ax, range(len(names)), [mean_and_range(table[n]) if table[n] else (math.nan,) * 3 for n in names],
+             linestyle="none", color=color("gn"))  # categories: a line between them would suggest a trend
     for k, n in enumerate(names):
         ax.plot([k] * len(table[n]), table[n], "k.", alpha=0.5)
     ax.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
     ax.set(xlabel="channels per group", ylabel="validation accuracy (%)",
-           title="GroupNorm from one channel per group to all of them (dots: seeds)")
+           title="GroupNorm's group size (mean; bars: lowest and highest seed)")
     return finish(fig, ax, caption, legend=False)
 
 
@@ -160,11 +176,8 @@ def plot_placement(table, labels):
         for i, norm in enumerate(table):
             accs = [r["accuracy"] for r in table[norm].get(order, [])]
             if accs:
-                ax.bar(i + 0.4 * k, sum(accs) / len(accs), 0.4, color=f"C{k}", alpha=0.7, label=name if i == 0 else None)
+                ax.bar(i + 0.4 * k, sum(accs) / len(accs), 0.4, color=("dimgray", "silver")[k], label=name if i == 0 else None)
                 ax.plot([i + 0.4 * k] * len(accs), accs, "k.")
     ax.set_xticks([i + 0.2 for i in range(len(table))], [labels[n] for n in table])
-    lows = [r["accuracy"] for arms in table.values() for runs in arms.values() for r in runs]
-    if lows:
-        ax.set_ylim(min(lows) - 2, max(lows) + 1)
     ax.set(ylabel="validation accuracy (%)", title="Where the norm sits (bars: mean; dots: seeds)")
     return finish(fig, ax, grid="y")

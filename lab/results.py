@@ -210,6 +210,17 @@ def results_table(results):
     return "\n".join(lines)
 
 
+def students_table(results):
+    """The comparison notebook's table: the columns a student reads (README.md's results table has the rest)."""
+    lines = ["| norm | parameters | seeds | train acc | test acc, mean (lowest-highest) |", "|---|---:|---|---:|---:|"]
+    for norm, r in results.items():
+        test = [run["final_test_accuracy"] for run in r["runs"]]
+        lines.append(f"| {LABELS[norm]} | {r['parameters']:,} | {', '.join(map(str, r['seeds']))} | "
+                     f"{r['final_train_accuracy_mean']:.2f}% | **{r['final_test_accuracy_mean']:.2f}%** "
+                     f"({min(test):.2f}-{max(test):.2f}) |")
+    return "\n".join(lines)
+
+
 def comparison(results):
     """The norms' mean final test accuracies, and which differences exceed the seeds' spread."""
     ranked = sorted(results, key=lambda n: -results[n]["final_test_accuracy_mean"])

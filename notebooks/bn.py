@@ -1,9 +1,7 @@
 # %% [markdown]
 # # Batch Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same small network with a different normalization layer: BatchNorm here, LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write BatchNorm yourself and check it against PyTorch's, train the network with it, see what only BatchNorm does, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
-#
-# The network is `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`: **C** is a 3x3 conv with the norm and a ReLU, **c** a 1x1 conv that reduces the channels, **P** a 2x2 max-pool, **GAP** the average of each channel over the image, and `c10` the 1x1 conv to the 10 classes.
+# One of three lessons that train the same small network with a different normalization layer: BatchNorm here, LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write BatchNorm yourself and check it against PyTorch's, train the network with PyTorch's layer, see what only BatchNorm does, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
 # **BatchNorm** normalizes each channel with statistics taken over the whole batch and every
 # spatial position. For channel $c$ of a batch of $N$ feature maps of size $H \times W$:
@@ -65,14 +63,13 @@ if REVEAL:
 #
 # ### Training and evaluation are two different computations
 #
-# The model just trained, tested with its running averages (evaluation mode) and with the statistics of each batch of test images (training mode, the running averages left alone), in fp32:
+# The model just trained, tested with its running averages (evaluation mode) and with the statistics of each batch of 128 test images (training mode, the running averages left alone), in fp32. How small a batch can be before this breaks is Exercise 1's question.
 
 # %%
 _, eval_accuracy = utils.test(model, data)
-train_accuracy = {batch: probes.accuracy_with_batch_statistics(model, data, batch) for batch in (2, 128)}
+batch_accuracy = probes.accuracy_with_batch_statistics(model, data, 128)
 print(f"eval mode, running averages:            {eval_accuracy:6.2f}%")
-for batch, accuracy in train_accuracy.items():
-    print(f"train mode, statistics of {batch:3d} test images: {accuracy:6.2f}%")
+print(f"train mode, statistics of 128 test images: {batch_accuracy:6.2f}%")
 
 # %% [markdown]
 # ### An image alone against inside a batch
@@ -153,6 +150,6 @@ Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} BatchNorm {from_scratch.verdict(build_difference)}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
-- Normalized with the statistics of each batch of 2 test images instead of its running averages, the model scored {train_accuracy[2]:.2f}% against {eval_accuracy:.2f}%; one batch of {RECALIBRATION} training images as its running averages gave {recalibrated_accuracy:.2f}%.
+- Normalized with the statistics of each batch of {min(small_batches)} test images instead of its running averages, the model scored {small_batches[min(small_batches)]:.2f}% against {eval_accuracy:.2f}%; one batch of {RECALIBRATION} training images as its running averages gave {recalibrated_accuracy:.2f}%.
 - Folded into the convs it needs {count_parameters(folded):,} parameters instead of {count_parameters(model):,}, and its logits move by at most {fold_difference:.1e}.
 - Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {short}.""")

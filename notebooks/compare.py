@@ -1,13 +1,13 @@
 # %% [markdown]
 # # BatchNorm, LayerNorm, GroupNorm, and what a norm and the skips do
 #
-# The three lessons, [`S8_BN.ipynb`](S8_BN.ipynb), [`S8_LN.ipynb`](S8_LN.ipynb), [`S8_GN.ipynb`](S8_GN.ipynb), each train one norm. This notebook puts their results side by side, with the experiments that need many training runs: they were trained once and are read here from `results/`, so this notebook trains nothing and runs in seconds. `docs/lessons.md` holds the same numbers and says how each was made.
+# The three lessons, [`S8_BN.ipynb`](S8_BN.ipynb), [`S8_LN.ipynb`](S8_LN.ipynb), [`S8_GN.ipynb`](S8_GN.ipynb), each train one norm. This notebook puts their results side by side, with the experiments that need many training runs: they were trained once and are read here from `results/`, so this notebook trains nothing (on a fresh Colab it first downloads CIFAR-10, for the sample images). `docs/lessons.md` holds the same numbers and says how each was made.
 
 # %% [markdown]
 # ## 1. Set-up and the data
 
 # %%
-DATA = "data"  # where CIFAR-10 is, or an empty folder to download it into
+DATA = "data"  # where CIFAR-10 is, or an empty folder to download it into (the committed outputs: an offline JPEG copy)
 
 # %%
 # include: setup.py
@@ -36,11 +36,11 @@ plots.plot_augmentation(data, index=7, cfg=recipes.recipe("bn"))
 # %% [markdown]
 # ## 2. The three norms on the test set
 #
-# Each norm trained with its recipe, three seeds; the table names the epochs, data and machine. Two norms differ only where their means are further apart than the seeds of either spread, and otherwise are reported as level.
+# Each norm trained with its recipe for 20 epochs on all the training images, three seeds each. Two norms differ only where their means are further apart than the seeds of either spread, and otherwise are reported as level. The README's table adds the optimizer, the data and the machine.
 
 # %%
 saved = results.load_results()
-Markdown(results.results_table(saved) + "\n\n" + results.comparison(saved))
+Markdown(results.students_table(saved) + "\n\n" + results.comparison(saved))
 
 # %%
 Image("images/comparison.png")
@@ -48,7 +48,7 @@ Image("images/comparison.png")
 # %% [markdown]
 # ## 3. What a norm buys: no norm, and the learning rate
 #
-# The claim for BatchNorm (Ioffe and Szegedy, 2015) is that it lets a network train at much higher learning rates. Here the five variants (the three norms, InstanceNorm, and no norm at all) train with one recipe, its rates multiplied by 1/4 to 16.
+# The claim for BatchNorm (Ioffe and Szegedy, 2015) is that it lets a network train at much higher learning rates. Here the five variants (the three norms, InstanceNorm, and no norm at all) train with one recipe, its rates multiplied by 1/4 to 16. That recipe updates the conv kernels with Muon, whose step has a fixed size whatever the scale of the gradient: with plain SGD a kernel's step grows with its gradient, so part of what the claim credits to a norm, Muon does here for every variant, the one without a norm included. Read the table for what a norm still adds under Muon.
 
 # %%
 experiments.show("lr")
@@ -72,7 +72,7 @@ experiments.show("activations")
 # %% [markdown]
 # ## 6. The batch size
 #
-# Each norm trained at batch sizes from 2 to 128, SGD's learning rate scaled with the batch, in short runs (Wu and He, 2018, on ImageNet: BatchNorm's error rises below 16 images per batch, GroupNorm's stays flat).
+# Each norm trained at batch sizes from 2 to 128 in short runs, with SGD for every kernel (not the lessons' Muon recipe) and its learning rate scaled with the batch. Every batch size trained for the same number of epochs, so a batch of 128 took 64 times fewer steps than a batch of 2: where every norm falls at the largest batches, that is the number of steps, not the norm. Wu and He (2018) found on ImageNet that BatchNorm's error rises below 16 images per batch while GroupNorm's stays flat; read the table's small batches for that.
 
 # %%
 experiments.show("batch-size")

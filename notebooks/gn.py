@@ -1,9 +1,7 @@
 # %% [markdown]
 # # Group Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same small network with a different normalization layer: GroupNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write GroupNorm yourself and check it against PyTorch's, train the network with it, look inside its groups, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
-#
-# The network is `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`: **C** is a 3x3 conv with the norm and a ReLU, **c** a 1x1 conv that reduces the channels, **P** a 2x2 max-pool, **GAP** the average of each channel over the image, and `c10` the 1x1 conv to the 10 classes.
+# One of three lessons that train the same small network with a different normalization layer: GroupNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write GroupNorm yourself and check it against PyTorch's, train the network with PyTorch's layer, look inside its groups, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
 # **GroupNorm** splits the $C$ channels into $G$ groups and normalizes each group of each image on
 # its own. For image $n$ and group $g$ holding the channel set $S_g$:
@@ -16,7 +14,7 @@
 # - **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
 # - **Train vs eval:** identical; there are no running statistics.
 # - **Where it sits:** after each 3x3 conv's ReLU (conv, ReLU, GN), unlike BatchNorm.
-# - **Its convs:** each 3x3 filter is standardized to mean 0 and variance 1 before it is applied (Weight Standardization, Qiao et al. 2019), which smooths training much as BatchNorm does, from the weights alone; and Muon's peak learning rate (Muon: the update rule of the conv kernels, under "How it was trained" below) is 0.03 where the other two take 0.1. Both were chosen on a validation split (`docs/experiments.md`).
+# - **Its convs:** each 3x3 filter is standardized to mean 0 and variance 1 before it is applied (Weight Standardization, Qiao et al. 2019), and Muon's peak learning rate (Muon: the update rule of the conv kernels, section 4) is 0.03 where the other two take 0.1. Both were chosen on a validation split, where two seeds each put the standardized convs a little above plain ones; on the test set the full runs with and without them showed no difference (`docs/experiments.md`). Exercise 2 measures it again.
 
 # %%
 NORM = "gn"  # the norm this lesson trains
@@ -107,21 +105,29 @@ print(f"each of 128 images alone against in one batch: largest logit difference 
 # %% [markdown]
 # ## 7. Try it
 #
-# Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`. Each runs short trainings on the same `SHORT_IMAGES` training images for `SHORT_EPOCHS` epochs with GroupNorm's recipe, scored on a fifth as many test images.
+# Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`. Each runs short trainings on the same `SHORT_IMAGES` training images for `SHORT_EPOCHS` epochs, each with its own norm's recipe, scored on a fifth as many test images.
 #
-# **Exercise 1: the number of groups.** The widths are 16, 28 and 32 channels, so 1, 2 and 4 groups divide every layer (or `channels_per_group=` 1, 2 or 4; one channel per group is InstanceNorm, and the model warns what it does after the ReLU). Predict where the accuracy drops.
+# **Exercise 1: the number of groups.** The widths are 16, 28 and 32 channels, so 1, 2 and 4 groups divide every layer, and so do 1, 2 or 4 `channels_per_group`. One channel per group is InstanceNorm: it runs here after the ReLU, where this suite puts GroupNorm, and before it. Predict where the accuracy drops, and why.
 
 # %%
 GROUPINGS = {"1 group": dict(groups=1), "2 groups": dict(groups=2), "4 groups": dict(groups=4),
-             "2 channels per group": dict(channels_per_group=2)}
+             "2 channels per group": dict(channels_per_group=2),
+             "1 channel per group, after the ReLU": dict(channels_per_group=1),
+             "1 channel per group, before the ReLU": dict(channels_per_group=1, order="norm-relu")}
 group_counts = exercises.short_runs(data, {name: dict(norm="gn", **grouping) for name, grouping in GROUPINGS.items()},
                                 SHORT_IMAGES, SHORT_EPOCHS, device, seed=SEED)
 
 # %% [markdown]
-# Now compare with the record: how many channels per group this network wants, measured once in longer short runs. They took plain convs and BatchNorm's recipe (Muon's rate 0.1; "x1" in the table means that recipe's own learning rates), so that only the group size differs: not this lesson's recipe, which your runs above used.
+# Now compare with the record: how many channels per group this network wants, measured once in longer short runs. They took plain convs and BatchNorm's recipe (Muon's rate 0.1; "x1" in the table means that recipe's own learning rates), so that only the group size differs; your runs above used GroupNorm's.
 
 # %%
 experiments.show("groups")
+
+# %% [markdown]
+# <details><summary>Why one channel per group after the ReLU cannot learn</summary>
+#
+# With one channel per group, the norm gives every channel of every image mean 0 over its positions, then adds the channel's shift $\beta_c$. After the ReLU nothing follows it in C9's block, so the global average pool receives $\beta_c$ for every channel of every image: the same numbers whatever the image, and the classifier can only guess one class. Before the ReLU, the ReLU cuts each normalized channel where it is negative, and the mean of what is left depends on the image again. Among several channels per group, each channel's own mean survives the norm.
+# </details>
 
 # %% [markdown]
 # **Exercise 2: Weight Standardization.** Predict how much the standardized convs (`conv="ws"`, this lesson's) add over plain ones.
@@ -132,7 +138,11 @@ convs = exercises.short_runs(data, {"standardized convs": dict(norm="gn", conv="
                          seed=SEED)
 
 # %% [markdown]
-# **Exercise 3: small batches.** GroupNorm was made for them (Wu and He: detection and video train with 1 or 2 images per GPU). Predict BatchNorm's and GroupNorm's accuracy at a batch of 4 (more steps: these runs take longer).
+# **Exercise 3: small batches.** Wu and He (2018) made GroupNorm for training with few images per GPU, as detection and video do; on ImageNet BatchNorm's error grew below 16 images per batch while GroupNorm's held. Predict BatchNorm's and GroupNorm's accuracy at a batch of 4 here (more steps: these runs take longer). Each trains with its own recipe: the BatchNorm arm with plain convs and Muon's rate 0.1, the GroupNorm arm with standardized convs and 0.03, so more than the norm differs.
+#
+# <details><summary>Reading the result</summary>
+# Two short runs of one seed each differ by a few points by chance alone; a gap smaller than that names no winner. To see the effect of the batch on BatchNorm's statistics alone, Exercise 1 of the BatchNorm lesson keeps the trained model and changes only the batch its statistics come from.
+# </details>
 
 # %%
 small = exercises.short_runs(data, {"GroupNorm, batch 4": dict(norm="gn", batch_size=4),

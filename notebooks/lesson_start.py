@@ -1,7 +1,9 @@
 # %% [markdown]
 # ## 1. Settings and set-up
 #
-# The settings of this lesson, as plain Python. Change one, then run the cells below it again. As committed, the notebook trained for 20 epochs on all 50,000 training images (its outputs show that run); for a quick first pass set `EPOCHS = 2` and `SUBSET = 5000`. On a 2-core CPU (AVX2, fp32) that trained in 20 to 23 seconds, and the whole notebook with its exercises ran in 2 to 5 minutes (`docs/lessons.md`); no GPU was at hand to time one.
+# The settings of this lesson, as plain Python. Change one, then run the cells below it again. As committed, the notebook trained for 20 epochs on all 50,000 training images (its outputs show that run); for a quick first pass set `EPOCHS = 2` and `SUBSET = 5000`. How long each took on the machine that executed the committed outputs is printed under the set-up cell.
+#
+# The committed outputs used an offline JPEG copy of CIFAR-10 (quality 75; the data line below names it). With `DATA = "data"`, as on Colab, the original images are downloaded instead, so your numbers will differ from the committed ones for that reason too, besides the machine and its arithmetic.
 
 # %%
 EPOCHS = 20  # passes over the training images
@@ -14,6 +16,16 @@ SHORT_IMAGES, SHORT_EPOCHS = 5000, 2  # the exercises' short runs: training imag
 
 # %%
 # include: setup.py
+
+# %%
+from lab import results
+
+executed = results.read(results.record_path(results.ROOT, "notebooks", "execution"))
+for setting, took in executed["seconds"][f"S8_{NORM.upper()}.ipynb"].items() if executed else ():
+    print(f"{setting}: the whole notebook {took['notebook'] / 60:.1f} min, its training cell "
+          f"{took['training cell'] / 60:.1f} min")
+print(f"measured on {executed['machine']}, {executed['precision'][f'S8_{NORM.upper()}.ipynb']}" if executed
+      else "not timed yet")
 
 # %% [markdown]
 # CIFAR-10: 50,000 training and 10,000 test images of 32x32 pixels in 10 classes, decoded once and kept in memory as uint8 tensors. Training augments each batch at once: every image shifted by up to 4 pixels (the border filled by reflection) and flipped left-right half of the time.

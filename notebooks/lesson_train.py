@@ -1,7 +1,14 @@
 # %% [markdown]
 # ## 4. Training
 #
-# One row per epoch: the loss and accuracy on the training images (augmented, averaged over the epoch while the weights move) and on the test images (after the epoch), and the seconds the epoch's training took. The first line names the arithmetic chosen for this machine: fp32, or **bf16** (bfloat16, a 16-bit float with float32's range) where the CPU or GPU computes it natively; on Colab's free T4 GPU it is **fp16**, which has more precision than bf16 but less range, so its gradients are scaled up by a **GradScaler** to keep them from rounding to zero. A run there therefore gives slightly different numbers from the committed one. Running this cell again continues training the same model; to train afresh, run the cells again from section 2.
+# How it is trained, from `recipes.recipe(NORM)` (chosen on a validation split held out of the training images, `docs/experiments.md`):
+#
+# - **One-cycle schedule:** the learning rate rises over the first fifth of the steps to its peak, then falls linearly to nearly zero.
+# - **Muon** (`muon.py`) updates every conv kernel but the classifier's with a step of fixed size: it replaces the kernel's momentum by the nearest orthogonal matrix, so every direction of the layer moves by the same amount. The classifier `c10`, the norms' scales and shifts and any conv biases take SGD with Nesterov momentum.
+# - **Label smoothing 0.1:** the target gives the true class 0.91 and each other class 0.01, which keeps the model from growing ever more confident (and the training loss above zero).
+# - **Arithmetic:** the first line of the log names it. Where the hardware computes **bf16** (a 16-bit float with float32's range) natively, autocast runs the convs in bf16; on Colab's free T4 GPU it is **fp16**, with a **GradScaler** scaling the loss up so that small gradients do not round to zero. Autocast keeps some operations in float32 (on a GPU, LayerNorm and GroupNorm among them), and the weights, the optimizer's state and the loss always stay in float32. So a run there gives slightly different numbers from the committed one.
+#
+# The log has one row per epoch: loss and accuracy on the training images (augmented, averaged over the epoch while the weights move) and on the test images (after the epoch), and the seconds the epoch's training took. Running the cell again continues training the same model; to train afresh, run the cells again from section 2.
 
 # %%
 cfg = recipes.recipe(NORM, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED)
@@ -9,7 +16,7 @@ precision = choose_precision(device, NORM, cfg.amp)
 history = utils.fit(model, data, cfg, device, precision)
 
 # %% [markdown]
-# In the table the test loss stays below the training loss, and in the first epoch the test accuracy is above the training accuracy too. The training numbers are averaged over the whole epoch, so they include the first batches of a still poor model, and they are taken on augmented images with label smoothing (the target gives the true class 0.91 and each other class 0.01, so even a perfect model keeps the training loss printed below); the test loss has no smoothing, and the test numbers come from the model as it is at the epoch's end, on unaltered images. Compare the trends, not the levels.
+# The training numbers are averaged over the epoch, on augmented images with label smoothing; the test numbers come from the model at the epoch's end, on unaltered images, without smoothing. So compare their trends, not their levels: the first line below is the lowest training loss label smoothing allows.
 
 # %%
 target = torch.full((10,), 0.01) + 0.9 * torch.eye(10)[0]  # label smoothing's target for an image of class 0
@@ -18,32 +25,20 @@ plots.plot_curves(history, title=f"{type(model).__name__}, seed {SEED}: test acc
                                  f"{history[-1]['test_acc']:.2f}%, train {history[-1]['train_acc']:.2f}% (augmented)")
 
 # %% [markdown]
-# The README's results table holds this norm's committed runs, three seeds each. Its seed 0 beside this run, each with the machine and arithmetic it trained in: on another machine, or in another precision, the numbers differ a little even with the same seed.
+# This run beside the committed run's seed 0 (the README's results table has three seeds), each with the machine and arithmetic it trained in: on another machine or in another precision the same seed ends a little elsewhere.
 
 # %%
-from lab import results
-
 committed = results.read(results.seed_path(results.ROOT, NORM, 0))
 print(f"committed run, seed 0: test accuracy {committed['final_test_accuracy']:.2f}% after {committed['epochs']} epochs "
       f"on {committed['train_images']:,} images; {committed['device']}; {without_layout(committed['precision'])}")
 print(f"this run, seed {SEED}: test accuracy {history[-1]['test_acc']:.2f}% after {len(history)} epochs on "
-      f"{len(data.train_labels):,} images; {describe_device(device)}; {precision.describe(layout=False)}")
-
-# %% [markdown]
-# ### How it was trained
-#
-# The settings come from `recipes.recipe(NORM)`, chosen on a validation split held out of the training images (`docs/experiments.md`):
-#
-# - **One-cycle schedule:** the learning rate rises over the first fifth of the steps to its peak, then falls linearly to nearly zero.
-# - **Muon** (`muon.py`) updates every conv kernel but the classifier's: it replaces the kernel's momentum by the nearest orthogonal matrix, so every direction of the layer moves by the same amount. The classifier `c10`, the norms' scales and shifts and any conv biases take SGD with Nesterov momentum.
-# - **Label smoothing 0.1:** the training target gives the true class 0.91 and each of the other nine 0.01, which keeps the model from growing ever more confident.
-# - **Flip TTA** (test-time augmentation), in the results table only: each test image scored as it is and mirrored, the two predictions averaged.
-# - **bf16 and fp16** (defined at the top of section 4): where the hardware computes them, autocast runs the convs, and what follows them, in 16 bits; the weights, the optimizer's state and the loss stay in float32.
+      f"{len(data.train_labels):,} images; {describe_device(device)}; {precision.describe(layout=False)}; "
+      f"training took {sum(row['seconds'] for row in history) / 60:.1f} min")
 
 # %% [markdown]
 # ## 5. Mistakes
 #
-# The ten test images the model got wrong with the most confidence, with their true and predicted classes; below them, a browser of every mistake by true and predicted class (it needs a live kernel).
+# The ten test images the model got wrong with the most confidence; below them, a browser of every mistake by true and predicted class (it needs a live kernel).
 
 # %%
 mistakes = utils.get_incorrect_predictions(model, data, precision)

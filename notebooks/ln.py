@@ -1,9 +1,7 @@
 # %% [markdown]
 # # Layer Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same small network with a different normalization layer: LayerNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write LayerNorm yourself and check it against PyTorch's, train the network with it, see what sets it apart from BatchNorm, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
-#
-# The network is `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10`: **C** is a 3x3 conv with the norm and a ReLU, **c** a 1x1 conv that reduces the channels, **P** a 2x2 max-pool, **GAP** the average of each channel over the image, and `c10` the 1x1 conv to the 10 classes.
+# One of three lessons that train the same small network with a different normalization layer: LayerNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write LayerNorm yourself and check it against PyTorch's, train the network with PyTorch's layer, see what sets it apart from BatchNorm, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
 # **LayerNorm** normalizes each image on its own, with one mean and variance over all its
 # channels and positions. For image $n$ with $C$ channels of size $H \times W$:
@@ -12,7 +10,7 @@
 # \sigma_n^2 = \frac{1}{CHW}\sum_{c,h,w} (x_{nchw}-\mu_n)^2, \qquad
 # y_{nchw} = \gamma_c\,\frac{x_{nchw}-\mu_n}{\sqrt{\sigma_n^2+\epsilon}} + \beta_c$$
 #
-# - **Axes:** mean and variance over (C, H, W), one pair per image. The suite builds it as `nn.GroupNorm(1, C)`: GroupNorm with a single group is exactly this, with a scale and shift per channel (`nn.LayerNorm([C, H, W])` would learn one per pixel and fix the image size). ConvNeXt's and the transformers' LayerNorm is another norm: section 6 compares the two.
+# - **Axes:** mean and variance over (C, H, W), one pair per image. The suite builds it as `nn.GroupNorm(1, C)`: GroupNorm with a single group is exactly this, with a scale and shift per channel (`nn.LayerNorm([C, H, W])` would learn a scale and shift for every channel at every pixel, and fix the image size). ConvNeXt's and the transformers' LayerNorm is another norm: section 6 compares the two.
 # - **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
 # - **Train vs eval:** identical; there are no running statistics, and nothing is shared between the images of a batch.
 # - **Where it sits:** after each 3x3 conv's ReLU (conv, ReLU, LN), unlike BatchNorm.
@@ -126,7 +124,7 @@ layernorms = exercises.short_runs(data, {"per image (GroupNorm(1, C))": dict(nor
 experiments.show("layernorms")
 
 # %% [markdown]
-# **Exercise 2: before or after the ReLU, with today's recipe.** Predict whether `order="norm-relu"` (conv, LN, ReLU) beats the default after the ReLU.
+# **Exercise 2: before or after the ReLU.** Predict whether `order="norm-relu"` (conv, LN, ReLU) beats the default after the ReLU.
 
 # %%
 placements = exercises.short_runs(data, {"after the ReLU": dict(norm="ln", order="relu-norm"),
@@ -134,13 +132,13 @@ placements = exercises.short_runs(data, {"after the ReLU": dict(norm="ln", order
                               device, seed=SEED)
 
 # %% [markdown]
-# This suite places LayerNorm (and GroupNorm) after the ReLU, BatchNorm before it. Now compare with the runs that decided it, from the record of the validation runs. They trained with an earlier recipe (SGD for every kernel, not today's Muon), so they say where the norm sat best then; your runs above used today's.
+# This suite places LayerNorm (and GroupNorm) after the ReLU, BatchNorm before it. Now compare with the runs that decided it, from the record of the validation runs: they trained with SGD for every kernel, where your runs above used the lessons' Muon recipe.
 
 # %%
 experiments.show("placement")
 
 # %% [markdown]
-# **Exercise 3: the batch size.** LayerNorm shares nothing between the images of a batch, so the batch size changes only the steps: more and smaller ones. Predict how a batch of 16 compares with 128 in the same number of epochs, then try BatchNorm at 16 (`dict(norm="bn", batch_size=16)`).
+# **Exercise 3: the batch size.** LayerNorm shares nothing between the images of a batch, so the batch size changes the steps: a batch of 16 takes eight times as many steps per epoch as 128, each from a noisier gradient, and of the same size (the rates are not rescaled, and Muon's step has a fixed size whatever the gradient). Predict how a batch of 16 compares with 128 in the same number of epochs, then try BatchNorm at 16 (`dict(norm="bn", batch_size=16)`).
 
 # %%
 batch_sizes = exercises.short_runs(data, {"batch 128": dict(norm="ln", batch_size=128),

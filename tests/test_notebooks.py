@@ -385,6 +385,27 @@ def test_an_empty_s8_repo_url_asks_for_the_bundle_even_with_an_address(tmp_path,
     assert colab.git_calls == []
 
 
+def test_set_up_cell_takes_a_repository_zip_with_one_top_folder(colab, monkeypatch):
+    """GitHub's Download ZIP holds NAME-main/: the cell changes into the folder that holds models.py, also when run
+    again from /content."""
+    colab.uploads = {"s8-main.zip": zip_bytes(["s8-main/models.py", "s8-main/lab/results.py", "s8-main/README.md"])}
+    run_cell(colab_tool.setup_cell(None))
+    assert Path.cwd() == colab.content / "s8-project" / "s8-main" and (Path.cwd() / "lab" / "results.py").is_file()
+    monkeypatch.chdir(colab.content)
+    run_cell(colab_tool.setup_cell(None))
+    assert Path.cwd() == colab.content / "s8-project" / "s8-main" and colab.upload_calls == 1
+
+
+def test_set_up_cell_refuses_a_zip_without_the_project_naming_every_route(colab):
+    colab.uploads = {"photos.zip": zip_bytes(["holiday/a.jpg"])}
+    with pytest.raises(SystemExit) as stop:
+        run_cell(colab_tool.setup_cell(None))
+    message = str(stop.value)
+    assert "photos.zip holds no models.py" in message
+    assert "Download ZIP" in message and "--bundle" in message and "Drive" in message and "S8_REPO_URL" in message
+    assert Path.cwd() == colab.content
+
+
 @pytest.mark.parametrize("uploads", [{}, {"a.zip": zip_bytes(["models.py"]), "b.zip": zip_bytes(["models.py"])}])
 def test_set_up_cell_wants_exactly_one_zip(colab, uploads):
     colab.uploads = uploads
@@ -531,7 +552,9 @@ def test_students_see_no_lab_book_material(notebook):
     """No maintainer's data path, config dump or validation run tag, in the sources or the outputs."""
     text = (ROOT / notebook).read_text()
     assert "../shared" not in text and "TrainConfig(" not in text and "screening" not in text.lower()
-    assert not re.search(r"python (run|lessons)\.py", text)  # maintainers' commands
+    assert not re.search(r"python (run|lessons)\.py|python -m lab", text)  # maintainers' commands
+    assert not re.search(r"\[\[.+?\]\]", text)  # the records' provenance markup
+    assert not re.search(r"\btoday's\b|an earlier recipe|no GPU was at hand", text)  # the lab's history
     tags = {r["tag"] for r in __import__("lab.results").results.validation_runs(ROOT)}
     assert not [tag for tag in tags if f"{tag} seed" in text]
 
@@ -581,3 +604,55 @@ def test_the_environment_overrides_the_settings_unseen_and_after_every_cell(monk
     namespace["EPOCHS"] = 20
     hooks[0](None)
     assert namespace["EPOCHS"] == 1
+
+
+@pytest.mark.parametrize("notebook", ["S8_BN.ipynb", "S8_LN.ipynb", "S8_GN.ipynb"])
+def test_no_answer_stands_under_its_question(notebook):
+    """Every code cell of a lesson's "Try it" section is committed without output, and a build drops any."""
+    committed = nbformat.read(ROOT / notebook, as_version=4)
+    headings = [k for k, c in enumerate(committed.cells) if c.cell_type == "markdown" and c.source.startswith("## ")]
+    start = next(k for k in headings if build_notebooks.TRY_IT.match(committed.cells[k].source))
+    end = next(k for k in headings if k > start)
+    exercises = [c for c in committed.cells[start:end] if c.cell_type == "code"]
+    assert len(exercises) >= 3 and not any(c.outputs for c in exercises)
+    answered = nbformat.read(ROOT / notebook, as_version=4)
+    for cell in answered.cells[start:end]:
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.v4.new_output("stream", text="an answer\n")]
+    rebuilt = build_notebooks.build(notebook, answered, ROOT / "notebooks")
+    assert not any(c.outputs for c in rebuilt.cells[start:end] if c.cell_type == "code")
+    assert any(c.get("outputs") for c in rebuilt.cells[end:])  # the summary keeps its output
+
+
+def test_the_bundle_needs_the_standard_library_alone(tmp_path):
+    """A student may have Python without torch: --bundle imports none of the project's packages."""
+    blocked = ("torch", "numpy", "PIL", "matplotlib", "jupytext", "nbformat", "nbclient", "IPython")
+    script = (f"import runpy, sys\nsys.modules.update(dict.fromkeys({blocked!r}))\n"
+              f"sys.argv = ['colab.py', '--bundle', {str(tmp_path / 'b.zip')!r}]\n"
+              f"runpy.run_path({str(ROOT / 'tools' / 'colab.py')!r}, run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "models.py" in zipfile.ZipFile(tmp_path / "b.zip").namelist()
+
+
+def test_the_lessons_records_show_students_no_markup_history_or_machine_per_row():
+    """What experiments.show draws and writes for a student, figure captions included (a text search cannot see
+    inside a PNG): no [[...]] provenance, no recipe history, no machine string repeated on table rows."""
+    import matplotlib.text
+
+    from lab import experiments
+
+    for name in experiments.EXPERIMENTS:
+        fig, section, _ = experiments.rendered(name, ROOT, students=True)
+        texts = [t.get_text() for t in fig.findobj(matplotlib.text.Text)] + [section]
+        assert not [t for t in texts if "[[" in t or "]]" in t], name
+        assert not re.search(r"\btoday's\b|\bearlier\b", section), name
+        rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+        assert not [row for row in rows if "threads" in row or "autocast" in row], name
+
+
+@pytest.mark.parametrize("notebook", LESSONS)
+def test_each_lesson_shows_torchsummarys_table_and_the_forward_pass(notebook):
+    model_cell = next(c for c in built(notebook).cells if "nbval-check-output" in c.metadata.get("tags", []))
+    assert "utils.summarize(model, device)" in model_cell.source and "getsource(type(model).forward)" in model_cell.source
+    assert "print(model)" not in model_cell.source

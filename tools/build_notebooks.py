@@ -4,8 +4,11 @@
 import argparse
 import base64
 import io
+import os
 import re
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 import jupytext
@@ -13,11 +16,15 @@ import nbformat
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 SOURCES = ROOT / "notebooks"
 NOTEBOOKS = {"S8_BN.ipynb": "bn.py", "S8_LN.ipynb": "ln.py", "S8_GN.ipynb": "gn.py", "S8_compare.ipynb": "compare.py"}
 INCLUDE = re.compile(r"# include: (\w+\.py)")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 PROGRESS_BAR = re.compile(r"[^\n]*: +\d+%\|")  # tqdm's text: 'epoch 3:   0%|          | 0/391 ...'
+TRY_IT = re.compile(r"## \d+\. Try it")  # the heading of a lesson's exercises
+SHORT_NOTEBOOKS = ("S8_BN.ipynb", "S8_LN.ipynb", "S8_GN.ipynb")
+SHORT_SETTING = {"S8_EPOCHS": "2", "S8_SUBSET": "5000"}  # the lessons' quick first pass, as their settings text says
 
 
 def source_cells(name, sources=None):
@@ -35,12 +42,16 @@ def build(notebook, old=None, sources=None):
     nb = nbformat.v4.new_notebook(cells=source_cells(NOTEBOOKS[notebook], sources))
     # reversed: where two code cells share a source, the first one's outputs are kept
     kept = {before.source: before for before in reversed(old.cells if old else []) if before.cell_type == "code"}
-    stem = notebook.removesuffix(".ipynb")
+    stem, trying = notebook.removesuffix(".ipynb"), False
     for k, cell in enumerate(nb.cells):  # stable ids and metadata: rebuilding gives the same file
         cell.id = f"{stem}-{k:02d}"
         cell.metadata = cell_metadata(cell.metadata.get("tags", []))
+        if cell.cell_type == "markdown" and cell.source.startswith("## "):
+            trying = TRY_IT.match(cell.source) is not None
         if cell.cell_type == "code":
-            before = kept.get(cell.source)
+            # A "Try it" section's cells print what its exercises ask the student to predict: committed without
+            # output, so that no answer stands under its question (executing the notebook fills them in).
+            before = None if trying else kept.get(cell.source)
             cell.outputs = clean_outputs(before.outputs) if before else []
             cell.execution_count = before.execution_count if before else None
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
@@ -96,10 +107,65 @@ def out_of_date(root=None):
     return stale
 
 
+def execute(notebook, root, env):
+    """Run every cell of `notebook` in order under `env` (nbclient, as `jupyter execute` does); returns the notebook
+    and (the seconds the whole of it took, those of its training cell, the one that calls utils.fit)."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(root / notebook, as_version=4)
+    client = NotebookClient(nb, timeout=None, store_widget_state=False, resources={"metadata": {"path": str(root)}})
+    saved = os.environ.copy()
+    os.environ.update(env)  # the kernel inherits this process's environment: the S8_ settings reach it there
+    try:
+        start = time.perf_counter()
+        client.execute()
+        seconds = time.perf_counter() - start
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    times = [c.metadata.get("execution", {}) for c in nb.cells if c.cell_type == "code" and "utils.fit(" in c.source]
+    training = [datetime.fromisoformat(t["shell.execute_reply"][:26].rstrip("Z")) - datetime.fromisoformat(
+        t["iopub.execute_input"][:26].rstrip("Z")) for t in times]
+    return nb, round(seconds), round(training[0].total_seconds()) if training else None
+
+
+def execute_all(root, data):
+    """Every notebook in full (the committed outputs), then each lesson in its short setting (timed, outputs thrown
+    away); the times go to results/lessons/notebooks/execution.json, which each lesson's set-up section prints."""
+    import torch
+    from nbclient import NotebookClient
+
+    from hardware import choose_precision, describe_device, pick_device
+    from lab import results
+
+    device, env, timed = pick_device(), {"S8_DATA": str(data)}, {}
+    for notebook in NOTEBOOKS:
+        nb, seconds, training = execute(notebook, root, env)
+        nbformat.write(build(notebook, nb, root / "notebooks"), root / notebook)  # the post-step on the new outputs
+        timed[notebook] = {"all data, 20 epochs": {"notebook": seconds, "training cell": training}}
+        if notebook in SHORT_NOTEBOOKS:
+            _, seconds, training = execute(notebook, root, {**env, **SHORT_SETTING})
+            timed[notebook]["short setting"] = {"notebook": seconds, "training cell": training, **SHORT_SETTING}
+        print(f"executed {notebook}: {timed[notebook]}", flush=True)
+    norms = {"S8_BN.ipynb": "bn", "S8_LN.ipynb": "ln", "S8_GN.ipynb": "gn"}
+    results.write_record(root, "notebooks", "execution", {
+        "machine": describe_device(device), "torch": torch.__version__, "data": str(Path(data).name),
+        "precision": {nb: choose_precision(device, norm).describe(layout=False) for nb, norm in norms.items()},
+        **results.code_version(root), "seconds": timed})
+    for notebook, norm in norms.items():  # the cell that prints these times ran before they were measured: again now
+        nb = nbformat.read(root / notebook, as_version=4)
+        cell = next(c for c in nb.cells if c.cell_type == "code" and '"notebooks", "execution"' in c.source)
+        again = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"NORM = {norm!r}"), cell])
+        NotebookClient(again, timeout=60, resources={"metadata": {"path": str(root)}}).execute()
+        nbformat.write(nb, root / notebook)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="write nothing; fail if a notebook differs from its source")
     p.add_argument("--clear-outputs", action="store_true", help="drop every output, not only those of changed cells")
+    p.add_argument("--execute", metavar="DATA", help="then run every notebook in full on the CIFAR-10 at DATA, and "
+                   "time each lesson in full and in its short setting (results/lessons/notebooks/execution.json)")
     args = p.parse_args(argv)
     if args.check:
         stale = out_of_date(ROOT)
@@ -112,6 +178,8 @@ def main(argv=None):
         old = None if args.clear_outputs or not path.exists() else nbformat.read(path, as_version=4)
         nbformat.write(build(notebook, old, ROOT / "notebooks"), path)
         print(f"wrote {notebook}")
+    if args.execute:
+        execute_all(ROOT, Path(args.execute).resolve())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Point the Colab badges and the set-up cell's clone address at one GitHub repository, or at none (none is
-guessed); --bundle writes the zip the set-up cell asks for instead. See docs/development.md#the-notebooks."""
+guessed); --bundle writes the zip the set-up cell asks for instead, with the standard library alone (a student
+may have no torch). See docs/development.md#the-notebooks."""
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -11,9 +13,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
-import build_notebooks  # noqa: E402
-from atomic import write_atomically, write_text  # noqa: E402
-from lab import results  # noqa: E402
 
 BUNDLE = "s8-bundle.zip"  # --bundle's default, in the project root
 BUNDLED_FOLDERS = ("lab", "results", "images", "checkpoints")  # with every top-level module
@@ -41,6 +40,8 @@ def with_repo(setup_source, repo):
 
 
 def setup_cell(repo, sources=None):
+    import build_notebooks
+
     return with_repo(build_notebooks.source_cells("setup.py", sources)[0].source, repo)
 
 
@@ -62,6 +63,8 @@ def origin_repo(root=ROOT):
 
 def readme_repo(readme):
     """OWNER/NAME that the Colab badges in README.md's colab section name (badges elsewhere name nothing), else None."""
+    from lab import results
+
     text = readme.read_text() if readme.is_file() else ""
     start, end = results.section_markers("colab")
     if start not in text or end not in text:
@@ -72,18 +75,24 @@ def readme_repo(readme):
 
 def colab_section(repo):
     """The body of README.md's colab section: a badge per notebook, or the way to Colab without one."""
+    import build_notebooks
+
     if repo:
         rows = [f"| [`{file}`]({file}) | {badge(repo, file)} |" for file in build_notebooks.NOTEBOOKS]
         return "\n".join(["| notebook | open on Colab |", "|---|---|", *rows])
-    return ("This project has no published GitHub address yet, so there are no Colab badges. To use Colab, run\n"
-            "`python tools/colab.py --bundle` on your machine, upload a notebook to Colab\n"
-            "(File > Upload notebook), run its first cell and upload the zip it asks for. A fork that\n"
-            "publishes the project runs `python tools/colab.py --repo OWNER/NAME` once and commits;\n"
-            "that puts the badges here.")
+    return ("This project has no published GitHub address yet, so there are no Colab badges. To use Colab from a\n"
+            "browser alone: download the project as a zip (on GitHub, Code > Download ZIP), upload a notebook to\n"
+            "Colab (File > Upload notebook), run its first cell and upload the zip when it asks (the zip that\n"
+            "`python tools/colab.py --bundle` makes works too, and is smaller). A fork that publishes the project\n"
+            "runs `python tools/colab.py --repo OWNER/NAME` once and commits; that puts the badges here.")
 
 
 def point_at(repo, root=ROOT):
     """Badges and the set-up cell's address for `repo` (or none) in notebooks/ and README.md."""
+    import build_notebooks
+    from atomic import write_text
+    from lab import results
+
     for notebook, name in build_notebooks.NOTEBOOKS.items():
         path = root / "notebooks" / name
         write_text(path, with_badge(path.read_text(), repo, notebook))
@@ -104,14 +113,12 @@ def bundle_files(root):
 
 def write_bundle(path, root):
     """Zip bundle_files(root) into `path`, each under its path relative to `root`; returns how many."""
-    files = bundle_files(root)
-
-    def write(tmp):
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as bundle:
-            for file in files:
-                bundle.write(file, file.relative_to(root).as_posix())
-
-    write_atomically(path, write)  # never half a zip at `path`
+    files, tmp = bundle_files(root), path.with_name(f".{path.name}.tmp{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for file in files:
+            bundle.write(file, file.relative_to(root).as_posix())
+    os.replace(tmp, path)  # never half a zip at `path`
     return len(files)
 
 
@@ -134,10 +141,12 @@ def main(argv=None):
     if repo and not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
         p.error(f"--repo takes OWNER/NAME as on GitHub (e.g. jane/s8-normalization), got {repo!r}")
     point_at(repo, ROOT)
+    import build_notebooks
+
     build_notebooks.main([])  # rebuilt, each keeping its outputs
     print(f"Colab badges and clone address: github.com/{repo}" if repo else
           "no repository known (give --repo OWNER/NAME): no Colab badge, no clone address; on Colab the set-up "
-          "cell asks for the zip that --bundle writes")
+          "cell asks for a zip of the project (a GitHub copy's Download ZIP, or --bundle's)")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import colab  # noqa: E402
 COLAB_PACKAGES = ["ipywidgets==7.7.1", "widgetsnbextension~=3.6.0"]
 HIDDEN = ("ipywidgets", "widgetsnbextension", "jupyterlab_widgets", "torchsummary")  # Colab's own, or absent
 KERNEL = "s8-colab-rehearsal"
-CASES = ("address", "files", "upload")
+CASES = ("address", "files", "upload", "repository-zip")
 BASE_PATH = os.environ.get("PATH", "")
 
 STARTUP = '''# Colab imports google.colab when its kernel starts; the notebooks' set-up cell looks for it.
@@ -142,10 +142,15 @@ def prepare(case, work, content, setup):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
         return setup, content, git_log
-    bundle = work / colab.BUNDLE
-    colab.write_bundle(bundle, ROOT)
-    os.environ["S8_REHEARSAL_UPLOAD"] = str(bundle)
-    return colab.setup_cell(None), content / colab.project_folder(None), git_log
+    if case == "upload":
+        upload, top = work / colab.BUNDLE, ""
+        colab.write_bundle(upload, ROOT)
+    else:  # what GitHub's "Download ZIP" gives a student with a browser alone: the repository in one top folder
+        upload, top = work / "s8-main.zip", "s8-main"
+        subprocess.run(["git", "-C", str(ROOT), "archive", "--format=zip", f"--prefix={top}/", "-o", str(upload),
+                        "HEAD"], check=True, env={**os.environ, "PATH": BASE_PATH})
+    os.environ["S8_REHEARSAL_UPLOAD"] = str(upload)
+    return colab.setup_cell(None), content / colab.project_folder(None) / top, git_log
 
 
 def main(argv=None):
@@ -188,7 +193,8 @@ def main(argv=None):
         os.environ.update(saved)
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    print("colab rehearsal: the set-up cell works from a clone, from files already there and from an uploaded zip")
+    print("colab rehearsal: the set-up cell works from a clone, from files already there, from the uploaded bundle and "
+          "from a repository's Download ZIP")
 
 
 if __name__ == "__main__":

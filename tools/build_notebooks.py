@@ -108,12 +108,12 @@ def out_of_date(root=None):
 
 
 def execute(notebook, root, env):
-    """Run every cell of `notebook` in order under `env` (nbclient, as `jupyter execute` does); returns the notebook
+    """Run every cell of `notebook` in order under `env` (nbclient, as `jupyter execute` does; the build drops the widget state); returns the notebook
     and (the seconds the whole of it took, those of its training cell, the one that calls utils.fit)."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(root / notebook, as_version=4)
-    client = NotebookClient(nb, timeout=None, store_widget_state=False, resources={"metadata": {"path": str(root)}})
+    client = NotebookClient(nb, timeout=None, resources={"metadata": {"path": str(root)}})
     saved = os.environ.copy()
     os.environ.update(env)  # the kernel inherits this process's environment: the S8_ settings reach it there
     try:

@@ -280,7 +280,8 @@ def render_skips(out):
                         else "no: no difference")
         lines.append(f"| {LABELS[norm]} | {spread(on)} | {spread(off)} | {mean_and_range(on)[0] - mean_and_range(off)[0]:+.2f} "
                      f"| {judged[norm]} |")
-    lines += ["", results.trained_on([r for arm in runs.values() for r in arm]).capitalize() + ".",
+    machines = results.trained_on([r for arm in runs.values() for r in arm])
+    lines += ["", machines[:1].upper() + machines[1:] + ".",
               "", f"Gradient norm of each layer's weights on {PROBE_IMAGES} fixed training images (fp32, train mode), "
               "at initialisation and after the first epoch, mean of the seeds (lowest-highest): the first C block's "
               "(C1) and the last's (C9), and their ratio:", "",

@@ -126,7 +126,7 @@ experiments.show("groups")
 # %% [markdown]
 # <details><summary>Why one channel per group after the ReLU cannot learn</summary>
 #
-# With one channel per group, the norm gives every channel of every image mean 0 over its positions, then adds the channel's shift $\beta_c$. After the ReLU nothing follows it in C9's block, so the global average pool receives $\beta_c$ for every channel of every image: the same numbers whatever the image, and the classifier can only guess one class. Before the ReLU, the ReLU cuts each normalized channel where it is negative, and the mean of what is left depends on the image again. Among several channels per group, each channel's own mean survives the norm.
+# With one channel per group, the norm gives every channel of every image mean 0 over its positions, then adds the channel's shift $\beta_c$. After the ReLU nothing follows it in C9's block, so the global average pool receives $\beta_c$ for every channel of every image: the same numbers whatever the image, and the classifier can only guess one class. Before the ReLU, the ReLU cuts each normalized channel where it is negative, and the mean of what is left depends on the image again: the network can learn, if slowly (the record above trained longer). Among several channels per group, each channel's own mean survives the norm.
 # </details>
 
 # %% [markdown]

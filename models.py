@@ -174,7 +174,8 @@ class ModelConfig:
                 _check_divides("channels_per_group", self.channels_per_group, self.widths)
         if self.order == "relu-norm" and (self.norm == "in" or (self.norm == "gn" and self.channels_per_group == 1)):
             warnings.warn("one channel per group after the ReLU trains at chance: each channel's spatial mean becomes "
-                          "its shift, so the pool sees the same numbers for every image; use --order norm-relu",
+                          "its shift, so the pool sees the same numbers for every image; put the norm before the ReLU "
+                          "(order='norm-relu', run.py's --order norm-relu)",
                           stacklevel=3)
 
     def to_dict(self):

@@ -281,7 +281,8 @@ def render_skips(out):
         lines.append(f"| {LABELS[norm]} | {spread(on)} | {spread(off)} | {mean_and_range(on)[0] - mean_and_range(off)[0]:+.2f} "
                      f"| {judged[norm]} |")
     machines = results.trained_on([r for arm in runs.values() for r in arm])
-    lines += ["", machines[:1].upper() + machines[1:] + ".",
+    lines += ["", machines[:1].upper() + machines[1:] + ". Beyond the seeds' range: the two means differ by more than "
+              "the wider of the two arms' lowest-to-highest ranges.",
               "", f"Gradient norm of each layer's weights on {PROBE_IMAGES} fixed training images (fp32, train mode), "
               "at initialisation and after the first epoch, mean of the seeds (lowest-highest): the first C block's "
               "(C1) and the last's (C9), and their ratio:", "",
@@ -316,7 +317,7 @@ def render_lr(out):
     rates = ", ".join(f"x{m:g}: {one['config']['lr'] * m:g} and {one['config']['muon_lr'] * m:g}" for m in multipliers)
     lines = [f"{screening_setting(every)}; seeds {seeds_of(table['bn'][1])}. Every norm trained "
              "with one recipe (BatchNorm's: Muon for the conv kernels, SGD for the rest, no weight decay) and plain "
-             f"convs, its two peak rates, SGD's and Muon's, multiplied together ({rates}). Final validation accuracy, "
+             f"convs, its two peak rates, SGD's and Muon's, both multiplied by the same factor ({rates}). Final validation accuracy, "
              "mean of the seeds (lowest-highest); a run whose loss stopped being finite is marked diverged:", "",
              "| norm | " + " | ".join(f"rates x{m:g}" for m in multipliers) + " |", "|---|" + "---:|" * len(multipliers)]
     best = {}
@@ -325,7 +326,8 @@ def render_lr(out):
         for m in multipliers:
             runs, done = table[norm][m], finished(table[norm][m])
             failed = len(runs) - len(done)
-            cells.append(spread(done) + (f", {failed} of {len(runs)} diverged" if failed else "") if done
+            shown = spread(done) if len(done) > 1 else f"{done[0]:.1f} (one seed)" if done else ""
+            cells.append(shown + (f", {failed} of {len(runs)} diverged" if failed else "") if done
                          else f"diverged ({failed} of {failed})")
             if done and mean_and_range(done)[0] > best.get(norm, (0, 0))[1]:
                 best[norm] = (m, mean_and_range(done)[0])
@@ -336,7 +338,7 @@ def render_lr(out):
 
 def render_activations(out):
     runs = {norm: screening(out, norm, 1, "activations") for norm in LESSON_NORMS}
-    lines = [f"the learning-rate lesson's x1 runs ({screening_setting(runs['bn'])}). What "
+    lines = [f"the learning-rate section's runs at x1, the recipe's own rates ({screening_setting(runs['bn'])}). What "
              "enters three C blocks' ReLUs, the 1st and 99th percentiles (the 20th and 80th are in the figure) on "
              "the training batch at the first step and at the last, seed 0 (seed 1 in brackets):", "",
              "| norm | block | first step: 1st, 99th | last step: 1st, 99th |", "|---|---|---:|---:|"]
@@ -376,7 +378,7 @@ def measure_fold(lab):
 
 def render_fold(out):
     r = needed(out, "fold", "bn", "measurement", "fold")[0]
-    lines = [f"the BatchNorm model of run.py ({r['checkpoint']}, seed {r['seed']}) on the "
+    lines = [f"the committed full run's BatchNorm model ([[{r['checkpoint']}, ]]seed {r['seed']}) on the "
              f"{r['test_images']:,} test images, fp32, eval mode, on {r['device']}.", "",
              "| | with BatchNorm | folded into the convs |", "|---|---:|---:|",
              f"| test accuracy | {r['accuracy']:.2f}% | {r['accuracy_folded']:.2f}% |",
@@ -404,7 +406,7 @@ def measure_batch_of_one(lab):
 
 def render_batch_of_one(out):
     record = needed(out, "batch-of-one", "models-x1-seed0", "measurement", "batch-of-one")[0]
-    lines = ["the learning-rate lesson's x1 models, seed 0; 128 held-out validation "
+    lines = ["the learning-rate section's models at x1 (the recipe's own rates), seed 0; 128 held-out validation "
              "images passed as one batch and each passed alone, fp32. The largest difference in any logit, and how "
              "many of the 128 predictions change:", "", "| norm | eval mode | train mode |", "|---|---:|---:|"]
     for norm, row in record.items():
@@ -412,7 +414,7 @@ def render_batch_of_one(out):
             f"{row[m]['max_logit_difference']:.1e}, {row[m]['predictions_changed']} changed" for m in ("eval", "train")) + " |")
     others = [LABELS[n] for n in record if n != "bn" and not any(record[n][m]["predictions_changed"] for m in record[n])]
     headline = (f"In train mode BatchNorm changes {record['bn']['train']['predictions_changed']} of 128 predictions "
-                "when each image is passed alone (these models: the learning-rate lesson's at x1, not the BatchNorm "
+                "when each image is passed alone (these models: the learning-rate section's at x1, not the BatchNorm "
                 "lesson's); "
                 + (f"the other models ({', '.join(others)}) change none, in either mode" if others else
                    "every other model changes some"))
@@ -430,7 +432,7 @@ def render_layernorms(out):
     headline = (f"The per-image GroupNorm(1, C) reached {mean_and_range(a)[0]:.1f}% and the per-pixel LayerNorm(C) "
                 f"{mean_and_range(b)[0]:.1f}% in short runs: "
                 + ("beyond the seeds' range" if differ(a, b) else "within the seeds' range, no difference"))
-    return lambda: plots.plot_screening_curves({LAYERNORM_NAMES[v]: [r["history"] for r in runs[v]] for v in runs},
+    return lambda: plots.plot_screening_curves({v: [r["history"] for r in runs[v]] for v in runs}, LAYERNORM_NAMES,
                                       caption(runs["ln"])), lines, headline
 
 
@@ -558,7 +560,8 @@ def render_batch_size(out):
         headline += (f"; the full run's BatchNorm model scores {row['eval']:.2f}% with its running statistics and "
                      f"{row[f'train_bs{GAP_BATCHES[0]}']:.2f}% with those of {GAP_BATCHES[0]} test images")
     setting = f"{first['train_images']:,} training images, {first['epochs']} epochs; {results.trained_on(runs)}"
-    return lambda: plots.plot_batch_size(table, LABELS, setting), lines, headline
+    ordered = {norm: table[norm] for norm in results.NORMS if norm in table}  # the legend in the suite's order
+    return lambda: plots.plot_batch_size(ordered, LABELS, setting), lines, headline
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ def color(norm):
 def errorbar(ax, xs, spreads, **style):
     """Means with bars to the lowest and highest seed, from mean_and_range's (mean, lowest, highest)."""
     yerr = [[m - lo for m, lo, _ in spreads], [hi - m for m, _, hi in spreads]]
-    ax.errorbar(xs, [m for m, _, _ in spreads], yerr=yerr, marker="o", capsize=3, **style)
+    ax.errorbar(xs, [m for m, _, _ in spreads], yerr=yerr, **{"marker": "o", "capsize": 3, **style})
 
 
 def plot_batch_size(table, labels, caption):
@@ -89,7 +89,7 @@ def plot_lr_sweep(table, labels, caption):
     ticks = sorted({m for points in table.values() for m in points})
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks, [f"x{m:g}" for m in ticks])
-    ax.axhline(10, color="grey", linewidth=0.5)
+    ax.axhline(10, color="grey", linewidth=0.5, label="chance (1 in 10 classes)")
     ax.set(xlabel="both peak learning rates, times the recipe's", ylabel="validation accuracy (%)",
            title="Accuracy against the learning rate (x: diverged; bars: lowest and highest seed)")
     return finish(fig, ax, caption)
@@ -144,13 +144,13 @@ def plot_batch_of_one(record, labels):
     return finish(fig, ax, grid="y")
 
 
-def plot_screening_curves(histories, caption):
-    """Validation accuracy per epoch, one colour per name ({name: [history per seed]})."""
+def plot_screening_curves(histories, names, caption):
+    """Validation accuracy per epoch, each norm in its colour ({norm: [history per seed]}, {norm: name})."""
     fig, ax = figure((7.5, 4.5))
-    for i, (name, runs) in enumerate(histories.items()):
+    for norm, runs in histories.items():
         for k, history in enumerate(runs):
-            ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], color=f"C{i}",
-                    linestyle=SEED_STYLES[k % 3], marker=".", label=f"{name}, seed {k}")
+            ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], color=color(norm),
+                    linestyle=SEED_STYLES[k % 3], marker=".", label=f"{names[norm]}, seed {k}")
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Two kinds of LayerNorm")
     return finish(fig, ax, caption, fontsize=7, epochs=True)
 
@@ -172,12 +172,15 @@ def plot_group_size(table, caption):
 def plot_placement(table, labels):
     """Validation accuracy with the norm before and after the ReLU ({norm: {order: [{accuracy, ...}]}})."""
     fig, ax = figure((6.5, 4))
-    for k, (order, name) in enumerate((("norm-relu", "conv, norm, ReLU"), ("relu-norm", "conv, ReLU, norm"))):
+    arms = (("norm-relu", "conv, norm, ReLU", "o"), ("relu-norm", "conv, ReLU, norm", "s"))
+    for k, (order, name, marker) in enumerate(arms):
         for i, norm in enumerate(table):
             accs = [r["accuracy"] for r in table[norm].get(order, [])]
-            if accs:
-                ax.bar(i + 0.4 * k, sum(accs) / len(accs), 0.4, color=("dimgray", "silver")[k], label=name if i == 0 else None)
-                ax.plot([i + 0.4 * k] * len(accs), accs, "k.")
-    ax.set_xticks([i + 0.2 for i in range(len(table))], [labels[n] for n in table])
-    ax.set(ylabel="validation accuracy (%)", title="Where the norm sits (bars: mean; dots: seeds)")
-    return finish(fig, ax, grid="y")
+            if accs:  # the mean, with a bar to the lowest and the highest seed, in the norm's colour
+                errorbar(ax, [i + 0.25 * (2 * k - 1)], [mean_and_range(accs)], color=color(norm), marker=marker,
+                         fillstyle=("full", "none")[k], label=name if i == 0 else None)
+    ax.set_xticks(range(len(table)), [labels[n] for n in table])
+    ax.set_xlim(-0.6, len(table) - 0.4)
+    ax.set(ylabel="validation accuracy (%)", title="Where the norm sits (mean; bars: lowest and highest seed)")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8)
+    return finish(fig, ax, grid="y", legend=False)

@@ -146,10 +146,12 @@ short = exercises.short_runs(data, TRIALS, SHORT_IMAGES, SHORT_EPOCHS, device, s
 # ## 8. Summary
 
 # %%
+ran = {name: globals().get(name) for name in ("small_batches", "recalibrated_accuracy", "short")}  # the exercises
+smallest = min(small_batches) if ran["small_batches"] else None
 Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} BatchNorm {from_scratch.verdict(build_difference)}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
-- Normalized with the statistics of each batch of {min(small_batches)} test images instead of its running averages, the model scored {small_batches[min(small_batches)]:.2f}% against {eval_accuracy:.2f}%; one batch of {RECALIBRATION} training images as its running averages gave {recalibrated_accuracy:.2f}%.
+- Evaluation mode, with the running averages: {eval_accuracy:.2f}%. """ + (f"""With the statistics of each batch of {smallest} test images instead: {small_batches[smallest]:.2f}%. """ if smallest else "(Exercise 1 not run.) ") + (f"""With one batch of {RECALIBRATION} training images as its running averages: {recalibrated_accuracy:.2f}%.""" if ran["recalibrated_accuracy"] else "(Exercise 2 not run.)") + f"""
 - Folded into the convs it needs {count_parameters(folded):,} parameters instead of {count_parameters(model):,}, and its logits move by at most {fold_difference:.1e}.
-- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {short}.""")
+- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {ran['short'] or '(not run)'}.""")

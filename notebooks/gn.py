@@ -14,7 +14,7 @@
 # - **Learnable parameters:** $\gamma_c$ and $\beta_c$ per channel (2C per layer).
 # - **Train vs eval:** identical; there are no running statistics.
 # - **Where it sits:** after each 3x3 conv's ReLU (conv, ReLU, GN), unlike BatchNorm.
-# - **Its convs:** each 3x3 filter is standardized to mean 0 and variance 1 before it is applied (Weight Standardization, Qiao et al. 2019), and Muon's peak learning rate (Muon: the update rule of the conv kernels, section 4) is 0.03 where the other two take 0.1. Both were chosen on a validation split, where two seeds each put the standardized convs a little above plain ones; on the test set the full runs with and without them showed no difference (`docs/experiments.md`). Exercise 2 measures it again.
+# - **Its convs:** each 3x3 filter is standardized to mean 0 and variance 1 before it is applied (Weight Standardization, Qiao et al. 2019), and Muon's peak learning rate (Muon: the update rule of the conv kernels, section 4) is 0.03 where the other two take 0.1. Both were chosen on a validation split held out of the training images (`docs/experiments.md`); Exercise 2 lets you measure what the standardized convs add.
 
 # %%
 NORM = "gn"  # the norm this lesson trains
@@ -118,15 +118,15 @@ group_counts = exercises.short_runs(data, {name: dict(norm="gn", **grouping) for
                                 SHORT_IMAGES, SHORT_EPOCHS, device, seed=SEED)
 
 # %% [markdown]
-# Now compare with the record: how many channels per group this network wants, measured once in longer short runs. They took plain convs and BatchNorm's recipe (Muon's rate 0.1; "x1" in the table means that recipe's own learning rates), so that only the group size differs; your runs above used GroupNorm's.
+# Now compare with the saved runs: how many channels per group this network wants, measured once in 8-epoch runs on 10,000 images. They took plain convs and **another recipe**, BatchNorm's (Muon's rate 0.1; "x1" in the caption means that recipe's own learning rates), so that only the group size differs; your runs above used GroupNorm's.
 
 # %%
 experiments.show("groups")
 
 # %% [markdown]
-# <details><summary>Why one channel per group after the ReLU cannot learn</summary>
+# <details><summary>After you have run it: one channel per group</summary>
 #
-# With one channel per group, the norm gives every channel of every image mean 0 over its positions, then adds the channel's shift $\beta_c$. After the ReLU nothing follows it in C9's block, so the global average pool receives $\beta_c$ for every channel of every image: the same numbers whatever the image, and the classifier can only guess one class. Before the ReLU, the ReLU cuts each normalized channel where it is negative, and the mean of what is left depends on the image again: the network can learn, if slowly (the record above trained longer). Among several channels per group, each channel's own mean survives the norm.
+# With one channel per group, the norm gives every channel of every image mean 0 over its positions, then adds the channel's shift $\beta_c$. After the ReLU nothing follows it in C9's block, and the skip adds C7's output, which the same norm left with mean $\beta_c$ too, so the global average pool receives the same numbers for every image, and the classifier can only guess one class. Before the ReLU, the ReLU cuts each normalized channel where it is negative, and the mean of what is left depends on the image again: the network can learn, if slowly (the record above trained longer). Among several channels per group, each channel's own mean survives the norm.
 # </details>
 
 # %% [markdown]
@@ -136,6 +136,11 @@ experiments.show("groups")
 convs = exercises.short_runs(data, {"standardized convs": dict(norm="gn", conv="ws"),
                                 "plain convs": dict(norm="gn", conv="plain")}, SHORT_IMAGES, SHORT_EPOCHS, device,
                          seed=SEED)
+
+# %% [markdown]
+# <details><summary>After you have run it: Weight Standardization</summary>
+# On the validation split two seeds each put the standardized convs a little above plain ones, which is why GroupNorm uses them; on the test set the full runs with and without them showed no difference (`docs/experiments.md`). Compare your two short runs with that, and with the warning about single seeds above.
+# </details>
 
 # %% [markdown]
 # **Exercise 3: small batches.** Wu and He (2018) made GroupNorm for training with few images per GPU, as detection and video do; on ImageNet BatchNorm's error grew below 16 images per batch while GroupNorm's held. Predict BatchNorm's and GroupNorm's accuracy at a batch of 4 here (more steps: these runs take longer). Each trains with its own recipe: the BatchNorm arm with plain convs and Muon's rate 0.1, the GroupNorm arm with standardized convs and 0.03, so more than the norm differs.
@@ -153,9 +158,10 @@ small = exercises.short_runs(data, {"GroupNorm, batch 4": dict(norm="gn", batch_
 # ## 8. Summary
 
 # %%
+ran = {name: globals().get(name, "(not run)") for name in ("group_counts", "convs", "small")}  # the exercises
 Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} GroupNorm {from_scratch.verdict(build_difference, f"PyTorch's `{layer}`")}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {changed} predictions changed.
-- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {group_counts}; {convs}. At a batch of 4: {small}.""")
+- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {ran['group_counts']}; {ran['convs']}. At a batch of 4: {ran['small']}.""")

@@ -6,7 +6,7 @@
 # - **One-cycle schedule:** the learning rate rises over the first fifth of the steps to its peak, then falls linearly to nearly zero.
 # - **Muon** (`muon.py`) updates every conv kernel but the classifier's with a step of fixed size: it replaces the kernel's momentum by the nearest orthogonal matrix, so every direction of the layer moves by the same amount. The classifier `c10`, the norms' scales and shifts and any conv biases take SGD with Nesterov momentum.
 # - **Label smoothing 0.1:** the target gives the true class 0.91 and each other class 0.01, which keeps the model from growing ever more confident (and the training loss above zero).
-# - **Arithmetic:** the first line of the log names it. Where the hardware computes **bf16** (a 16-bit float with float32's range) natively, autocast runs the convs in bf16; on Colab's free T4 GPU it is **fp16**, with a **GradScaler** scaling the loss up so that small gradients do not round to zero. Autocast keeps some operations in float32 (on a GPU, LayerNorm and GroupNorm among them), and the weights, the optimizer's state and the loss always stay in float32. So a run there gives slightly different numbers from the committed one.
+# - **Arithmetic:** the first line of the log names it. Where the hardware computes **bf16** (a 16-bit float with float32's range) natively, autocast runs the convs in bf16; on Colab's free T4 GPU it is **fp16**, with a **GradScaler** scaling the loss up so that small gradients do not round to zero. Which operations run in 16 bits depends on the device: on a CPU the norms do too, on a GPU LayerNorm and GroupNorm stay in float32; the weights, the optimizer's state and the loss always stay in float32. So a run there gives slightly different numbers from the committed one.
 #
 # The log has one row per epoch: loss and accuracy on the training images (augmented, averaged over the epoch while the weights move) and on the test images (after the epoch), and the seconds the epoch's training took. Running the cell again continues training the same model; to train afresh, run the cells again from section 2.
 
@@ -25,7 +25,7 @@ plots.plot_curves(history, title=f"{type(model).__name__}, seed {SEED}: test acc
                                  f"{history[-1]['test_acc']:.2f}%, train {history[-1]['train_acc']:.2f}% (augmented)")
 
 # %% [markdown]
-# This run beside the committed run's seed 0 (the README's results table has three seeds), each with the machine and arithmetic it trained in: on another machine or in another precision the same seed ends a little elsewhere.
+# This notebook's run beside the reference run's seed 0 (the one in `results/` and the README's results table, which has three seeds), each with the machine and arithmetic it trained in: on another machine or in another precision the same seed ends a little elsewhere. The training time below leaves out the testing after each epoch, which the time under the set-up cell includes.
 
 # %%
 committed = results.read(results.seed_path(results.ROOT, NORM, 0))

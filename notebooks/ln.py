@@ -86,7 +86,7 @@ for mode, (difference, changed) in alone.items():
           f"{difference:.1e}, {changed} predictions change")
 
 # %% [markdown]
-# The same for five norms, measured once for other models: those of the comparison notebook's learning-rate section, all trained with one recipe in short runs (the table names them; "x1" means at that recipe's own learning rates). Its BatchNorm row counts the predictions of that short-run BatchNorm model, not of the model the BatchNorm lesson trains.
+# The same for five norms, measured once for other models: those of the comparison notebook's learning-rate section (`S8_compare.ipynb`, section 3), all trained with one recipe in short runs, at that recipe's own learning rates ("x1"). Its BatchNorm row counts the predictions of that short-run BatchNorm model, not of the model the BatchNorm lesson trains.
 
 # %%
 experiments.show("batch-of-one")
@@ -118,7 +118,7 @@ layernorms = exercises.short_runs(data, {"per image (GroupNorm(1, C))": dict(nor
                               seed=SEED)
 
 # %% [markdown]
-# Now compare with the record: the same two trained longer, two seeds each, the setting named above the table.
+# Now compare with the saved runs: the same two trained longer, two seeds each, the setting named above the table.
 
 # %%
 experiments.show("layernorms")
@@ -132,7 +132,7 @@ placements = exercises.short_runs(data, {"after the ReLU": dict(norm="ln", order
                               device, seed=SEED)
 
 # %% [markdown]
-# This suite places LayerNorm (and GroupNorm) after the ReLU, BatchNorm before it. Now compare with the runs that decided it, from the record of the validation runs: they trained with SGD for every kernel, where your runs above used the lessons' Muon recipe.
+# This suite places LayerNorm (and GroupNorm) after the ReLU, BatchNorm before it. Now compare with the runs that decided it, on a validation split held out of the training images: they trained with SGD for every kernel, where your runs above used the lessons' Muon recipe.
 
 # %%
 experiments.show("placement")
@@ -149,9 +149,10 @@ batch_sizes = exercises.short_runs(data, {"batch 128": dict(norm="ln", batch_siz
 # ## 8. Summary
 
 # %%
+ran = {name: globals().get(name, "(not run)") for name in ("layernorms", "placements", "batch_sizes")}  # the exercises
 Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} LayerNorm {from_scratch.verdict(build_difference, "PyTorch's `GroupNorm(1, C)`")}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {alone['train'][1]} predictions changed in train mode.
-- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {layernorms}; {placements}; {batch_sizes}.""")
+- Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {ran['layernorms']}; {ran['placements']}; {ran['batch_sizes']}.""")

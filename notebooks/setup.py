@@ -5,7 +5,7 @@
 # are). The code comes from the first of these that exists:
 # 1. the project's files where this notebook runs (uploaded, or a Google Drive folder you changed into);
 # 2. the folder an earlier run of this cell made;
-# 3. a clone of S8_REPO_URL, or of the address below when it names one;
+# 3. a clone of S8_REPO_URL, or of REPO_URL below once a published copy has set it;
 # 4. else a zip you upload when asked: a GitHub copy's "Download ZIP", or `python tools/colab.py --bundle`'s.
 # Anywhere, its last lines let an S8_<NAME> environment variable set a setting of the cell above.
 import importlib.util
@@ -63,9 +63,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "torchsummary"], check=True)
         importlib.invalidate_caches()
 
-# The settings above take no other values than the ones you type, except where a variable S8_<NAME> of
-# the environment names one of them (the automatic tests set S8_EPOCHS=1, S8_SUBSET=500, S8_SHORT_IMAGES=100
-# and S8_SHORT_EPOCHS=1, in conftest.py); then it takes that value, now and after every cell you run.
+# The settings above take the values you type, unless an environment variable S8_<NAME> names one of them
+# (the automated tests' short run sets some); then it takes that value, now and after every cell you run.
 def _s8_environment(*_):
     for key, text in os.environ.items():
         name, namespace = key[3:], globals()

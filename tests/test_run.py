@@ -260,7 +260,7 @@ def test_a_subset_that_leaves_fewer_than_ten_test_images_is_refused_before_the_d
 
 def test_instance_norm_after_the_relu_is_named_before_the_data(tmp_path, no_data):
     with pytest.warns(UserWarning, match="one channel per group after the ReLU trains at chance: each channel's "
-                                         "spatial mean becomes its shift.*use --order norm-relu"):
+                                         "spatial mean becomes its shift.*--order norm-relu"):
         with pytest.raises(pytest.fail.Exception):  # then goes on, to the data this test refuses to load
             run.main(["--norm", "in", "--order", "relu-norm", "--out", str(tmp_path)])
 

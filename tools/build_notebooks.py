@@ -21,8 +21,9 @@ SOURCES = ROOT / "notebooks"
 NOTEBOOKS = {"S8_BN.ipynb": "bn.py", "S8_LN.ipynb": "ln.py", "S8_GN.ipynb": "gn.py", "S8_compare.ipynb": "compare.py"}
 INCLUDE = re.compile(r"# include: (\w+\.py)")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_REPR = re.compile(r"[HV]Box\(children=")
 PROGRESS_BAR = re.compile(r"[^\n]*: +\d+%\|")  # tqdm's text: 'epoch 3:   0%|          | 0/391 ...'
-TRY_IT = re.compile(r"## \d+\. Try it")  # the heading of a lesson's exercises
+TRY_IT = re.compile(r"## \d+\. (Try it|Summary)")  # a lesson's exercises, and the summary that quotes their results
 SHORT_NOTEBOOKS = ("S8_BN.ipynb", "S8_LN.ipynb", "S8_GN.ipynb")
 SHORT_SETTING = {"S8_EPOCHS": "2", "S8_SUBSET": "5000"}  # the lessons' quick first pass, as their settings text says
 
@@ -49,8 +50,8 @@ def build(notebook, old=None, sources=None):
         if cell.cell_type == "markdown" and cell.source.startswith("## "):
             trying = TRY_IT.match(cell.source) is not None
         if cell.cell_type == "code":
-            # A "Try it" section's cells print what its exercises ask the student to predict: committed without
-            # output, so that no answer stands under its question (executing the notebook fills them in).
+            # The "Try it" and "Summary" sections' cells print what the exercises ask the student to predict: committed
+            # without output, so that no answer stands under its question (executing the notebook fills them in).
             before = None if trying else kept.get(cell.source)
             cell.outputs = clean_outputs(before.outputs) if before else []
             cell.execution_count = before.execution_count if before else None
@@ -68,11 +69,12 @@ def cell_metadata(tags):
 
 
 def clean_outputs(outputs):
-    """The post-step: no widget state (it shows nothing on GitHub), palette PNGs, no progress bar's first frame."""
+    """The post-step: no widget output, palette PNGs, no progress bar's first frame."""
     kept = []
     for output in outputs:
         data = output.get("data", {})
-        data.pop(WIDGET_VIEW, None)
+        if data.pop(WIDGET_VIEW, None) is not None or WIDGET_REPR.match(data.get("text/plain", "")):
+            continue  # a widget shows nothing without its state, and its text is only its repr: 'VBox(children=...'
         if "image/png" in data:
             data["image/png"] = palette_png(data["image/png"])
         if not (output.get("output_type") == "display_data" and set(data) == {"text/plain"}

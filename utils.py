@@ -77,7 +77,7 @@ def _check_finite(first_bad_step, epoch):
     if step >= 0:
         raise FloatingPointError(
             f"loss became NaN or infinite at epoch {epoch}, step {step + 1}; "
-            "lower the learning rate (--lr) or turn off mixed precision (--amp off)"
+            "lower the learning rate (lr; run.py: --lr) or train in fp32 (amp='off'; run.py: --amp off)"
         )
 
 

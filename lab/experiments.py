@@ -26,7 +26,7 @@ LESSON_NORMS = ("bn", "ln", "in", "gn", "none")  # the learning-rate and activat
 SKIP_NORMS = ("bn", "ln", "gn", "none")
 PROBE_IMAGES = 512  # the fixed batch of training images the gradient norms are taken on
 GAP_BATCHES = (2, 8, 32, 128)  # test batch sizes of BatchNorm's train/eval comparison
-FULL_RUN = "run.py's (batch 128, all data, 20 epochs)"  # the gap's row of checkpoints/bn.pt
+FULL_RUN = "the committed full run's (batch 128, all data, 20 epochs)"  # the gap's row of checkpoints/bn.pt
 
 # The screening variants by name: the ModelConfig fields each one sets. All take plain convs, so that
 # only the norm differs (GroupNorm's own default is weight-standardized).
@@ -465,7 +465,7 @@ def measure_placement(lab):
 
 def render_placement(out):
     table = needed(out, "placement", "validation", "record", "placement")[0]
-    lines = ["No training: full validation runs from results/validation.md, trained with SGD (weight decay 5e-4) "
+    lines = ["No training: full validation runs[[ from results/validation.md]], trained with SGD (weight decay 5e-4) "
              "on every kernel and plain convs, not the lessons' Muon recipe; 45,000 training images, 20 epochs, "
              "scored on the 5,000 held-out images. Validation accuracy, mean of the seeds (lowest-highest):", "",
              "| norm | before the ReLU (conv, norm, ReLU) | after it (conv, ReLU, norm) | beyond the seeds' range? |",

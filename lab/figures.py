@@ -50,7 +50,7 @@ def plot_skips(histories, gradients, labels):
     norms = list(dict.fromkeys(norm for norm, _ in histories))
     fig, axes = figure((3.2 * len(norms), 6.4), 2, len(norms), squeeze=False)
     for col, (norm, loss_ax, grad_ax) in enumerate(zip(norms, axes[0], axes[1])):
-        for skips, shade in ((True, "C0"), (False, "C3")):
+        for skips, shade in ((True, "black"), (False, "darkgray")):  # not a norm's colour: the arms are no norms
             arm = "with skips" if skips else "without"
             for k, history in enumerate(histories.get((norm, skips), [])):
                 loss_ax.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], color=shade,
@@ -58,9 +58,9 @@ def plot_skips(histories, gradients, labels):
             records = gradients.get((norm, skips), [])
             if records:
                 layers = list(records[0]["init"])
-                for when, style in (("init", ":"), ("epoch1", "-")):
+                for when, fill in (("init", "none"), ("epoch1", "full")):  # layers are categories: dots, no lines
                     mean = [sum(r[when][layer] for r in records) / len(records) for layer in layers]
-                    grad_ax.plot(range(len(layers)), mean, color=shade, linestyle=style, marker=".",
+                    grad_ax.plot(range(len(layers)), mean, color=shade, linestyle="none", marker="o", fillstyle=fill,
                                  label=f"{arm}, {'at init' if when == 'init' else 'after epoch 1'}" if col == 0 else None)
                 grad_ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=7)
         # Log axis: one run without a norm spikes to a loss of about 1e6 and would flatten the rest.
@@ -104,8 +104,10 @@ def plot_activations(runs, labels, block="C9"):
         blocks = list(act["blocks"])
         last = [act["blocks"][b][-1] for b in blocks]
         for (lo, hi), alpha, band in (((0, 3), 0.25, "1st-99th"), ((1, 2), 0.6, "20th-80th")):  # of the percentiles
-            for ax, xs, ys in ((left, steps, values), (right, range(len(blocks)), last)):
-                ax.fill_between(xs, [v[lo] for v in ys], [v[hi] for v in ys], alpha=alpha, color=color(norm), label=band)
+            left.fill_between(steps, [v[lo] for v in values], [v[hi] for v in values], alpha=alpha, color=color(norm),
+                              label=band)
+            right.vlines(range(len(blocks)), [v[lo] for v in last], [v[hi] for v in last], alpha=alpha,
+                         color=color(norm), linewidth=(3, 9)[lo])  # blocks are categories: a bar each
         left.set(ylabel=labels[norm], xlabel="training step" if row == len(runs) - 1 else None)
         right.set_xticks(range(len(blocks)), blocks)
         for ax in (left, right):

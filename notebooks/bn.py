@@ -63,7 +63,7 @@ if REVEAL:
 #
 # ### Training and evaluation are two different computations
 #
-# The model just trained, tested with its running averages (evaluation mode) and with the statistics of each batch of 128 test images (training mode, the running averages left alone), in fp32. How small a batch can be before this breaks is Exercise 1's question.
+# The model just trained, tested with its running averages (evaluation mode) and with the statistics of each batch of 128 test images (training mode, the running averages left alone), in fp32. Both are scored in fp32, so the first can differ by a few hundredths from the log's last epoch, scored in the precision of training. How small a batch can be before the second breaks is Exercise 1's question.
 
 # %%
 _, eval_accuracy = utils.test(model, data)

@@ -72,7 +72,7 @@ experiments.show("activations")
 # %% [markdown]
 # ## 6. The batch size
 #
-# Each norm trained at batch sizes from 2 to 128 in short runs, with SGD for every kernel (not the lessons' Muon recipe) and its learning rate scaled with the batch. Every batch size trained for the same number of epochs, so a batch of 128 took 64 times fewer steps than a batch of 2: where every norm falls at the largest batches, that is the number of steps, not the norm. Wu and He (2018) found on ImageNet that BatchNorm's error rises below 16 images per batch while GroupNorm's stays flat; read the table's small batches for that.
+# Each norm trained at batch sizes from 2 to 128 in short runs, with SGD for every kernel (not the lessons' Muon recipe) and its learning rate scaled with the batch. Every batch size trained for the same number of epochs, so a batch of 128 took 64 times fewer steps than a batch of 2: where every norm falls at the largest batches, that is the number of steps, not the norm. Wu and He (2018) found on ImageNet that BatchNorm's error rises below 16 images per batch while GroupNorm's stays flat; read the table's small batches for that. (The BatchNorm lesson's Exercise 1 asks about the last table below: do it first.)
 
 # %%
 experiments.show("batch-size")

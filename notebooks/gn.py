@@ -143,7 +143,7 @@ convs = exercises.short_runs(data, {"standardized convs": dict(norm="gn", conv="
 # </details>
 
 # %% [markdown]
-# **Exercise 3: small batches.** Wu and He (2018) made GroupNorm for training with few images per GPU, as detection and video do; on ImageNet BatchNorm's error grew below 16 images per batch while GroupNorm's held. Predict BatchNorm's and GroupNorm's accuracy at a batch of 4 here (more steps: these runs take longer). Each trains with its own recipe: the BatchNorm arm with plain convs and Muon's rate 0.1, the GroupNorm arm with standardized convs and 0.03, so more than the norm differs.
+# **Exercise 3: small batches.** Wu and He (2018) made GroupNorm for training with few images per GPU, as detection and video do; on ImageNet BatchNorm's error grew below 16 images per batch while GroupNorm's held. Predict BatchNorm's and GroupNorm's accuracy at a batch of 4 here (more steps: these runs take longer). Each trains with its own recipe: the BatchNorm run with plain convs and Muon's rate 0.1, the GroupNorm run with standardized convs and 0.03, so more than the norm differs.
 #
 # <details><summary>Reading the result</summary>
 # Two short runs of one seed each differ by a few points by chance alone; a gap smaller than that names no winner. To see the effect of the batch on BatchNorm's statistics alone, Exercise 1 of the BatchNorm lesson keeps the trained model and changes only the batch its statistics come from.

@@ -125,7 +125,7 @@ def test_the_batch_size_experiment_scales_sgds_rate_with_the_batch_and_measures_
             assert r["config"]["batch_size"] == b and r["config"]["lr"] == pytest.approx(0.05 * b / 128)
             assert (r["train_images"], r["test_images"]) == (40, 20)
     gap = record(out, "sweep", "batchnorm_gap")
-    assert list(gap) == ["run.py's (batch 128, all data, 20 epochs)", "the sweep's, trained with batches of 2"]
+    assert list(gap) == ["the committed full run's (batch 128, all data, 20 epochs)", "the sweep's, trained with batches of 2"]
     assert set(gap["the sweep's, trained with batches of 2"]) == {"eval", "train_bs2", "train_bs8", "train_bs32", "train_bs128"}
 
 

@@ -1,9 +1,4 @@
-"""CIFAR-10 as uint8 tensors in memory, and whole-batch augmentation on the training device.
-
-`load_cifar10(source)` reads any of the accepted sources once, caches the decoded images, and returns a `CIFAR10`
-holding train and test images as uint8 tensors (N, 3, 32, 32). Training never touches PIL: `augment` crops, flips
-and cuts out whole batches at once.
-"""
+"""CIFAR-10 as uint8 tensors in memory (`load_cifar10`), and whole-batch augmentation on the training device."""
 
 import hashlib
 import io

@@ -20,9 +20,8 @@ class Accuracies(dict):
 
 
 def short_runs(data, trials, images, epochs, device, seed=0):
-    """The notebooks' exercises: train each of `trials` ({name: ModelConfig and TrainConfig fields}, the rest of
-    its norm's recipe) for `epochs` on the same seeded `images` training images, score it on a fifth as many
-    test images, print a line each as it finishes; returns Accuracies {name: final test accuracy}."""
+    """Train each of `trials` ({name: ModelConfig and TrainConfig fields}; the rest: its norm's recipe) for `epochs` on
+    the same seeded `images` training images and a fifth as many test images; Accuracies {name: final test accuracy}."""
     subset = data.subset(images, seed=seed)
     train_fields = {f.name for f in fields(TrainConfig)}
     accuracies = Accuracies()

@@ -1,8 +1,6 @@
 """The three norms written from their formulas (the lessons' reference solutions, which a lesson prints with
-`inspect.getsource`), and the check of a student's version: on a real activation of the model, against copies of
-the model's own layer given random scales, shifts and running averages. Each norm takes x of shape (N, C, H, W)
-and the layer's per-channel scale (weight) and shift (bias).
-"""
+`inspect.getsource`; each takes x of shape (N, C, H, W) and the layer's per-channel weight and bias), and the check
+of a student's version on a real activation of the model, against trained_looking copies of the model's own layer."""
 
 import copy
 
@@ -78,9 +76,8 @@ def trained_looking(layer):
 
 @torch.no_grad()
 def check_norm(yours, reference, layer, x, *parameters):
-    """LayerNorm's and GroupNorm's check: `yours(x, *parameters, weight, bias)` (or the reference while yours is the
-    stub) against a trained_looking copy of the model's `layer` on activation `x`; returns (the largest
-    difference, whether it was yours)."""
+    """LayerNorm's and GroupNorm's check: yours_or_reference's `norm(x, *parameters, weight, bias)` against a copy of
+    the model's `layer` (trained_looking) on activation `x`; returns (the largest difference, whether it was yours)."""
     layer = trained_looking(layer).to(x.device)
     arguments = (x, *parameters, layer.weight, layer.bias)
     norm, is_yours = yours_or_reference(yours, reference, *arguments)

@@ -1,10 +1,5 @@
-"""The training device, and the arithmetic and memory layout it runs this network fastest in.
-
-`choose_precision(device, norm, amp, channels_last)` is the one place that decides, from what the hardware does
-natively (the wrong choice costs an order of magnitude): with `amp="auto"`, bf16 autocast where the CPU or GPU has
-native bf16, fp16 with a GradScaler on CUDA GPUs without it (Colab's T4), fp32 elsewhere; "bf16", "fp16" or "off"
-force one. docs/speed.md gives the table, the capability queries asked and why the others are not.
-"""
+"""The training device, and the arithmetic and memory layout it runs this network fastest in: `choose_precision` is
+the one place that decides, from what the hardware does natively (docs/speed.md has the table and why)."""
 
 import contextlib
 import platform
@@ -84,36 +79,28 @@ def _cpu_bf16_unit():
     return "AVX512_BF16" if torch.cpu._is_avx512_bf16_supported() else None
 
 
-def _hardware(device):
-    if device.type == "cpu":
-        return f"this CPU ({torch.backends.cpu.get_cpu_capability()})"
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        return f"this GPU (compute capability {major}.{minor})"
-    return f"{device.type.upper()}"
-
-
 def choose_amp(device, amp="auto"):
-    """(amp, reason): the autocast precision for `device`; see the module docstring."""
+    """(amp, reason): bf16 autocast where the CPU or GPU has native bf16, else fp16 with a GradScaler on CUDA and fp32
+    elsewhere; "bf16", "fp16" or "off" force one."""
     if amp not in AMP_CHOICES:
         raise ValueError(f"unknown amp {amp!r}; use one of {', '.join(AMP_CHOICES)}")
     if amp != "auto":
         return amp, "asked for"
-    hardware = _hardware(device)
     if device.type == "cpu":
-        if native_bf16(device):
-            return "bf16", f"native bf16 ({_cpu_bf16_unit()}) on {hardware}"
-        return "off", f"no native bf16 on {hardware}"
-    if device.type == "cuda":
-        if native_bf16(device):
-            return "bf16", f"native bf16 on {hardware}"
-        return "fp16", f"no native bf16 on {hardware}"
-    return "off", f"mixed precision not measured on {hardware}"
+        hardware = f"this CPU ({torch.backends.cpu.get_cpu_capability()})"
+    elif device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        hardware = f"this GPU (compute capability {major}.{minor})"
+    else:
+        return "off", f"mixed precision not measured on {device.type.upper()}"
+    if native_bf16(device):
+        unit = f" ({_cpu_bf16_unit()})" if device.type == "cpu" else ""
+        return "bf16", f"native bf16{unit} on {hardware}"
+    return ("off" if device.type == "cpu" else "fp16"), f"no native bf16 on {hardware}"
 
 
 def choose_precision(device, norm=None, amp="auto", channels_last=None):
-    """The Precision to train `norm`'s model in on `device`. `channels_last=None` takes the
-    measured table (CHANNELS_LAST); True or False forces the layout."""
+    """The Precision to train `norm`'s model in on `device`; `channels_last=None` takes CHANNELS_LAST's choice."""
     device = torch.device(device)
     amp, reason = choose_amp(device, amp)
     if channels_last is None:

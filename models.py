@@ -1,11 +1,6 @@
 """The network and nothing else: small CIFAR-10 CNNs that differ only in their normalization layer and where it
 sits, the template `C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10` with two skips (C3's output added to C5's, C7's
-to C9's), its configuration (ModelConfig) and its checkpoints. README.md's "The network" draws the layers.
-
-The norm is a constructor argument: each C block takes a `norm_layer(channels)` built from one table of norms
-(NORM_TYPES), so BatchNorm and GroupNorm differ in one word and a new norm is one new row. SUITE_NORMS names the
-three the suite compares; the table's other rows are the lessons' controls.
-"""
+to C9's), its configuration (ModelConfig) and its checkpoints. README.md's "The network" draws the layers."""
 
 import hashlib
 import json
@@ -27,9 +22,8 @@ def _group_norm(channels, groups, channels_per_group=None):
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm as ConvNeXt and transformers use it: each pixel of each image normalized over its
-    C channels alone (statistics over C, a scale and shift per channel). The suite's LayerNorm,
-    GroupNorm(1, C), takes its statistics over C, H and W of each image together."""
+    """LayerNorm as ConvNeXt and transformers use it: each pixel of each image normalized over its C channels alone.
+    The suite's LayerNorm, GroupNorm(1, C), takes its statistics over C, H and W of each image together."""
 
     def __init__(self, channels, eps=1e-5):
         super().__init__()
@@ -142,8 +136,7 @@ def norm_layer(norm, groups=DEFAULT_GROUPS, channels_per_group=None):
 
 @dataclass
 class ModelConfig:
-    """Everything that defines a model: stored in every checkpoint, one CLI flag per field but
-    `norm` and `num_classes`."""
+    """Everything that defines a model: stored in every checkpoint, a run.py flag per field but norm and num_classes."""
 
     norm: str = "bn"
     widths: tuple = DEFAULT_WIDTHS  # channels after C1, C2, c3, C3-C5, c6, C7-C9
@@ -185,8 +178,7 @@ class ModelConfig:
 class ConvBlock(nn.Sequential):
     """C: 3x3 conv -> norm -> ReLU (order 'norm-relu') or 3x3 conv -> ReLU -> norm ('relu-norm').
     Before a norm the conv needs no bias (the norm's shift replaces it); before a ReLU it does,
-    to set where the ReLU cuts off, and so it does where there is no norm at all. The conv is a
-    constructor argument too (plain or ws)."""
+    to set where the ReLU cuts off, and so it does where there is no norm at all."""
 
     def __init__(self, c_in, c_out, norm_layer, order="norm-relu", conv_layer=nn.Conv2d):
         norm, relu = norm_layer(c_out), nn.ReLU(inplace=True)
@@ -195,8 +187,7 @@ class ConvBlock(nn.Sequential):
 
 
 class S8Net(nn.Module):
-    """The template network; see the module docstring. Build it with S8_model(norm, ...), which
-    returns the norm's named class below, or with S8Net(ModelConfig(...))."""
+    """The template network (module docstring); build it with S8_model(norm, ...) or S8Net(ModelConfig(...))."""
 
     NORM = None  # a named subclass's norm
 
@@ -257,8 +248,7 @@ class Model_Group_Normalization(S8Net):
 
 
 def model_class(norm):
-    """The class NORM_TYPES names for `norm`; a norm added to the table without a class of its own
-    gets a subclass of S8Net by that name."""
+    """The class NORM_TYPES names for `norm`, made as a subclass of S8Net for a norm without a class of its own."""
     t = norm_type(norm)
     cls = globals().get(t.class_name)
     if cls is None or getattr(cls, "NORM", None) != t.key:
@@ -267,9 +257,7 @@ def model_class(norm):
 
 
 def S8_model(norm="bn", **kwargs):
-    """The model for `norm` ('bn'/'batch', 'ln'/'layer', 'gn'/'group', or a control: 'in', 'none',
-    'lnc'), an instance of its named class (Model_Batch_Normalization, ...); kwargs are ModelConfig
-    fields."""
+    """The model for `norm` (any name norm_type takes), an instance of its named class; kwargs: ModelConfig fields."""
     config = ModelConfig(norm=norm, **kwargs)
     return model_class(config.norm)(config)
 
@@ -278,7 +266,6 @@ def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-# ---------------------------------------------------------------------------------------------
 # Checkpoints: the weights with everything that defines the model they fit, bound by a fingerprint.
 
 
@@ -294,8 +281,7 @@ def fingerprint(model_config, state_dict):
 
 
 def checkpoint(model, **extra):
-    """What a checkpoint holds: the weights, the ModelConfig they fit and the fingerprint binding
-    the two (load_checkpoint checks it), plus `extra` (classes, training config, ...)."""
+    """The weights, the ModelConfig they fit and the fingerprint binding the two, plus `extra` (classes, ...)."""
     # CPU copies: a GPU run's checkpoint then loads with a plain torch.load on a machine without a GPU
     config, weights = model.config.to_dict(), {name: t.detach().cpu() for name, t in model.state_dict().items()}
     return {"model": weights, "model_config": config, "fingerprint": fingerprint(config, weights),
@@ -303,11 +289,8 @@ def checkpoint(model, **extra):
 
 
 def load_checkpoint(path, norm=None, device="cpu"):
-    """(model, checkpoint) from a checkpoint run.py wrote, built from the description it holds.
-
-    With `norm`, a checkpoint of another norm is refused rather than loaded into the wrong model:
-    LayerNorm and GroupNorm weights have the same shapes, so nothing else would notice.
-    """
+    """(model, checkpoint) from a checkpoint run.py wrote, built from the description it holds; with `norm`, one of
+    another norm is refused (LayerNorm and GroupNorm weights have the same shapes, so nothing else would notice)."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)  # never runs code from the file
     except FileNotFoundError:

@@ -33,11 +33,9 @@ def orthogonalize(matrix, steps=5):
 
 
 def orthogonalize_together(matrices, steps=5):
-    """orthogonalize() of every matrix of `matrices` at once, as one batch: each is turned to its wide
-    side and zero-padded to the largest shape, so that a whole group costs the launches of one matrix.
-    The zeros stay zero through the iteration (X X^T has zero rows and columns for them, and the
-    Frobenius norm ignores them), so in exact arithmetic each result is orthogonalize()'s; in float32
-    they differ by rounding, which the iteration amplifies (tests/test_muon.py states how much)."""
+    """orthogonalize() of all `matrices` in the launches of one: each turned to its wide side and zero-padded to the
+    largest shape. The zeros stay zero (X X^T has zero rows and columns for them, and the Frobenius norm ignores them),
+    so in exact arithmetic each result is orthogonalize()'s; in float32 they differ by rounding (tests/test_muon.py)."""
     a, b, c = NEWTON_SCHULZ
     wide = [m if m.shape[0] <= m.shape[1] else m.T for m in matrices]
     rows, cols = max(m.shape[0] for m in wide), max(m.shape[1] for m in wide)
@@ -58,14 +56,7 @@ class MuonSGD(torch.optim.Optimizer):
     U = orthogonalize((1 - momentum)*G + momentum*B) scaled by max(1, rows/cols)^0.5, so that a tall
     matrix's update is not smaller per entry; W = W*(1 - lr*weight_decay) - lr*U (decoupled decay).
 
-    `batched` (default: on where the parameters are on CUDA) takes each group in a few launches: its
-    kernels orthogonalized together (orthogonalize_together) and every update in foreach ops. On a GPU
-    a step is otherwise bound by launching some 550 small kernels; on the CPU, which has no launches to
-    save, the per-kernel path stays, and with it the committed results bit for bit.
-
-    A GradScaler hands this optimizer its scale and found-inf flag (`_step_supports_amp_scaling`)
-    instead of unscaling and reading the flag back to the host every step: the batched path unscales
-    and skips a step with infinite gradients on the device; the per-kernel path reads the flag."""
+    On `batched` (default: on CUDA) and the GradScaler's hand-off (`_step_supports_amp_scaling`): docs/speed.md."""
 
     _step_supports_amp_scaling = True
 

@@ -1,6 +1,5 @@
-"""The course's figures, drawn from data and training histories alone: the data, the training curves, the
-mistakes, the norms compared, and what each norm normalizes over. It trains and predicts nothing. Each norm
-has one colour everywhere (models.NORM_TYPES); the lessons' experiment figures are lab/figures.py's."""
+"""The course's figures, drawn from data and training histories alone (it trains and predicts nothing), each norm in
+its one colour (models.NORM_TYPES); the lessons' experiment figures are lab/figures.py's."""
 
 import math
 import textwrap
@@ -104,8 +103,7 @@ def plot_augmentation(data, cfg, index=0, variants=7, seed=0):
 
 
 def plot_incorrect_predictions(items, classes, count=10, columns=2, model=None):
-    """The first `count` mistakes (most confident first, as get_incorrect_predictions orders them) in a 5x2 grid,
-    each titled with its classes and confidence, under a title naming `model` and saying what the grid shows."""
+    """The first `count` mistakes (most confident first) in a 5x2 grid, each titled with its classes and confidence."""
     rows = math.ceil(count / columns)
     fig, axes = figure((2.4 * columns + 1, 2.2 * rows + 0.6), rows, columns, squeeze=False)
     for k, ax in enumerate(axes.flat):
@@ -124,9 +122,6 @@ def plot_mistake(item, classes):
     return fig
 
 
-# === What each norm normalizes over (Wu and He, 2018, Figure 2) ===
-
-
 def _box(ax, c, hw, n, color, alpha, channels, edge="black"):
     """A box over channels c = (first, last), positions hw and images n, drawn obliquely: C to the right,
     H·W up, N into the page; of its faces those on the outside of the whole block, the ones one sees."""
@@ -143,16 +138,13 @@ def _box(ax, c, hw, n, color, alpha, channels, edge="black"):
 
 
 def plot_normalized_over(groups=4, channels=8, images=6, norms=("bn", "ln", "in", "gn")):
-    """One panel per norm of a batch of activations, a block of N images x C channels x H·W positions: the
-    shaded part is the set of values one mean and variance are taken over (the same for every other
-    shaded-alike set: per channel for BatchNorm, per image for LayerNorm, per image and channel for
-    InstanceNorm, per image and group of C / `groups` channels for GroupNorm)."""
+    """What each norm normalizes over (Wu and He, 2018, Figure 2): one panel per norm of a batch of activations, a block
+    of N images x C channels x H·W positions, the values one mean and variance are taken over shaded."""
     fig, axes = figure((3.1 * len(norms), 3.3), 1, len(norms), squeeze=False)
-    axes = axes[0]
     size = channels // groups
     shaded = {"bn": ((0, 1), (0, images)), "ln": ((0, channels), (0, 1)), "in": ((0, 1), (0, 1)),
               "gn": ((0, size), (0, 1))}
-    for ax, norm in zip(axes, norms):
+    for ax, norm in zip(axes[0], norms):
         _box(ax, (0, channels), (0, 6), (0, images), "white", 1.0, channels)
         (c, n) = shaded[norm]
         _box(ax, c, (0, 6), n, NORM_TYPES[norm].color, 0.75, channels)
@@ -166,7 +158,6 @@ def plot_normalized_over(groups=4, channels=8, images=6, norms=("bn", "ln", "in"
         ax.text(channels / 2, -0.6, "C (channels)", ha="center", fontsize=8)
         ax.text(-0.3, 3, "H, W", ha="right", va="center", rotation=90, fontsize=8)
         ax.text(channels + 0.45 * images / 2 + 0.3, 0.35 * images / 2 - 0.2, "N (images)", fontsize=8, rotation=35)
-        label = NORM_TYPES[norm].label + (f" ({groups} groups)" if norm == "gn" else "")
-        ax.set_title(label, fontsize=10)
+        ax.set_title(NORM_TYPES[norm].label + (f" ({groups} groups)" if norm == "gn" else ""), fontsize=10)
     fig.suptitle("The values one mean and variance are taken over (shaded)", fontsize=10)
     return fig

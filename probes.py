@@ -1,6 +1,4 @@
-"""Measurements of a model's insides, for the lessons (experiments.py and the notebooks): what enters each ReLU
-while it trains, each layer's gradient norm, BatchNorm folded into the convs before it, whether an image's
-prediction depends on the other images of its batch, and BatchNorm scored with the statistics of test batches."""
+"""Measurements of a model's insides, for the lessons (lab/experiments.py and the notebooks)."""
 
 import copy
 import statistics
@@ -128,8 +126,7 @@ def seconds_per_image(model, x, batch_size, repeats=5):
 
 
 def frozen_copy(model, train, momentum=0.0):
-    """A copy of `model` in train mode or not whose BatchNorm running statistics stay as they were (momentum 0),
-    or with `momentum` 1 are replaced by the next batch's."""
+    """A copy of `model`, in train mode or not, whose BatchNorm running statistics move with `momentum` (0: kept)."""
     probe = copy.deepcopy(model).train(train)
     for bn in (m for m in probe.modules() if isinstance(m, nn.BatchNorm2d)):
         bn.momentum = momentum

@@ -80,12 +80,11 @@ def optimizer_groups(model):
     kernels that a norm follows, every one but the classifier c10 (a norm makes its layer's output blind
     to the kernel's scale, so a fixed-size orthogonal step suits it; c10's scale is the logits' scale);
     SGD takes c10 and every 1-D parameter (norm scales and shifts, biases)."""
-    names = [name for name, _ in model.named_parameters()]
     muon = [n for n, p in model.named_parameters() if p.ndim == 4 and not n.startswith("c10.")]
-    return {"muon": muon, "sgd": [n for n in names if n not in muon]}
+    return {"muon": muon, "sgd": [n for n, _ in model.named_parameters() if n not in muon]}
 
 
-def make_optimizer(model, cfg, steps_per_epoch):
+def make_optimizer(model, cfg, steps_per_epoch, batched=None):
     """MuonSGD and its one-cycle schedule, for both rates. SGD's weight decay falls on c10's kernel only."""
     params = dict(model.named_parameters())
     muon = optimizer_groups(model)["muon"]
@@ -95,7 +94,7 @@ def make_optimizer(model, cfg, steps_per_epoch):
     # one-cycle: the rate rises to its peak and falls; SGD's momentum falls by 0.1 while the rate peaks
     groups.append({"params": [params[n] for n in muon], "muon": True, "lr": cfg.muon_lr,
                    "momentum": cfg.muon_momentum, "weight_decay": cfg.muon_weight_decay})
-    optimizer = MuonSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    optimizer = MuonSGD(groups, lr=cfg.lr, momentum=cfg.momentum, batched=batched)
     max_lr, top, bottom = [cfg.lr, cfg.lr, cfg.muon_lr], [cfg.momentum] * 2 + [cfg.muon_momentum], [
         cfg.momentum - 0.1] * 2 + [cfg.muon_momentum]  # Muon's momentum is constant
     # OneCycleLR divides by zero when the warm-up is exactly one step (a 5-step run with warmup

@@ -191,7 +191,7 @@ def main(argv=None):
                 runs.append(run["record"])
             summaries[norm] = results.summarize_seeds(runs)
             histories[norm] = runs[0]["history"]
-            write_json(results.summary_path(stage, norm), summaries[norm])
+            write_json(results.seed_path(stage, norm), summaries[norm])
             publish(stage, out)
             published.append(LABELS[norm])
         if len(norms) == len(NORMS) and not args.validation:
@@ -236,8 +236,7 @@ def save_seed(out, run, classes, first):
 
 
 def write_comparison(out, saved, histories):
-    """images/comparison.png (the seed-0 test curves, {norm: history}) and README.md's table and
-    comparison, from `saved` ({norm: summary})."""
+    """images/comparison.png from `histories` ({norm: history}), README.md's table and comparison from `saved`."""
     fig = plots.plot_comparison(histories)
     seeds = sorted({r["seeds"][0] for r in saved.values()})
     fig.axes[0].set_title(f"Test accuracy by normalization (seed {', '.join(map(str, seeds))} of each)")

@@ -1,8 +1,5 @@
 """Training and testing one model: `train` runs an epoch, `test` scores the test set, `fit` does both for every
-epoch of the recipe (recipes.py), and `get_incorrect_predictions` with `plot_incorrect_predictions` shows the 5x2
-grid of the most confident mistakes. The training data lives on the training device as uint8 tensors (data.py):
-each step augments a whole batch at once. The precision (hardware.choose_precision) is chosen once per run.
-"""
+epoch of the recipe, and `get_incorrect_predictions` with `plot_incorrect_predictions` shows the worst mistakes."""
 
 import copy
 import math
@@ -24,9 +21,7 @@ FP32 = Precision("off", False, "evaluation default")
 
 
 def train(model, data, optimizer, scheduler, cfg, generator, precision, epoch=1, progress=True, scaler=None):
-    """One epoch over data.train_* (already on the model's device), in `precision`.
-
-    Returns (loss, accuracy %, the learning rate of the epoch's last step)."""
+    """One epoch over data.train_* (on the model's device): (loss, accuracy %, the learning rate of its last step)."""
     model.train()
     n = len(data.train_labels)
     steps = math.ceil(n / cfg.batch_size)
@@ -49,7 +44,12 @@ def train(model, data, optimizer, scheduler, cfg, generator, precision, epoch=1,
         lr = optimizer.param_groups[0]["lr"]  # the rate this step used; after the last step the scheduler overshoots
         scheduler.step()
         if step % 25 == 24 or step == steps - 1:  # the only reads back to the host
-            _check_finite(sums.first_bad_step, epoch)
+            bad = int(sums.first_bad_step)
+            if bad >= 0:
+                raise FloatingPointError(
+                    f"loss became NaN or infinite at epoch {epoch}, step {bad + 1}; "
+                    "lower the learning rate (lr; run.py: --lr) or train in fp32 (amp='off'; run.py: --amp off)"
+                )
             bar.set_postfix(loss=f"{sums.loss.item() / min(n, (step + 1) * cfg.batch_size):.3f}", refresh=False)
             bar.update(step + 1 - bar.n)
     bar.close()
@@ -72,15 +72,6 @@ class EpochSums:
         self.correct += (logits.argmax(1) == labels).sum()
 
 
-def _check_finite(first_bad_step, epoch):
-    step = int(first_bad_step)
-    if step >= 0:
-        raise FloatingPointError(
-            f"loss became NaN or infinite at epoch {epoch}, step {step + 1}; "
-            "lower the learning rate (lr; run.py: --lr) or train in fp32 (amp='off'; run.py: --amp off)"
-        )
-
-
 def test(model, data, precision=FP32):
     """(loss, accuracy %) of `model` on data.test_*: plain cross-entropy, no augmentation."""
     result = scores(model, data, precision)
@@ -89,14 +80,12 @@ def test(model, data, precision=FP32):
 
 @torch.no_grad()
 def predict(model, images, data, precision=FP32, batch_size=1000, flip=False):
-    """Class probabilities (float32, on the images' device) for uint8 `images`; with `flip`, a second
-    tensor: the probabilities for each image mirrored left-right, from the same pass."""
+    """Class probabilities (float32) for uint8 `images`; with `flip`, also those of each image mirrored, in one pass."""
     model.eval()
-    device = images.device
     plain, mirrored = [], []
     for i in range(0, len(images), batch_size):
         x = normalize(images[i:i + batch_size], data.mean, data.std).contiguous(memory_format=precision.memory_format)
-        with precision.autocast(device):
+        with precision.autocast(images.device):
             plain.append(model(x).float().softmax(1))
             if flip:
                 mirrored.append(model(x.flip(3)).float().softmax(1))
@@ -105,8 +94,7 @@ def predict(model, images, data, precision=FP32, batch_size=1000, flip=False):
 
 @dataclass
 class Scores:
-    """One pass of a model over the test set: what the accuracy, the flip-TTA accuracy and the
-    mistakes are all read from."""
+    """One pass of a model over the test set, which the accuracy, flip-TTA accuracy and mistakes are read from."""
 
     probs: torch.Tensor  # (N, classes) float32 on the CPU
     labels: torch.Tensor
@@ -127,9 +115,7 @@ class Scores:
         return 100.0 * (((self.probs + self.mirrored) / 2).argmax(1) == self.labels).float().mean().item()
 
     def mistakes(self, images):
-        """The misclassified images, most confident mistakes first (ties: lower index first): dicts
-        of index, image (uint8 CHW, CPU), true, predicted, confidence (the probability given to the
-        predicted class)."""
+        """The misclassified images as dicts, most confident mistakes first (ties: lower index first)."""
         confidence, predicted = self.probs.max(1)
         wrong = (predicted != self.labels).nonzero().flatten()
         # Sort by index first, then stably by confidence: equal confidences keep index order.
@@ -139,8 +125,7 @@ class Scores:
 
 
 def scores(model, data, precision=FP32, flip=False):
-    """Scores of `model` on data.test_*, predicted on the device the model is on (no label smoothing,
-    no augmentation; with `flip`, the mirror images are scored in the same pass)."""
+    """Scores of `model` on data.test_*, on the model's device; with `flip`, the mirror images in the same pass."""
     images = data.test_images.to(next(model.parameters()).device)
     probs = predict(model, images, data, precision, flip=flip)
     plain, mirrored = probs if flip else (probs, None)
@@ -148,23 +133,20 @@ def scores(model, data, precision=FP32, flip=False):
 
 
 def get_incorrect_predictions(model, data, precision=FP32):
-    """The misclassified test images, most confident mistakes first (Scores.mistakes), predicted on
-    the device the model is on, in `precision` (fp32 by default)."""
+    """The misclassified test images, most confident mistakes first (Scores.mistakes), on the model's device."""
     return scores(model, data, precision).mistakes(data.test_images)
 
 
 class History(list):
-    """fit's per-epoch rows (dicts); `scores` holds the last epoch's Scores, mirror images included,
-    so the final accuracy, its flip-TTA accuracy and the mistakes come from one pass."""
+    """fit's per-epoch rows (dicts); `scores` holds the last epoch's Scores (one pass), mirror images included."""
 
     scores = None
 
 
 def fit(model, data, cfg, device, precision, progress=True, log=print, stop_after=None, history=None):
-    """Train `model` for cfg.epochs on `data` in `precision` (hardware.choose_precision), testing after
-    every epoch; return the History. `stop_after` trains only the first that many epochs of cfg.epochs'
-    schedule (a look at early training: the same steps as the full run's first epochs). With `history`
-    (a History), the rows go there as they come, so a caller keeps the epochs before a divergence."""
+    """Train `model` for cfg.epochs on `data` in `precision`, testing after every epoch; return the History.
+    `stop_after` trains only the first that many epochs of cfg.epochs' schedule; with `history` (a History), the rows
+    go there as they come, so a caller keeps the epochs before a divergence."""
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -178,7 +160,7 @@ def fit(model, data, cfg, device, precision, progress=True, log=print, stop_afte
     scaler = precision.grad_scaler(device)
     history = History() if history is None else history
     log(f"precision: {precision.describe(layout=False)}")
-    log(EPOCH_HEADER)
+    log("epoch  train loss  train acc  test loss  test acc   seconds")
     for epoch in range(1, min(cfg.epochs, stop_after or cfg.epochs) + 1):
         start = time.perf_counter()
         train_loss, train_acc, lr = train(model, data, optimizer, scheduler, cfg, generator, precision, epoch,
@@ -188,16 +170,9 @@ def fit(model, data, cfg, device, precision, progress=True, log=print, stop_afte
         row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=history.scores.loss,
                    test_acc=history.scores.accuracy, lr=lr, seconds=seconds)
         history.append(row)
-        log(format_epoch(row))
-    return history
-
-
-EPOCH_HEADER = "epoch  train loss  train acc  test loss  test acc   seconds"
-
-
-def format_epoch(row):
-    return (f"{row['epoch']:5d}  {row['train_loss']:10.4f}  {row['train_acc']:8.2f}%  "
+        log(f"{row['epoch']:5d}  {row['train_loss']:10.4f}  {row['train_acc']:8.2f}%  "
             f"{row['test_loss']:9.4f}  {row['test_acc']:7.2f}%  {row['seconds']:8.1f}")
+    return history
 
 
 def summarize(model, device):

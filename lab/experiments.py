@@ -1,5 +1,4 @@
-"""The lessons' experiments in one registry, EXPERIMENTS: the runs each needs, what it measures, and its figure and
-words drawn from the records alone. Lab.answered is the one reuse rule; see docs/development.md and docs/lessons.md."""
+"""The lessons' experiments (EXPERIMENTS): the runs each needs, what it measures, and its figure and words."""
 
 import hashlib
 import json
@@ -75,7 +74,7 @@ class Run:
     name: str
     model_config: ModelConfig
     cfg: recipes.TrainConfig
-    data: str  # "full" (all training images, the test set), "screen" or "sweep"
+    data: str  # "full" (all training images or plan.full_images, the test set), "screen", "sweep" (Lab.data)
     keep_checkpoint: bool = False
     also: tuple = ()  # other records that may answer it (run.py's seeds), relative to the output folder
     activations: bool = False  # record what enters each ReLU (probes.ActivationRecorder)
@@ -114,7 +113,6 @@ class Lab:
         self._data = {}
 
     def data(self, kind):
-        """"full" (all training images, or plan.full_images, scored on the test set), "screen" or "sweep"."""
         if "all" not in self._data:
             self._data["all"] = load_cifar10(self.source, cache_dir=self.cache)
         if kind not in self._data:  # each split made once, and only the ones asked for
@@ -308,9 +306,8 @@ def render_skips(out):
 
 
 def render_lr(out):
-    base = recipes.recipe("bn").lr
     runs = needed(out, "screening", "bn-x*-seed*", "screening runs", "lr")
-    multipliers = sorted({round(r["config"]["lr"] / base, 6) for r in runs})
+    multipliers = sorted({round(r["config"]["lr"] / recipes.recipe("bn").lr, 6) for r in runs})
     table = {norm: {m: screening(out, norm, m, "lr") for m in multipliers} for norm in LESSON_NORMS}
     every = [r for points in table.values() for runs in points.values() for r in runs]
     one = table["bn"][1][0]
@@ -571,13 +568,12 @@ class Experiment:
     anchor: str  # its section of docs/lessons.md
     render: callable  # (a function that draws the figure, the section's lines, the headline) from the records
     runs: callable = lambda plan: []  # the training runs (Run) it needs, for a Plan
-    measure: callable = None  # beyond training: the gradients reuse a matching record; the rest are measured each time
-    section: str = ""  # its markers in docs/lessons.md; default lesson-<name>
+    measure: callable = lambda lab: None  # beyond training: the gradients reuse a matching record; the rest always run
 
 
 EXPERIMENTS = {
     "batch-size": Experiment("The batch size", "S8_compare.ipynb", "what-the-batch-size-does-to-each-norm",
-                             render_batch_size, batch_size_runs, measure_batch_size, "batch-size"),
+                             render_batch_size, batch_size_runs, measure_batch_size),
     "lr": Experiment("What a norm buys: the learning rate", "S8_compare.ipynb", "what-a-norm-does-to-the-learning-rate",
                      render_lr, lambda plan: screening_runs(plan, LESSON_NORMS, plan.multipliers)),
     "skips": Experiment("The skip connections", "S8_compare.ipynb", "what-the-skip-connections-do",
@@ -598,12 +594,12 @@ EXPERIMENTS = {
 }
 
 
-def section_name(name):
-    return EXPERIMENTS[name].section or f"lesson-{name}"
+def section_name(name):  # its markers in docs/lessons.md (and its figure's name); batch-size's predate the lessons
+    return name if name == "batch-size" else f"lesson-{name}"
 
 
 def figure_path(out, name):
-    return Path(out) / "images" / ("batch_size.png" if name == "batch-size" else f"lesson_{name.replace('-', '_')}.png")
+    return Path(out) / "images" / f"{section_name(name).replace('-', '_')}.png"
 
 
 def rendered(name, out=ROOT, students=False):
@@ -617,15 +613,6 @@ def rendered(name, out=ROOT, students=False):
     else:
         lines = [RECORD_ONLY.sub(r"\1", line) for line in [f"`{command(name)} {DATA_HINT}`: {lines[0]}", *lines[1:]]]
     return draw(), "\n".join([*lines, "", f"What it shows: {headline}."]), headline
-
-
-def measure(lab, name):
-    """Train the runs `name` needs that no saved record answers, then take its measurements."""
-    experiment = EXPERIMENTS[name]
-    for run in experiment.runs(lab.plan):
-        lab.ensure(run)
-    if experiment.measure:
-        experiment.measure(lab)
 
 
 def check_sections(out, name):
@@ -666,5 +653,4 @@ def show(name, out=ROOT):
     except NotRunYet as err:
         display(Markdown(f"*Not run yet:* {err}."))
         return
-    display(fig)
-    display(Markdown(section))
+    display(fig, Markdown(section))

@@ -11,16 +11,6 @@ from plots import figure, finish
 SEED_STYLES = ("-", "--", ":")
 
 
-def log_axis(ax):
-    """A log y axis (after plotting) that a student reads at a glance: plain-number ticks, more within a decade."""
-    ax.set_yscale("log")
-    decades = math.log10(ax.get_ylim()[1] / ax.get_ylim()[0])
-    subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1 else (1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 7.0)
-    ax.yaxis.set_major_locator(LogLocator(subs=subs))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-
-
 def color(norm):
     return NORM_TYPES[norm].color
 
@@ -66,8 +56,13 @@ def plot_skips(histories, gradients, labels):
         # Log axis: one run without a norm spikes to a loss of about 1e6 and would flatten the rest.
         loss_ax.set(title=labels[norm], xlabel="epoch", ylabel="train loss" if col == 0 else None)
         grad_ax.set(ylabel="gradient norm of the weights" if col == 0 else None)
-        for ax in (loss_ax, grad_ax):
-            log_axis(ax)
+        for ax in (loss_ax, grad_ax):  # log y axes a student reads at a glance: plain-number ticks, more in a decade
+            ax.set_yscale("log")
+            decades = math.log10(ax.get_ylim()[1] / ax.get_ylim()[0])
+            subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1 else (1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 7.0)
+            ax.yaxis.set_major_locator(LogLocator(subs=subs))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
             ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncol=4, fontsize=8)
     fig.suptitle("The two skip connections: training loss (top) and each layer's gradient norm (bottom)")

@@ -1,5 +1,4 @@
-"""Every file under results/ (no other module builds a path there): its path, its one record schema, and the tables
-and generated sections made from it. See docs/development.md#what-a-run-writes-and-when-a-saved-run-is-reused."""
+"""Every file under results/ (no other module builds a path there): its path, its record schema, its tables."""
 
 import json
 import math
@@ -48,12 +47,9 @@ def differ(a, b):
     return abs(mean_a - mean_b) > max(hi_a - lo_a, hi_b - lo_b)
 
 
-def seed_path(out, norm, seed):
-    return Path(out) / "results" / f"{norm}_seed{seed}.json"
-
-
-def summary_path(out, norm):
-    return Path(out) / "results" / f"{norm}.json"
+def seed_path(out, norm, seed=None):
+    """A seed's record, results/<norm>_seed<seed>.json, or without a seed the seeds' summary, results/<norm>.json."""
+    return Path(out) / "results" / (f"{norm}.json" if seed is None else f"{norm}_seed{seed}.json")
 
 
 def record_path(out, folder, name, suffix=".json"):
@@ -95,8 +91,7 @@ def code_version(root=ROOT):
 def run_record(model, cfg, data, precision, device, history, diverged, optimizer_groups, extra):
     """A run's record: what it trained, where and how, its history and final numbers (None where it diverged)."""
     cfg = replace(cfg, amp=precision.amp, channels_last=precision.channels_last)  # recorded as chosen, not 'auto'
-    rows = [{**row, "train_acc": round(row["train_acc"], 2), "test_acc": round(row["test_acc"], 2),
-             "seconds": round(row["seconds"], 2)} for row in history]
+    rows = [{**row, **{key: round(row[key], 2) for key in ("train_acc", "test_acc", "seconds")}} for row in history]
     done = rows and not diverged
     parameters = count_parameters(model)
     return {
@@ -136,8 +131,7 @@ def run_one(model_config, cfg, data, precision, device, verbose=True, progress=T
     record = run_record(model, cfg, data, precision, describe_device(device), history, diverged,
                                 optimizer_groups(model), extra() if extra else {})
     saved = checkpoint(model, classes=list(data.classes), config=record["config"], mean=data.mean.cpu(),
-                       std=data.std.cpu(), data=data.source, git_commit=record["git_commit"],
-                       git_dirty=record["git_dirty"])
+                       std=data.std.cpu(), data=data.source, **{k: record[k] for k in ("git_commit", "git_dirty")})
     mistakes = history.scores.mistakes(data.test_images) if history.scores is not None and not diverged else []
     return {"record": record, "checkpoint": saved, "mistakes": mistakes, "model": model}
 
@@ -174,7 +168,7 @@ def summarize_seeds(runs):
 
 def load_results(out=ROOT):
     """{norm: summary} for every results/<norm>.json under `out`."""
-    found = {norm: read(summary_path(out, norm)) for norm in NORMS}
+    found = {norm: read(seed_path(out, norm)) for norm in NORMS}
     return {norm: summary for norm, summary in found.items() if summary is not None}
 
 
@@ -277,9 +271,8 @@ def write_section(path, name, body):
     return new != text
 
 
-def update_readme(out=ROOT, saved=None):
-    """Rewrite <out>/README.md's results table and comparison from `saved` ({norm: summary}; default: `out`'s)."""
-    saved = load_results(out) if saved is None else saved
+def update_readme(out, saved):
+    """Rewrite <out>/README.md's results table and comparison from `saved` ({norm: summary})."""
     readme = Path(out) / "README.md"
     changed = write_section(readme, "results-table", results_table(saved))
     return write_section(readme, "comparison", comparison(saved)) or changed

@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from unittest import mock
 
 import jupytext
 import nbformat
@@ -24,7 +25,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_REPR = re.compile(r"[HV]Box\(children=")
 PROGRESS_BAR = re.compile(r"[^\n]*: +\d+%\|")  # tqdm's text: 'epoch 3:   0%|          | 0/391 ...'
 TRY_IT = re.compile(r"## \d+\. (Try it|Summary)")  # a lesson's exercises, and the summary that quotes their results
-SHORT_NOTEBOOKS = ("S8_BN.ipynb", "S8_LN.ipynb", "S8_GN.ipynb")
+LESSONS = {"S8_BN.ipynb": "bn", "S8_LN.ipynb": "ln", "S8_GN.ipynb": "gn"}  # each also timed in its short setting
 SHORT_SETTING = {"S8_EPOCHS": "2", "S8_SUBSET": "5000"}  # the lessons' quick first pass, as their settings text says
 
 
@@ -38,8 +39,7 @@ def source_cells(name, sources=None):
 
 
 def build(notebook, old=None, sources=None):
-    """The notebook `notebook` from its source; a code cell whose source is that of one of `old`'s
-    keeps that cell's outputs (matched by source, so inserting a cell loses no outputs)."""
+    """The notebook from its source; a code cell keeps the outputs of `old`'s of the same source, wherever it moved."""
     nb = nbformat.v4.new_notebook(cells=source_cells(NOTEBOOKS[notebook], sources))
     # reversed: where two code cells share a source, the first one's outputs are kept
     kept = {before.source: before for before in reversed(old.cells if old else []) if before.cell_type == "code"}
@@ -110,21 +110,15 @@ def out_of_date(root=None):
 
 
 def execute(notebook, root, env):
-    """Run every cell of `notebook` in order under `env` (nbclient, as `jupyter execute` does); returns it with the
-    seconds the whole of it took and those of its training cell (the one that calls utils.fit)."""
+    """Run `notebook` under `env` (nbclient); return it, its seconds and those of its training cell (utils.fit's)."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(root / notebook, as_version=4)
     client = NotebookClient(nb, timeout=None, resources={"metadata": {"path": str(root)}})
-    saved = os.environ.copy()
-    os.environ.update(env)  # the kernel inherits this process's environment: the S8_ settings reach it there
-    try:
+    with mock.patch.dict(os.environ, env):  # the kernel inherits this process's environment: the S8_ settings too
         start = time.perf_counter()
         client.execute()
         seconds = time.perf_counter() - start
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     times = [c.metadata.get("execution", {}) for c in nb.cells if c.cell_type == "code" and "utils.fit(" in c.source]
     training = [datetime.fromisoformat(t["shell.execute_reply"][:26].rstrip("Z")) - datetime.fromisoformat(
         t["iopub.execute_input"][:26].rstrip("Z")) for t in times]
@@ -132,8 +126,7 @@ def execute(notebook, root, env):
 
 
 def execute_all(root, data):
-    """Every notebook in full (the committed outputs), then each lesson in its short setting (timed, outputs thrown
-    away); the times go to results/lessons/notebooks/execution.json, which each lesson's set-up section prints."""
+    """Every notebook in full, then each lesson in its short setting (outputs dropped); their times: execution.json."""
     import torch
     from nbclient import NotebookClient
 
@@ -146,16 +139,15 @@ def execute_all(root, data):
         nbformat.write(build(notebook, nb, root / "notebooks"), root / notebook)  # the post-step on the new outputs
         timed[notebook] = {"all data, 20 epochs": {"notebook": seconds, "training cell": training}} if training else {
             "as committed": {"notebook": seconds}}  # the comparison notebook trains nothing
-        if notebook in SHORT_NOTEBOOKS:
+        if notebook in LESSONS:
             _, seconds, training = execute(notebook, root, {**env, **SHORT_SETTING})
             timed[notebook]["short setting"] = {"notebook": seconds, "training cell": training, **SHORT_SETTING}
         print(f"executed {notebook}: {timed[notebook]}", flush=True)
-    norms = {"S8_BN.ipynb": "bn", "S8_LN.ipynb": "ln", "S8_GN.ipynb": "gn"}
     results.write_record(root, "notebooks", "execution", {
         "machine": describe_device(device), "torch": torch.__version__, "data": str(Path(data).name),
-        "precision": {nb: choose_precision(device, norm).describe(layout=False) for nb, norm in norms.items()},
+        "precision": {nb: choose_precision(device, norm).describe(layout=False) for nb, norm in LESSONS.items()},
         **results.code_version(root), "seconds": timed})
-    for notebook, norm in norms.items():  # the cell that prints these times ran before they were measured: again now
+    for notebook, norm in LESSONS.items():  # the cell that prints these times ran before they were measured: again now
         nb = nbformat.read(root / notebook, as_version=4)
         cell = next(c for c in nb.cells if c.cell_type == "code" and '"notebooks", "execution"' in c.source)
         again = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"NORM = {norm!r}"), cell])

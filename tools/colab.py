@@ -102,8 +102,7 @@ def point_at(repo, root=ROOT):
 
 
 def bundle_files(root):
-    """What the notebooks need, for the zip: every top-level module, the lab package (the notebooks show its
-    records), and results/, images/ and checkpoints/, less hidden files (temporary ones) and caches."""
+    """What the notebooks need, for the zip: the top-level modules and BUNDLED_FOLDERS, less hidden files and caches."""
     files = sorted(root.glob("*.py"))
     for folder in BUNDLED_FOLDERS:
         files += sorted(path for path in (root / folder).rglob("*") if path.is_file() and not any(

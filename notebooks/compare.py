@@ -48,7 +48,7 @@ Image("images/comparison.png")
 # %% [markdown]
 # ## 3. What a norm buys: no norm, and the learning rate
 #
-# The claim for BatchNorm (Ioffe and Szegedy, 2015) is that it lets a network train at much higher learning rates. Here the five variants (the three norms, InstanceNorm, and no norm at all) train with one recipe, its rates multiplied by 1/4 to 16. That recipe updates the conv kernels with Muon, whose step has a fixed size whatever the scale of the gradient: with plain SGD a kernel's step grows with its gradient, so part of what the claim credits to a norm, Muon does here for every variant, the one without a norm included. Read the table for what a norm still adds under Muon.
+# The claim for BatchNorm (Ioffe and Szegedy, 2015) is that it lets a network train at much higher learning rates. Here the five variants (the three norms, InstanceNorm, and no norm at all) train with one recipe, its rates multiplied by 1/4 to 16. That recipe updates the conv kernels with Muon, whose step has a fixed size whatever the scale of the gradient: with plain SGD a kernel's step grows with its gradient. So Muon may do here, for every variant, the one without a norm included, part of what the claim credits to a norm, and these runs cannot tell the two apart: read the table for what a norm still adds under Muon.
 
 # %%
 experiments.show("lr")
@@ -72,7 +72,7 @@ experiments.show("activations")
 # %% [markdown]
 # ## 6. The batch size
 #
-# Each norm trained at batch sizes from 2 to 128 in short runs, with SGD for every kernel (not the lessons' Muon recipe) and its learning rate scaled with the batch. Every batch size trained for the same number of epochs, so a batch of 128 took 64 times fewer steps than a batch of 2: where every norm falls at the largest batches, that is the number of steps, not the norm. Wu and He (2018) found on ImageNet that BatchNorm's error rises below 16 images per batch while GroupNorm's stays flat; read the table's small batches for that. (The BatchNorm lesson's Exercise 1 asks about the last table below: do it first.)
+# Each norm trained at batch sizes from 2 to 128 in short runs, with SGD for every kernel (not the lessons' Muon recipe) and its learning rate scaled with the batch. Every batch size trained for the same number of epochs, so a batch of 128 took 64 times fewer steps than a batch of 2: where every norm falls at the largest batches, the fewer steps can explain it, and this sweep cannot tell that apart from what the batch does to the norm. Wu and He (2018) found on ImageNet that BatchNorm's error rises below 16 images per batch while GroupNorm's stays flat; read the table's small batches for that. (The BatchNorm lesson's Exercise 1 asks about the last table below: do it first.)
 
 # %%
 experiments.show("batch-size")

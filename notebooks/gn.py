@@ -126,7 +126,7 @@ experiments.show("groups")
 # %% [markdown]
 # <details><summary>After you have run it: one channel per group</summary>
 #
-# With one channel per group, the norm gives every channel of every image mean 0 over its positions, then adds the channel's shift $\beta_c$. After the ReLU nothing follows it in C9's block, and the skip adds C7's output, which the same norm left with mean $\beta_c$ too, so the global average pool receives the same numbers for every image, and the classifier can only guess one class. Before the ReLU, the ReLU cuts each normalized channel where it is negative, and the mean of what is left depends on the image again: the network can learn, if slowly (the record above trained longer). Among several channels per group, each channel's own mean survives the norm.
+# With one channel per group, the norm gives every channel of every image mean 0 over its positions, then adds the channel's shift $\beta_c$. After the ReLU nothing follows it in C9's block, and the skip adds C7's output, whose own norm left each channel's mean fixed at its shift too, so the global average pool receives the same numbers for every image, and the classifier can only guess one class. Before the ReLU, the ReLU cuts each normalized channel where it is negative, and the mean of what is left depends on the image again: the network can learn, if slowly (the record above trained longer). Among several channels per group, each channel's own mean survives the norm.
 # </details>
 
 # %% [markdown]

@@ -5,6 +5,7 @@ of a student's version on a real activation of the model, against trained_lookin
 import copy
 
 import torch
+import torch.nn.functional as F
 
 TOLERANCE = 1e-4  # the largest difference from PyTorch's layer that passes (float32 rounding is ~1e-6)
 
@@ -50,10 +51,99 @@ def group_norm(x, groups, weight, bias, eps=1e-5):
     return per_channel(weight) * ((g - mean) / torch.sqrt(var + eps)).reshape(n, c, h, w) + per_channel(bias)
 
 
+def batch_norm_backward(grad_out, x, weight, eps=1e-5):
+    """BatchNorm's backward pass in training mode: the gradients of the loss for x, the scale and the shift, from
+    `grad_out`, the loss's gradient for the output. With x_hat = (x - mean) / sqrt(var + eps) over n = N·H·W values
+    per channel, the shift's is the sum of grad_out, the scale's the sum of grad_out · x_hat, and the input's has
+    three terms: its own path, and the paths through the mean and the variance, which every value shares."""
+    dims = (0, 2, 3)
+    n = x.numel() / x.shape[1]
+    mean = x.mean(dims, keepdim=True)
+    inverse_std = torch.rsqrt(x.var(dims, keepdim=True, unbiased=False) + eps)
+    x_hat = (x - mean) * inverse_std
+    grad_x_hat = grad_out * per_channel(weight)
+    grad_x = inverse_std / n * (n * grad_x_hat - grad_x_hat.sum(dims, keepdim=True)
+                                - x_hat * (grad_x_hat * x_hat).sum(dims, keepdim=True))
+    return grad_x, (grad_out * x_hat).sum(dims), grad_out.sum(dims)
+
+
+# The mistakes the checks name. Each is the reference with one thing wrong (mistaken_batch_norm, mistaken_group_norm):
+# the check runs each, and where one gives what the student's did, it names it. The tests and the lessons' "Try it"
+# use them too.
+MISTAKES = {
+    "no reshape": "a (C,) tensor met the (N, C, H, W) activation without a reshape: broadcasting lines shapes up from "
+                  "the last axis, so it met W, not C; reshape it to (1, C, 1, 1) (per_channel) or keep the axes "
+                  "(keepdim=True)",
+    "not in place": "the running averages did not move: `running_mean = ...` makes a new tensor and leaves the layer's "
+                    "buffer as it was; update them in place (running_mean.mul_(1 - momentum).add_(momentum * mean))",
+    "momentum reversed": "the running averages kept `momentum` of their old value: PyTorch's momentum is the new "
+                         "batch's share, running = (1 - momentum) * running + momentum * batch",
+    "biased running variance": "the running variance took the biased variance; the running average takes the "
+                               "unbiased one (divided by n - 1: x.var(dims, unbiased=True))",
+    "unbiased variance": "the values were normalized with the unbiased variance (divided by n - 1); normalize with the "
+                         "biased one (unbiased=False): only BatchNorm's running variance takes the unbiased one",
+    "eps outside the root": "eps was added outside the square root: divide by sqrt(var + eps), which matters where a "
+                            "variance is near eps (the check shrinks one channel and one image to that)",
+    "batch axis": "the statistics were taken over the batch too: each image's own mean and variance need the axes "
+                  "after the first (N)",
+}
+BATCH_NORM_MISTAKES = ("no reshape", "not in place", "momentum reversed", "biased running variance",
+                       "unbiased variance", "eps outside the root")
+GROUP_NORM_MISTAKES = ("no reshape", "unbiased variance", "eps outside the root", "batch axis")
+
+
+def _denominator(var, eps, mistake):
+    return torch.sqrt(var) + eps if mistake == "eps outside the root" else torch.sqrt(var + eps)
+
+
+def mistaken_batch_norm(mistake):
+    """from_scratch.batch_norm with one of BATCH_NORM_MISTAKES."""
+    def wrong(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+        shape = (lambda t: t) if mistake == "no reshape" else per_channel
+        if training:
+            mean = x.mean((0, 2, 3))
+            var = x.var((0, 2, 3), unbiased=mistake == "unbiased variance")
+            kept = momentum if mistake == "momentum reversed" else 1 - momentum
+            new_var = x.var((0, 2, 3), unbiased=mistake != "biased running variance")
+            if mistake == "not in place":  # new tensors; the layer's buffers never move
+                running_mean, running_var = kept * running_mean + (1 - kept) * mean, kept * running_var + (1 - kept) * new_var
+            else:
+                running_mean.mul_(kept).add_((1 - kept) * mean)
+                running_var.mul_(kept).add_((1 - kept) * new_var)
+        else:
+            mean, var = running_mean, running_var
+        return shape(weight) * (x - shape(mean)) / _denominator(shape(var), eps, mistake) + shape(bias)
+    wrong.__name__ = f"batch_norm with {mistake!r}"
+    return wrong
+
+
+def mistaken_group_norm(mistake, groups=None):
+    """from_scratch.group_norm with one of GROUP_NORM_MISTAKES; with `groups`, LayerNorm's call (x, weight, bias, eps)."""
+    def wrong(x, *arguments):
+        g, weight, bias, *eps = (groups, *arguments) if groups else arguments
+        n, c, h, w = x.shape
+        grouped = x.reshape(n, g, c // g, h, w)
+        dims = (0, 2, 3, 4) if mistake == "batch axis" else (2, 3, 4)
+        keep = mistake != "no reshape"
+        mean = grouped.mean(dims, keepdim=keep)
+        var = grouped.var(dims, keepdim=keep, unbiased=mistake == "unbiased variance")
+        if not keep:  # (N, groups) meets (N, groups, C / groups, H, W) from the last axis
+            return weight * (grouped - mean) / _denominator(var, eps[0] if eps else 1e-5, mistake) + bias
+        normalized = ((grouped - mean) / _denominator(var, eps[0] if eps else 1e-5, mistake)).reshape(n, c, h, w)
+        return per_channel(weight) * normalized + per_channel(bias)
+    wrong.__name__ = f"group_norm with {mistake!r}"
+    return wrong
+
+
 def yours_or_reference(yours, reference, *args):
     """The function a lesson checks: the student's `yours`, or `reference` while `yours(*args)` still returns
     None (the stub the student replaces). Prints which; returns (that function, whether it is the student's)."""
-    is_yours = yours(*args) is not None
+    try:
+        is_yours = yours(*args) is not None
+    except RuntimeError as err:  # the check names a shape that does not broadcast
+        if "must match the size" not in str(err):
+            raise
+        is_yours = True
     print("checking", f"your {yours.__name__}" if is_yours else f"the reference, from_scratch.{reference.__name__}")
     return (yours if is_yours else reference), is_yours
 
@@ -74,18 +164,101 @@ def trained_looking(layer):
     return layer
 
 
+def check_input(x):
+    """What the checks feed a norm: activation `x` at unit scale (at C5 of an untrained model its variance is about
+    3e-5, under which every mistake would pass), with channel 0 and image 0 shrunk to a variance under eps."""
+    x = x.detach().float() / x.detach().float().std()
+    x[:, 0] *= 1e-3
+    x[0] *= 1e-3
+    return x
+
+
+def small(x):
+    """2 images of 2x2 positions: n = N·H·W is small enough that n / (n - 1) shows (8 / 7 for BatchNorm)."""
+    return x[:2, :, :2, :2].contiguous()
+
+
+def batch_norm_outcome(norm, layer, x):
+    """{quantity: tensor} of `norm`, called as BatchNorm on trained_looking copies of `layer`: the output in training,
+    the running averages that leaves, the output in evaluation after it, and the same training step on small(x)."""
+    outcome = {}
+    for case, inputs in (("", x), (", 2 images of 2x2 positions", small(x))):
+        ours = trained_looking(layer).to(x.device)
+
+        def call(training):
+            return norm(inputs, ours.weight, ours.bias, ours.running_mean, ours.running_var, training, ours.momentum,
+                        ours.eps)
+        outcome["train mode, output" + case] = call(True)
+        outcome["running mean and variance" + case] = (ours.running_mean.clone(), ours.running_var.clone())
+        if not case:
+            outcome["eval mode, output"] = call(False)
+    return outcome
+
+
+def pytorchs_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps):
+    return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+@torch.no_grad()
+def check_batch_norm(my_batch_norm, layer, x):
+    """`my_batch_norm` against PyTorch's BatchNorm on trained_looking copies of `layer`, on check_input(x)
+    (batch_norm_outcome); prints each difference and, on a FAIL, the likely cause. Returns the largest difference."""
+    if layer.running_mean is None or x.shape[0] < 2 or min(x.shape[2:]) < 2:
+        raise ValueError("check_batch_norm needs a BatchNorm2d with running averages (track_running_stats=True) and "
+                         f"at least 2 images of 2x2 positions, not {tuple(x.shape)}")
+    x = check_input(x)
+    return compare(lambda norm: batch_norm_outcome(norm, layer, x), my_batch_norm, pytorchs_batch_norm,
+                   {m: mistaken_batch_norm(m) for m in BATCH_NORM_MISTAKES})
+
+
 @torch.no_grad()
 def check_norm(yours, reference, layer, x, *parameters):
-    """LayerNorm's and GroupNorm's check: yours_or_reference's `norm(x, *parameters, weight, bias)` against a copy of
-    the model's `layer` (trained_looking) on activation `x`; returns (the largest difference, whether it was yours)."""
+    """LayerNorm's and GroupNorm's check: yours_or_reference's `norm(x, *parameters, weight, bias)` against a
+    trained_looking copy of the model's `layer` on check_input(x) and on small(x); prints each difference and, on a
+    FAIL, the likely cause. Returns (the largest difference, whether it was yours)."""
     layer = trained_looking(layer).to(x.device)
-    arguments = (x, *parameters, layer.weight, layer.bias)
-    norm, is_yours = yours_or_reference(yours, reference, *arguments)
-    return check("output", norm(*arguments), layer(x)), is_yours
+    x = check_input(x)
+    norm, is_yours = yours_or_reference(yours, reference, x, *parameters, layer.weight, layer.bias)
+
+    def outcome(f):
+        return {f"output{case}": f(inputs, *parameters, layer.weight, layer.bias)
+                for case, inputs in (("", x), (", 2 images of 2x2 positions", small(x)))}
+    mistakes = {m: mistaken_group_norm(m, None if parameters else 1) for m in GROUP_NORM_MISTAKES}
+    return compare(outcome, norm, lambda inputs, *rest: layer(inputs), mistakes), is_yours
+
+
+def compare(outcome, yours, pytorchs, mistakes):
+    """Print check's line for each quantity of outcome(yours) against outcome(pytorchs); on a FAIL, the first of
+    `mistakes` ({name: function}) whose outcome is yours, by MISTAKES' words. Returns the largest difference (NaN
+    where yours raised the broadcasting error)."""
+    try:
+        mine = outcome(yours)
+    except RuntimeError as err:
+        if "must match the size" not in str(err):
+            raise
+        print(f"FAIL: {err}\nlikely cause: {MISTAKES['no reshape']}")
+        return float("nan")
+    expected = outcome(pytorchs)
+    worst = max(check(name, mine[name], expected[name]) for name in expected)
+    if worst >= TOLERANCE and worst != float("inf"):
+        for name, wrong in mistakes.items():
+            try:
+                theirs = outcome(wrong)
+            except RuntimeError:
+                continue
+            if all(difference(mine[q], theirs[q]) < TOLERANCE for q in theirs):
+                print(f"likely cause: {MISTAKES[name]}")
+                break
+        else:
+            print("look first at: the axes of the mean and variance, biased against unbiased variance, eps inside the "
+                  "square root, and the running averages' momentum")
+    return worst
 
 
 def verdict(difference, theirs="PyTorch's"):
     """A lesson summary's words for check's result: 'matched PyTorch's to 4.8e-07', or what failed."""
+    if difference != difference:
+        return "raised an error: a (C,) tensor met an (N, C, H, W) one without a reshape (FAIL)"
     if difference == float("inf"):
         return "returned None where the check needed a tensor (FAIL)"
     if difference < TOLERANCE:
@@ -93,42 +266,38 @@ def verdict(difference, theirs="PyTorch's"):
     return f"differed from {theirs} by {difference:.1e}, above the tolerance of {TOLERANCE:g} (FAIL)"
 
 
-def check(name, mine, theirs):
-    """Print the largest difference between `mine` and `theirs` (tensors, or tuples of them) and PASS or
-    FAIL against TOLERANCE; returns the difference (infinite where `mine` is None)."""
+def difference(mine, theirs):
+    """The largest difference between `mine` and `theirs` (tensors, or tuples of them), relative to the largest
+    value of `theirs` where that is above 1, so that a large gradient is held to float32's relative rounding."""
     pairs = list(zip(mine, theirs)) if isinstance(mine, tuple) else [(mine, theirs)]
-    if any(a is None for a, _ in pairs):
+    return max(((a.detach().float() - b.detach().float()).abs().max() / b.detach().float().abs().max().clamp_min(1)).item()
+               for a, b in pairs)
+
+
+def check(name, mine, theirs):
+    """Print the largest difference between `mine` and `theirs` (difference) and PASS or FAIL against TOLERANCE;
+    returns the difference (infinite where `mine` is None)."""
+    if mine is None or (isinstance(mine, tuple) and any(a is None for a in mine)):
         print(f"{name}: FAIL (your function returned None here)")
         return float("inf")
-    difference = max((a.detach().float() - b.detach().float()).abs().max().item() for a, b in pairs)
-    print(f"{name}: largest difference from PyTorch's {difference:.1e}: "
-          + ("PASS" if difference < TOLERANCE else f"FAIL (above {TOLERANCE:g})"))
-    return difference
+    result = difference(mine, theirs)
+    print(f"{name}: largest difference from PyTorch's {result:.1e}: "
+          + ("PASS" if result < TOLERANCE else f"FAIL (above {TOLERANCE:g})"))
+    return result
 
 
-@torch.no_grad()
-def check_batch_norm(my_batch_norm, layer, x):
-    """`my_batch_norm` against the BatchNorm2d `layer` on activation `x`, each time on trained_looking copies: in
-    training (the output and the running averages it leaves), in evaluation, and the running averages after 2
-    images of 2x2 positions, where the unbiased variance is 8/7 of the biased one (on 64 images of 16x16 the
-    two differ by less than the tolerance)."""
-    if layer.running_mean is None or x.shape[0] < 2 or min(x.shape[2:]) < 2:
-        raise ValueError("check_batch_norm needs a BatchNorm2d with running averages (track_running_stats=True) and "
-                         f"at least 2 images of 2x2 positions, not {tuple(x.shape)}")
-
-    def train_step(x):
-        ours, torchs = trained_looking(layer).to(x.device).train(), trained_looking(layer).to(x.device).train()
-        out = my_batch_norm(x, ours.weight, ours.bias, ours.running_mean, ours.running_var, True, ours.momentum,
-                            ours.eps)
-        return ours, torchs, out, torchs(x)
-
-    ours, torchs, out, expected = train_step(x)
-    results = [check("train mode, output", out, expected),
-               check("train mode, running mean and variance", (ours.running_mean, ours.running_var),
-                     (torchs.running_mean, torchs.running_var))]
-    ours.eval(), torchs.eval()
-    out = my_batch_norm(x, ours.weight, ours.bias, ours.running_mean, ours.running_var, False, ours.momentum, ours.eps)
-    results.append(check("eval mode, output", out, torchs(x)))
-    ours, torchs, _, _ = train_step(x[:2, :, :2, :2].contiguous())
-    results.append(check("running variance after 2 images of 2x2 positions", ours.running_var, torchs.running_var))
-    return max(results)
+def check_batch_norm_backward(my_batch_norm_backward, layer, x):
+    """`my_batch_norm_backward(grad_out, x, weight, eps)` against autograd through PyTorch's BatchNorm in training
+    mode (a trained_looking copy of `layer`), on check_input(x) and a seeded random grad_out: the gradients for the
+    input, the scale and the shift. Returns the largest difference."""
+    x = check_input(x).requires_grad_()
+    ours = trained_looking(layer).to(x.device).train()
+    out = ours(x)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(x.device)
+    out.backward(grad_out)
+    with torch.no_grad():
+        mine = my_batch_norm_backward(grad_out, x.detach(), ours.weight.detach(), ours.eps)
+        if mine is None:
+            mine = (None, None, None)
+        return max(check(f"gradient of the {name}", m, t.grad) for name, m, t in
+                   zip(("input", "scale", "shift"), mine, (x, ours.weight, ours.bias)))

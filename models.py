@@ -33,6 +33,36 @@ class ChannelLayerNorm(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics come from splits of `ghost_batch` images of each batch (a ghost batch,
+    Hoffer et al., 2017), so that the noise of its statistics changes while the optimizer's steps stay the same.
+    The running averages move once a batch, towards the splits' mean statistics; evaluation is plain BatchNorm."""
+
+    def __init__(self, channels, ghost_batch):
+        super().__init__(channels)
+        self.ghost_batch = ghost_batch
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        if not self.training or n <= self.ghost_batch:
+            return super().forward(x)
+        whole = n - n % self.ghost_batch
+        parts = [x[:whole].reshape(-1, self.ghost_batch, c, h, w)] + ([x[whole:].unsqueeze(0)] if whole < n else [])
+        outputs, means, variances = [], [], []
+        for part in parts:  # part: (splits, images per split, C, H, W)
+            var, mean = torch.var_mean(part.float(), dim=(1, 3, 4), keepdim=True, unbiased=False)
+            outputs.append(((part - mean) * torch.rsqrt(var + self.eps)).reshape(-1, c, h, w))
+            m = part.shape[1] * h * w
+            means.append(mean.reshape(-1, c))
+            variances.append(var.reshape(-1, c) * m / max(m - 1, 1))  # the running variance is unbiased, as in nn
+        with torch.no_grad():
+            self.running_mean.lerp_(torch.cat(means).mean(0), self.momentum)
+            self.running_var.lerp_(torch.cat(variances).mean(0), self.momentum)
+            self.num_batches_tracked += 1
+        y = torch.cat(outputs) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return y.to(x.dtype)
+
+
 def _check_divides(name, value, widths):
     """GroupNorm's `groups` or `channels_per_group` must divide every layer's channels."""
     for channels in widths:
@@ -145,6 +175,7 @@ class ModelConfig:
     order: Optional[str] = None  # norm-relu | relu-norm; None: the norm's own (NORM_TYPES)
     conv: Optional[str] = None  # plain | ws (Weight Standardization): the C blocks' 3x3 convs; None: the norm's own
     skips: bool = True  # the two identity skips (C3 -> C5, C7 -> C9); False for the lesson on them
+    ghost_batch: Optional[int] = None  # BatchNorm: training statistics over splits of this many images; None: the batch
     num_classes: int = 10
 
     def __post_init__(self):
@@ -160,6 +191,9 @@ class ModelConfig:
             raise ValueError(f"unknown conv {self.conv!r}; use one of {', '.join(map(repr, CONVS))}")
         if self.channels_per_group is not None and self.norm != "gn":
             raise ValueError(f"channels_per_group is GroupNorm's; the {self.norm} model has no groups (leave it out)")
+        if self.ghost_batch is not None and (self.norm != "bn" or self.ghost_batch < 1):
+            raise ValueError(f"ghost_batch is BatchNorm's, a whole number of images of 1 or more; the {self.norm} model "
+                             f"got {self.ghost_batch!r} (leave it out)")
         if self.norm == "gn":  # checked here, with the rest, rather than when the first layer is built
             if self.channels_per_group is None:
                 _check_divides("groups", self.groups, self.widths)
@@ -202,6 +236,8 @@ class S8Net(nn.Module):
 
         def conv(c_in, c_out):
             layer = norm_layer(self.norm, config.groups, config.channels_per_group)
+            if config.ghost_batch:
+                layer = partial(GhostBatchNorm2d, ghost_batch=config.ghost_batch)
             return ConvBlock(c_in, c_out, layer, config.order, CONVS[config.conv])
 
         # Registered in the template's order, so that the printed model reads as the template.

@@ -67,6 +67,8 @@ def parse_args(argv=None):
                                                                   "(default on; --no-skips removes them)"),
         "order": dict(choices=ORDERS, help="where the norm sits in each C block: before or after the ReLU "
                                            "(default: the norm's own, models.NORM_TYPES)"),
+        "ghost_batch": dict(type=_positive, help="BatchNorm: its training statistics over splits of this many images "
+                                                 "of each batch (default: the whole batch)"),
         "conv": dict(choices=list(CONVS), help="the C blocks' 3x3 conv: plain, or ws = Weight Standardization "
                                               "(default: the norm's own, models.NORM_TYPES: ws for GroupNorm)"),
     })

@@ -27,7 +27,7 @@ def parse_args(argv=None):
         if name not in {f.name for f in fields(Plan)}:
             p.error(f"--plan: no plan field {name!r}")
         sizes[name] = tuple(float(v) if "." in v else int(v) for v in value.split(",")) if name in (
-            "seeds", "multipliers", "batch_sizes") else int(value)
+            "seeds", "multipliers", "ghost_batches") else int(value)
     args.plan = Plan(**sizes)
     return args
 

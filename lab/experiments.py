@@ -62,10 +62,10 @@ class Plan:
     screen_epochs: int = 8
     full_images: int = 0  # 0: all
     full_epochs: int = 20
-    sweep_images: int = 4_000
-    sweep_test: int = 2_000
-    sweep_epochs: int = 6
-    batch_sizes: tuple = (2, 4, 8, 16, 32, 64, 128)
+    sweep_images: int = 10_000
+    sweep_test: int = 10_000
+    sweep_epochs: int = 12
+    ghost_batches: tuple = (2, 4, 8, 16, 32, 128)  # the batch-size lesson's: images in BatchNorm's statistics
 
 
 @dataclass(frozen=True)
@@ -483,61 +483,55 @@ def render_placement(out):
     return lambda: plots.plot_placement(table, LABELS), lines, headline
 
 
-BASE_BATCH = 128  # the recipe's batch size; SGD's peak rate is scaled with the batch (Wu and He), Muon's is not
-
-
 def batch_size_runs(plan):
-    return [Run("sweep", f"{norm}-bs{b}-seed{seed}", ModelConfig(norm=norm),
-                recipes.recipe(norm, epochs=plan.sweep_epochs, batch_size=b, lr=recipes.recipe(norm).lr * b / BASE_BATCH,
-                             seed=seed), "sweep",
-                keep_checkpoint=norm == "bn" and b == min(plan.batch_sizes) and seed == plan.seeds[0])
-            for norm in results.NORMS for b in plan.batch_sizes for seed in plan.seeds]
+    """BatchNorm with its statistics over splits of each ghost batch size inside the recipe's batches (same steps,
+    images and rates), and LayerNorm and GroupNorm, which normalize each image alone, as they are."""
+    bn = [Run("sweep", f"bn-ghost{g}-seed{seed}", ModelConfig(norm="bn", ghost_batch=g),
+              recipes.recipe("bn", epochs=plan.sweep_epochs, seed=seed), "sweep",
+              keep_checkpoint=g == min(plan.ghost_batches) and seed == plan.seeds[0])
+          for g in plan.ghost_batches for seed in plan.seeds]
+    return bn + [Run("sweep", f"{norm}-seed{seed}", ModelConfig(norm=norm),
+                     recipes.recipe(norm, epochs=plan.sweep_epochs, seed=seed), "sweep")
+                 for norm in results.NORMS if norm != "bn" for seed in plan.seeds]
 
 
 def measure_batch_size(lab):
-    """BatchNorm's train/eval gap of run.py's model and the sweep's smallest-batch one: running or batch statistics."""
-    data, gap, smallest = lab.data("all"), {}, min(lab.plan.batch_sizes)
-    models = {FULL_RUN: lab.out / "checkpoints" / "bn.pt", f"the sweep's, trained with batches of {smallest}":
-              results.record_path(lab.out, "sweep", f"bn-bs{smallest}-seed{lab.plan.seeds[0]}", ".pt")}
+    """BatchNorm's train/eval gap of the full run's model and the smallest ghost batch's: running or batch statistics."""
+    data, gap, smallest = lab.data("all"), {}, min(lab.plan.ghost_batches)
+    models = {FULL_RUN: lab.out / "checkpoints" / "bn.pt", f"the sweep's, its statistics over {smallest} images":
+              results.record_path(lab.out, "sweep", f"bn-ghost{smallest}-seed{lab.plan.seeds[0]}", ".pt")}
     for name, path in models.items():
         if path.is_file():
-            model, _ = load_checkpoint(path, norm="bn")
+            trained, _ = load_checkpoint(path, norm="bn")
+            # plain BatchNorm layers, so that train mode takes the statistics of the whole test batch
+            model = S8_model(**{**trained.config.to_dict(), "ghost_batch": None})
+            model.load_state_dict(trained.state_dict())
             gap[name] = {"eval": round(utils.scores(model, data).accuracy, 2), **{
                 f"train_bs{b}": round(probes.accuracy_with_batch_statistics(model, data, b), 2) for b in GAP_BATCHES}}
     results.write_record(lab.out, "sweep", "batchnorm_gap", gap)
 
 
-def recipe_of(config, conv):
-    """A batch-size point's recipe in words, as the earlier runs record it: one norm's recipes must not mix."""
-    return (f"Muon (peak {config['muon_lr']}, momentum {config['muon_momentum']}) on the conv kernels and SGD with "
-            f"Nesterov momentum {config['momentum']} on the rest, {conv} 3x3 convs")
-
-
 def render_batch_size(out):
-    runs = needed(out, "sweep", "*-bs*-seed*", "batch-size runs", "batch-size")
-    table = {}
+    runs = needed(out, "sweep", "*-seed*", "batch-size runs", "batch-size")
+    ghost, reference = {}, {}
     for r in runs:
-        table.setdefault(r["norm"], {}).setdefault(r["batch_size"] if "batch_size" in r else r["config"]["batch_size"],
-                                                   []).append(r["final_test_accuracy"])
-    label = {id(r): r.get("recipe") or recipe_of(r["config"], r["model_config"]["conv"]) for r in runs}
-    today = {n: recipe_of(asdict(recipes.recipe(n)), ModelConfig(norm=n).conv) for n in results.NORMS}
-    trained_with = {}
-    for r in sorted(runs, key=lambda r: results.NORMS.index(r["norm"])):  # older runs name their recipe, newer record configs
-        trained_with.setdefault(label[id(r)], []).append(LABELS[r["norm"]])
-    earlier = [LABELS[n] for n in results.NORMS if any(label[id(r)] != today[n] for r in runs if r["norm"] == n)]
-    first, sizes = runs[0], sorted({b for points in table.values() for b in points})
-    lines = [f"{first['train_images']:,} training images (the same seeded subset at every "
-             f"point), {first['epochs']} epochs, scored on {first['test_images']:,} test images; SGD's rate "
-             f"{recipes.recipe('bn').lr} x batch / {BASE_BATCH}"
-             + (" (Muon's unscaled)" if any(r.get("optimizer_groups", {}).get("muon") for r in runs) else "")
-             + f"; seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; "
-             f"[[{first['data']}; ]]{results.trained_on(runs)}; "
-             + "; ".join(f"{', '.join(dict.fromkeys(n))} trained with {words}" for words, n in trained_with.items())
-             + (f"; not the recipe the lessons train with for {', '.join(earlier)} (`recipes.recipe`): "
-                f"`{command('batch-size')}` trains them again with it" if earlier else "") + ". Test accuracy, mean of the seeds (lowest-highest):", "",
-             "| norm | " + " | ".join(f"batch {b}" for b in sizes) + " |", "|---|" + "---:|" * len(sizes)]
-    for norm in (n for n in results.NORMS if n in table):
-        lines.append(f"| {LABELS[norm]} | " + " | ".join(spread(table[norm].get(b, [])) for b in sizes) + " |")
+        g = r["model_config"].get("ghost_batch")
+        (ghost.setdefault(g, []) if g else reference.setdefault(r["norm"], [])).append(r)
+    first, sizes = runs[0], sorted(ghost)
+    batch = first["config"]["batch_size"]
+    lines = [f"BatchNorm takes its statistics over splits of a few images of each batch of {batch} (a ghost batch, "
+             f"Hoffer et al., 2017): every run takes the same steps, of the same size, on the same images, so only the "
+             f"images BatchNorm's statistics come from change. LayerNorm and GroupNorm normalize each image alone: no "
+             f"split changes them, and their runs are the reference. {first['train_images']:,} training images (the "
+             f"same seeded subset in every run), {first['epochs']} epochs, the lessons' recipes, scored on "
+             f"{first['test_images']:,} test images; seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))}; "
+             f"[[{first['data']}; ]]{results.trained_on(runs)}. Mean of the seeds (lowest-highest):", "",
+             "| norm | statistics over | test accuracy | train accuracy |", "|---|---|---:|---:|"]
+    rows = [(LABELS["bn"], f"{g} images" + (" (the whole batch)" if g >= batch else ""), ghost[g]) for g in sizes]
+    rows += [(LABELS[n], "each image alone", reference[n]) for n in results.NORMS if n in reference]
+    for label, over, rs in rows:
+        lines.append(f"| {label} | {over} | {spread([r['final_test_accuracy'] for r in rs])} | "
+                     f"{spread([r['final_train_accuracy'] for r in rs])} |")
     gap = results.read(results.record_path(out, "sweep", "batchnorm_gap")) or {}
     if gap:
         lines += ["", "BatchNorm's train/eval gap: test accuracy on the 10,000 test images with the running statistics "
@@ -548,17 +542,20 @@ def render_batch_size(out):
                   *(f"| {name} | {row['eval']:.2f}% | " + " | ".join(f"{row[f'train_bs{b}']:.2f}%" for b in GAP_BATCHES)
                     + " |" for name, row in gap.items())]
     low = min(sizes)
-    headline = (f"With batches of {low}, " + ", ".join(f"{LABELS[n]} {mean_and_range(table[n][low])[0]:.1f}%"
-                                                       for n in results.NORMS if low in table.get(n, {}))
-                + f" ({first['train_images']:,} training images, {first['epochs']} epochs, "
-                + ("SGD, not the lessons' Muon recipe" if earlier else "the lessons' recipes") + ")")
+    test = {g: [r["final_test_accuracy"] for r in rs] for g, rs in ghost.items()}
+    headline = (f"At the same steps, BatchNorm with its statistics over {low} images scores "
+                f"{mean_and_range(test[low])[0]:.1f}% against {mean_and_range(test[max(sizes)])[0]:.1f}% over "
+                f"{max(sizes)}; " + ", ".join(f"{LABELS[n]} {mean_and_range(r['final_test_accuracy'] for r in rs)[0]:.1f}%"
+                                              for n, rs in reference.items())
+                + f" ({first['train_images']:,} training images, {first['epochs']} epochs, the lessons' recipes)")
     if FULL_RUN in gap:
         row = gap[FULL_RUN]
         headline += (f"; the full run's BatchNorm model scores {row['eval']:.2f}% with its running statistics and "
                      f"{row[f'train_bs{GAP_BATCHES[0]}']:.2f}% with those of {GAP_BATCHES[0]} test images")
-    setting = f"{first['train_images']:,} training images, {first['epochs']} epochs; {results.trained_on(runs)}"
-    ordered = {norm: table[norm] for norm in results.NORMS if norm in table}  # the legend in the suite's order
-    return lambda: plots.plot_batch_size(ordered, LABELS, setting), lines, headline
+    setting = (f"{first['train_images']:,} training images, {first['epochs']} epochs, batches of {batch}; "
+               f"{results.trained_on(runs)}")
+    return (lambda: plots.plot_batch_size(test, {n: [r["final_test_accuracy"] for r in rs] for n, rs in reference.items()},
+                                          LABELS, batch, setting), lines, headline)
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,20 @@ def errorbar(ax, xs, spreads, **style):
     ax.errorbar(xs, [m for m, _, _ in spreads], yerr=yerr, **{"marker": "o", "capsize": 3, **style})
 
 
-def plot_batch_size(table, labels, caption):
-    """Test accuracy against batch size per norm ({norm: {batch size: [accuracy per seed]}}); bars: lowest-highest."""
+def plot_batch_size(bn, references, labels, batch, caption):
+    """BatchNorm's test accuracy against the images its statistics are taken over ({images: [accuracy per seed]}),
+    bars: lowest-highest; the norms without batch statistics ({norm: [accuracy per seed]}) as their mean and range."""
     fig, ax = figure((7.5, 5))
-    for norm, points in table.items():
-        errorbar(ax, sorted(points), [mean_and_range(points[b]) for b in sorted(points)], label=labels[norm],
-                 color=color(norm))
-    ticks = sorted({b for points in table.values() for b in points})
+    sizes = sorted(bn)
+    errorbar(ax, sizes, [mean_and_range(bn[g]) for g in sizes], label=labels["bn"], color=color("bn"))
+    for norm, accuracies in references.items():
+        mean, low, high = mean_and_range(accuracies)
+        ax.axhline(mean, color=color(norm), label=f"{labels[norm]} (each image alone)")
+        ax.axhspan(low, high, color=color(norm), alpha=0.15, linewidth=0)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(ticks, [str(b) for b in ticks])
-    ax.set(xlabel="batch size (learning rate scaled with it)", ylabel="test accuracy (%)",
-           title="Test accuracy against batch size (mean; bars: lowest and highest seed)")
+    ax.set_xticks(sizes, [str(g) for g in sizes])
+    ax.set(xlabel=f"images BatchNorm's statistics are taken over (inside every batch of {batch})",
+           ylabel="test accuracy (%)", title="Same steps, fewer images in BatchNorm's statistics (mean; lowest-highest)")
     return finish(fig, ax, caption)
 
 

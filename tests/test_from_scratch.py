@@ -24,15 +24,47 @@ def test_the_reference_batch_norm_passes_in_both_modes_and_leaves_pytorchs_runni
     assert from_scratch.check_batch_norm(from_scratch.batch_norm, layer, activation()) < from_scratch.TOLERANCE
 
 
-def test_a_batch_norm_with_the_wrong_variance_in_its_running_average_fails(capsys):
-    def biased_running_var(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
-        out = from_scratch.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps)
-        if training:  # the biased variance where PyTorch keeps the unbiased one
-            running_var.copy_(running_var - momentum * x.var((0, 2, 3)) / (x.numel() / x.shape[1]))
-        return out
+@pytest.mark.parametrize("mistake", from_scratch.BATCH_NORM_MISTAKES)
+def test_each_batch_norm_mistake_fails_the_check_and_is_named(mistake, capsys):
+    """Even on a real-looking activation of tiny scale (C5's is about 3e-5 in variance), where eps and n / (n - 1)
+    would hide under an absolute tolerance."""
+    x = activation() * 0.005
+    result = from_scratch.check_batch_norm(from_scratch.mistaken_batch_norm(mistake), nn.BatchNorm2d(8), x)
+    assert not result < from_scratch.TOLERANCE  # NaN: the shape error, caught
+    assert f"likely cause: {from_scratch.MISTAKES[mistake]}" in capsys.readouterr().out
 
-    assert from_scratch.check_batch_norm(biased_running_var, nn.BatchNorm2d(8), activation()) > from_scratch.TOLERANCE
-    assert "train mode, running mean and variance: " in capsys.readouterr().out.split("FAIL")[0]
+
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("mistake", from_scratch.GROUP_NORM_MISTAKES)
+def test_each_layer_and_group_norm_mistake_fails_the_check_and_is_named(mistake, groups, capsys):
+    reference = from_scratch.layer_norm if groups == 1 else from_scratch.group_norm
+    wrong = from_scratch.mistaken_group_norm(mistake, 1 if groups == 1 else None)
+    parameters = () if groups == 1 else (groups,)
+    result, yours = from_scratch.check_norm(wrong, reference, nn.GroupNorm(groups, 8), activation() * 0.005, *parameters)
+    assert yours and not result < from_scratch.TOLERANCE
+    assert f"likely cause: {from_scratch.MISTAKES[mistake]}" in capsys.readouterr().out
+
+
+def test_a_mistake_the_check_cannot_name_gets_the_list_of_what_to_look_at(capsys):
+    def without_shift(x, weight, bias, *rest):
+        return from_scratch.batch_norm(x, weight, torch.zeros_like(bias), *rest)
+
+    assert from_scratch.check_batch_norm(without_shift, nn.BatchNorm2d(8), activation()) > from_scratch.TOLERANCE
+    assert capsys.readouterr().out.splitlines()[-1].startswith("look first at: the axes")
+
+
+def test_the_reference_backward_matches_autograd_and_a_missing_term_does_not(capsys):
+    layer = nn.BatchNorm2d(8)
+    assert from_scratch.check_batch_norm_backward(from_scratch.batch_norm_backward, layer, activation()) < 1e-5
+
+    def without_the_variances_path(grad_out, x, weight, eps=1e-5):
+        grad_x, grad_weight, grad_bias = from_scratch.batch_norm_backward(grad_out, x, weight, eps)
+        inverse_std = torch.rsqrt(x.var((0, 2, 3), keepdim=True, unbiased=False) + eps)
+        g = grad_out * from_scratch.per_channel(weight)
+        return inverse_std * (g - g.mean((0, 2, 3), keepdim=True)), grad_weight, grad_bias
+
+    assert from_scratch.check_batch_norm_backward(without_the_variances_path, layer, activation()) > 1e-2
+    assert "gradient of the input: largest difference" in capsys.readouterr().out.split("FAIL")[-2]
 
 
 def test_the_check_takes_the_students_function_once_it_returns_something(capsys):
@@ -65,22 +97,6 @@ def test_a_norm_that_forgets_the_scale_and_shift_fails_even_on_an_untrained_laye
     assert from_scratch.check_batch_norm(batch_norm_without_scale, nn.BatchNorm2d(8), activation()) > from_scratch.TOLERANCE
 
 
-def test_the_running_variance_is_checked_where_the_unbiased_estimate_matters(capsys):
-    """On a large batch n / (n - 1) is within the tolerance of 1; the check's batch of 2 images of 2x2 is not."""
-    def biased_running_var(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
-        old = running_var.clone()
-        out = from_scratch.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps)
-        if training:
-            running_var.copy_((1 - momentum) * old + momentum * x.var((0, 2, 3), unbiased=False))
-        return out
-
-    large = torch.randn(64, 8, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.4
-    assert from_scratch.check_batch_norm(biased_running_var, nn.BatchNorm2d(8), large) > from_scratch.TOLERANCE
-    printed = capsys.readouterr().out
-    assert "train mode, running mean and variance: largest difference" in printed and "2x2 positions" in printed
-    assert printed.count("FAIL") == 1 and "FAIL" in printed.splitlines()[-1]
-
-
 def test_the_checks_take_a_channels_last_activation():
     """On a CPU in fp32 the model trains channels-last, and a student may run the check again after training."""
     x = activation().contiguous(memory_format=torch.channels_last)
@@ -101,6 +117,7 @@ def test_the_summarys_verdict_says_pass_or_what_failed():
     assert from_scratch.verdict(4.8e-07) == "matched PyTorch's to 4.8e-07"
     assert from_scratch.verdict(0.3).endswith("(FAIL)") and "0.3" not in from_scratch.verdict(0.3)  # 3.0e-01
     assert "returned None" in from_scratch.verdict(float("inf"))
+    assert "without a reshape (FAIL)" in from_scratch.verdict(float("nan"))
 
 
 def test_a_half_written_batch_norm_fails_instead_of_crashing(capsys):

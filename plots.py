@@ -5,6 +5,7 @@ import math
 import textwrap
 
 import torch
+from matplotlib import cm
 from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 from matplotlib.ticker import MaxNLocator
@@ -160,4 +161,23 @@ def plot_normalized_over(groups=4, channels=8, images=6, norms=("bn", "ln", "in"
         ax.text(channels + 0.45 * images / 2 + 0.3, 0.35 * images / 2 - 0.2, "N (images)", fontsize=8, rotation=35)
         ax.set_title(NORM_TYPES[norm].label + (f" ({groups} groups)" if norm == "gn" else ""), fontsize=10)
     fig.suptitle("The values one mean and variance are taken over (shaded)", fontsize=10)
+    return fig
+
+
+def plot_watch(watched, labels):
+    """What leaves each C block over the first training steps, one column per model ({name: watch_training's
+    stats}): the mean (top) and the standard deviation (bottom, log), one line per block, shallow to deep."""
+    fig, axes = figure((4.2 * len(watched), 6), 2, len(watched), sharex=True, sharey="row", squeeze=False)
+    for col, (name, stats) in enumerate(watched.items()):
+        shades = [cm.viridis(i / max(len(stats) - 1, 1)) for i in range(len(stats))]  # depth, not a norm's colour
+        for (block, values), shade in zip(stats.items(), shades):
+            for row, key in enumerate(("mean", "std")):
+                axes[row][col].plot(range(1, len(values[key]) + 1), values[key], color=shade, label=block)
+        axes[0][col].set_title(labels[name])
+        axes[1][col].set(xlabel="training step", yscale="log")
+    axes[0][0].set(ylabel="mean of the block's output")
+    axes[1][0].set(ylabel="standard deviation of the block's output")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, ncol=2)
     return fig

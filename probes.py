@@ -1,6 +1,7 @@
 """Measurements of a model's insides, for the lessons (lab/experiments.py and the notebooks)."""
 
 import copy
+import math
 import statistics
 import time
 
@@ -9,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from data import normalize
+from data import normalize, train_batches
 from models import ConvBlock
+from recipes import make_optimizer
 
 PERCENTILES = (1, 20, 80, 99)
 SAMPLE = 1 << 18  # values a percentile is taken over (a strided sample of a larger activation)
@@ -58,6 +60,58 @@ class ActivationRecorder:
     def remove(self):
         for handle in self.handles:
             handle.remove()
+
+
+def watch_training(model, data, cfg, steps, device):
+    """Train `model` for the first `steps` steps of cfg's schedule, in fp32, and record the mean and standard
+    deviation of what leaves each C block (after its norm and ReLU, in either order) at every step:
+    {block: {"mean": [...], "std": [...]}}. The batches depend on cfg.seed alone, so two models see the same ones."""
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    data, model = data.to(device), model.to(device).float().train()
+    optimizer, scheduler = make_optimizer(model, cfg, math.ceil(len(data.train_labels) / cfg.batch_size))
+    stats = {label: {"mean": [], "std": []} for label, _ in c_blocks(model)}
+
+    def record(label):
+        def hook(module, inputs, output):
+            stats[label]["mean"].append(output.mean().item())
+            stats[label]["std"].append(output.std().item())
+        return hook
+    handles = [block.register_forward_hook(record(label)) for label, block in c_blocks(model)]
+    try:
+        step = 0
+        while step < steps:  # as many epochs as the steps take
+            for x, y in train_batches(data, cfg.batch_size, generator, cfg.pad, cfg.flip, cfg.cutout):
+                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                if step == steps:
+                    break
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats
+
+
+@torch.no_grad()
+def scale_change(model, block, x, factor=10.0, train=True, bias=True):
+    """How much C block `block`'s output moves, relative to its largest value, when its conv's kernel (and with
+    `bias` its bias) is multiplied by `factor`, on float batch `x`, in train mode or eval on frozen_copy's."""
+    outputs = []
+    for scale in (1.0, factor):
+        probe = frozen_copy(model, train).float()
+        conv = getattr(probe, block)[0]
+        conv.weight.mul_(scale)
+        if bias and conv.bias is not None:
+            conv.bias.mul_(scale)
+        handle = getattr(probe, block).register_forward_hook(lambda module, inputs, output: outputs.append(output))
+        probe(x)
+        handle.remove()
+    before, after = outputs
+    return ((after - before).abs().max() / before.abs().max()).item()
 
 
 def first_epoch_and_end(steps_per_epoch, total_steps, points=20):

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Batch Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same small network with a different normalization layer: BatchNorm here, LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write BatchNorm yourself and check it against PyTorch's, train the network with PyTorch's layer, see what only BatchNorm does, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
+# One of three lessons that train the same small network with a different normalization layer: BatchNorm here, LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write BatchNorm yourself (its backward pass too, if you like) and check it against PyTorch's, watch what it does to each block's output over the first training steps, train the network with PyTorch's layer, see what only BatchNorm does, and try four changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
 # **BatchNorm** normalizes each channel with statistics taken over the whole batch and every
 # spatial position. For channel $c$ of a batch of $N$ feature maps of size $H \times W$:
@@ -33,10 +33,11 @@ def my_batch_norm(x, weight, bias, running_mean, running_var, training, momentum
 
 
 # %% [markdown]
-# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own `nn.BatchNorm2d` on copies of it given random scales, shifts and running averages (an untrained layer's 1, 0, 0 and 1 would let a forgotten term pass): the output in training mode, the running averages it leaves, the output in evaluation mode, and the running variance after a batch of 2 images of 2x2 positions, where the unbiased estimate is 8/7 of the biased one. A difference below 1e-4 passes (float32 rounding is about 1e-6).
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, scaled to unit size (its variance, printed first, is so small that most mistakes would hide under the tolerance), with channel 0 and image 0 shrunk to a variance under eps, where adding eps inside or outside the square root differs. It compares your function with the model's own `nn.BatchNorm2d` on copies of it given random scales, shifts and running averages (an untrained layer's 1, 0, 0 and 1 would let a forgotten term pass): the output in training mode, the running averages it leaves, the output in evaluation mode, and a training step on 2 images of 2x2 positions, where the unbiased variance is 8/7 of the biased one. A difference below 1e-4 passes (float32 rounding is about 1e-6). On a FAIL it names the likely cause where it can tell: the mistakes it knows are `from_scratch.MISTAKES`.
 
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
+print(f"variance of the activation: {activation.var():.1e}")
 layer = model.C5[1]  # C5 is conv, norm, ReLU
 batch_norm, yours = from_scratch.yours_or_reference(my_batch_norm, from_scratch.batch_norm, activation, layer.weight,
                                                     layer.bias, layer.running_mean.clone(), layer.running_var.clone(),
@@ -53,6 +54,34 @@ if REVEAL:
 #
 # <details><summary>An answer</summary>
 # The running variance estimates the variance of the whole data set from samples, and dividing by n − 1 makes that estimate unbiased; the normalization describes this batch exactly, and its own mean square deviation is what makes the batch's variance 1. PyTorch does both; with 64 images of 16x16 positions the two differ by a factor of 16,384 / 16,383.
+# </details>
+#
+# ### The backward pass (optional)
+#
+# Autograd differentiates BatchNorm for you; writing the gradients yourself shows how it ties the images of a batch together. Write `my_batch_norm_backward` for training mode: from `grad_out`, the loss's gradient for the output, return the gradients for `x`, the scale and the shift. With $\hat x = (x - \mu_c)/\sqrt{\sigma_c^2+\epsilon}$ over the $n = NHW$ values of channel $c$, the shift's gradient is $\sum$ `grad_out` and the scale's $\sum$ `grad_out` $\cdot \hat x$, both over (N, H, W); the input's you derive, remembering that $\mu_c$ and $\sigma_c^2$ depend on every value of the channel. The check compares your three gradients with autograd's through PyTorch's layer, on the same activation and a seeded random `grad_out`. Until you write it, it runs `from_scratch.batch_norm_backward`.
+
+# %%
+def my_batch_norm_backward(grad_out, x, weight, eps=1e-5):
+    """Your BatchNorm backward in training mode: (grad_x, grad_weight, grad_bias) for x of shape (N, C, H, W)."""
+    return None  # replace this line with your code
+
+
+# %%
+backward, yours_backward = from_scratch.yours_or_reference(my_batch_norm_backward, from_scratch.batch_norm_backward,
+                                                           activation, activation, layer.weight)
+backward_difference = from_scratch.check_batch_norm_backward(backward, layer, activation)
+grad_x, _, _ = backward(torch.ones_like(activation).normal_(generator=torch.Generator().manual_seed(0)), activation,
+                        layer.weight)
+x_hat = torch.nn.functional.batch_norm(activation, None, None, training=True)
+print(f"largest sum over a channel of the input's gradient: {grad_x.sum((0, 2, 3)).abs().max():.1e}; "
+      f"of the gradient times x_hat: {(grad_x * x_hat).sum((0, 2, 3)).abs().max():.1e} "
+      f"(the gradient's own size: {grad_x.abs().max():.1e})")
+
+# %% [markdown]
+# **Question.** Why does the input's gradient have three terms, and why do the two sums printed above vanish?
+#
+# <details><summary>An answer</summary>
+# With $g = \gamma_c \cdot$ grad_out, $\partial L/\partial x_i = \frac{1}{\sqrt{\sigma_c^2+\epsilon}}\big(g_i - \frac{1}{n}\sum_j g_j - \hat x_i\,\frac{1}{n}\sum_j g_j \hat x_j\big)$. The first term is $x_i$'s own path to its output; the second is its path through the mean, which every value of the channel subtracts; the third its path through the variance, which every value is divided by. So an image's gradient depends on the other images of its batch. Subtracting the two averages removes every part of the gradient that would shift the channel's mean or stretch its scale: the normalized output cannot change in those directions, so the gradient has no component along them, which is what the two near-zero sums show (compare them with the gradient's own size).
 # </details>
 
 # %%
@@ -143,6 +172,21 @@ TRIALS = {"BatchNorm": dict(norm="bn"), "BatchNorm without the skips": dict(norm
 short = exercises.short_runs(data, TRIALS, SHORT_IMAGES, SHORT_EPOCHS, device, seed=SEED)
 
 # %% [markdown]
+# **Exercise 4: the norm on the other side of the ReLU, watched.** Section 4 watched this model's blocks hold still. Predict: with the norm after the ReLU instead of before it (`order="relu-norm"`), do the mean and standard deviation of what leaves each block still hold still over the first steps, and near which values? Then run it: `WATCH_STEPS` steps from the same seed, beside section 4's.
+
+# %%
+VARIANT = dict(order="relu-norm")
+torch.manual_seed(SEED)
+variant = probes.watch_training(S8_model(NORM, skips=SKIPS, **VARIANT), data, cfg, WATCH_STEPS, device)
+display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "variant": f"{LABELS[NORM]}, relu-norm"}))
+
+# %% [markdown]
+# <details><summary>After you have run it: what the order does to the statistics</summary>
+#
+# Conv, norm, ReLU (this lesson's): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with section 4's figure. Conv, ReLU, norm (your variant): the norm comes last, so what leaves the block has mean $\beta$ and standard deviation $\gamma$ exactly, 0 and 1 until they learn otherwise. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: the LayerNorm lesson's Exercise 2 and its placement records ask it for each norm.
+# </details>
+
+# %% [markdown]
 # ## 8. Summary
 
 # %%
@@ -151,6 +195,7 @@ smallest = min(small_batches) if ran["small_batches"] else None
 Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} BatchNorm {from_scratch.verdict(build_difference)}.
+- {'Your' if yours_backward else 'The reference'} backward pass {from_scratch.verdict(backward_difference, "autograd's")}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Evaluation mode, with the running averages: {eval_accuracy:.2f}%. """ + (f"""With the statistics of each batch of {smallest} test images instead: {small_batches[smallest]:.2f}%. """ if smallest else "(Exercise 1 not run.) ") + (f"""With one batch of {RECALIBRATION} training images as its running averages: {recalibrated_accuracy:.2f}%.""" if ran["recalibrated_accuracy"] else "(Exercise 2 not run.)") + f"""
 - Folded into the convs it needs {count_parameters(folded):,} parameters instead of {count_parameters(model):,}, and its logits move by at most {fold_difference:.1e}.

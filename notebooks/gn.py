@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Group Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same small network with a different normalization layer: GroupNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write GroupNorm yourself and check it against PyTorch's, train the network with PyTorch's layer, look inside its groups, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
+# One of three lessons that train the same small network with a different normalization layer: GroupNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write GroupNorm yourself and check it against PyTorch's, watch what it does to each block's output over the first training steps, train the network with PyTorch's layer, look inside its groups, and try four changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
 # **GroupNorm** splits the $C$ channels into $G$ groups and normalizes each group of each image on
 # its own. For image $n$ and group $g$ holding the channel set $S_g$:
@@ -34,10 +34,11 @@ def my_group_norm(x, groups, weight, bias, eps=1e-5):
 
 
 # %% [markdown]
-# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own `nn.GroupNorm`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass). A difference below 1e-4 passes. Use `reshape` rather than `view`: on a CPU the training may store the activations channels-last, where a `view` that merges a group's channels with H and W fails.
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, scaled to unit size (its variance, printed first, is so small that most mistakes would hide under the tolerance), with channel 0 and image 0 shrunk to a variance under eps, where adding eps inside or outside the square root differs. It compares your function with the model's own `nn.GroupNorm`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass), on that activation and on 2 images of 2x2 positions, where the unbiased variance differs visibly from the biased one. A difference below 1e-4 passes. On a FAIL it names the likely cause where it can tell: the mistakes it knows are `from_scratch.MISTAKES`. Use `reshape` rather than `view`: on a CPU the training may store the activations channels-last, where a `view` that merges a group's channels with H and W fails.
 
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
+print(f"variance of the activation: {activation.var():.1e}")
 layer = model.C5[2]  # C5 is conv, ReLU, norm
 print(f"C5's norm: {layer}")
 build_difference, yours = from_scratch.check_norm(my_group_norm, from_scratch.group_norm, layer, activation,
@@ -153,6 +154,21 @@ convs = exercises.short_runs(data, {"standardized convs": dict(norm="gn", conv="
 small = exercises.short_runs(data, {"GroupNorm, batch 4": dict(norm="gn", batch_size=4),
                                 "BatchNorm, batch 4": dict(norm="bn", batch_size=4)}, SHORT_IMAGES, SHORT_EPOCHS, device,
                          seed=SEED)
+
+# %% [markdown]
+# **Exercise 4: the norm on the other side of the ReLU, watched.** Section 4 watched this model's blocks hold still. Predict: with the norm before the ReLU instead of after it (`order="norm-relu"`), do the mean and standard deviation of what leaves each block still hold still over the first steps, and near which values? Then run it: `WATCH_STEPS` steps from the same seed, beside section 4's.
+
+# %%
+VARIANT = dict(order="norm-relu")
+torch.manual_seed(SEED)
+variant = probes.watch_training(S8_model(NORM, skips=SKIPS, **VARIANT), data, cfg, WATCH_STEPS, device)
+display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "variant": f"{LABELS[NORM]}, norm-relu"}))
+
+# %% [markdown]
+# <details><summary>After you have run it: what the order does to the statistics</summary>
+#
+# Conv, norm, ReLU (your variant): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with your figure. Conv, ReLU, norm (this lesson's): the norm comes last, so what leaves the block has mean $\beta$ and standard deviation $\gamma$ exactly, 0 and 1 until they learn otherwise. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: Exercise 2 of the LayerNorm lesson answers it.
+# </details>
 
 # %% [markdown]
 # ## 8. Summary

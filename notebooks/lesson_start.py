@@ -12,6 +12,7 @@ BATCH_SIZE = 128  # images per training step
 SKIPS = True  # the two skip connections, C3's output added to C5's and C7's to C9's
 SEED = 0  # the random seed of the weights, the order of the images and their augmentation
 DATA = "data"  # where CIFAR-10 is, or an empty folder to download it into
+WATCH_STEPS = 100  # the training steps section 4 watches, with the norm and without
 SHORT_IMAGES, SHORT_EPOCHS = 5000, 2  # the exercises' short runs: training images (a fifth as many test) and epochs
 
 # %%
@@ -47,7 +48,7 @@ from data import load_cifar10, normalize
 from explorer import mistake_explorer, normalized_over_explorer
 from hardware import choose_precision, describe_device, pick_device, without_layout
 from lab import experiments
-from models import S8_model, count_parameters
+from models import NORM_TYPES, S8_model, count_parameters
 
 device = pick_device()
 data = load_cifar10(DATA)

@@ -8,11 +8,33 @@
 # - **Label smoothing 0.1:** the target gives the true class 0.91 and each other class 0.01, which keeps the model from growing ever more confident (and the training loss above zero).
 # - **Arithmetic:** the first line of the log names it. Where the hardware computes **bf16** (a 16-bit float with float32's range) natively, autocast runs the convs in bf16; on Colab's free T4 GPU it is **fp16**, with a **GradScaler** scaling the loss up so that small gradients do not round to zero. Which operations run in 16 bits depends on the device: on a CPU the norms do too, on a GPU LayerNorm and GroupNorm stay in float32; the weights, the optimizer's state and the loss always stay in float32. So a run there gives slightly different numbers from the committed one.
 #
-# The log has one row per epoch: loss and accuracy on the training images (augmented, averaged over the epoch while the weights move) and on the test images (after the epoch), and the seconds the epoch's training took. Running the cell again continues training the same model; to train afresh, run the cells again from section 2.
 
 # %%
 cfg = recipes.recipe(NORM, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED)
 precision = choose_precision(device, NORM, cfg.amp)
+LABELS = {NORM: NORM_TYPES[NORM].label, "none": "no norm"}
+
+# %% [markdown]
+# ### The first steps, watched
+#
+# Before the whole run, a fresh copy of this model and one without a norm (`norm="none"`) train for the first `WATCH_STEPS` steps of this recipe, in fp32, from the same seed and so on the same batches. A forward hook on each C block records the mean and standard deviation of what leaves it, after its norm and ReLU in whichever order they sit, at every step (after fast.ai's course, lesson 7). One line per block below, shallow to deep; the standard deviation is on a log scale. Why a norm that holds these still helps, and why the first explanation of it was questioned: [`S8_compare.ipynb`](S8_compare.ipynb), section 7.
+
+# %%
+watched = {}
+for arm in LABELS:
+    torch.manual_seed(SEED)
+    watched[arm] = probes.watch_training(S8_model(arm, skips=SKIPS), data, cfg, WATCH_STEPS, device)
+display(plots.plot_watch(watched, LABELS))
+std = {arm: {block: values["std"] for block, values in stats.items()} for arm, stats in watched.items()}
+held = [s for values in std[NORM].values() for s in values]
+Markdown(f"""Without a norm, the standard deviation of what leaves the blocks falls from {std['none']['C1'][0]:.2f} at C1 to {std['none']['C9'][0]:.3f} at C9 at the first step; by step {WATCH_STEPS} C9's is {std['none']['C9'][-1]:.2f}, {std['none']['C9'][-1] / std['none']['C9'][0]:.0f} times its first. With {LABELS[NORM]} every block's stays between {min(held):.2f} and {max(held):.2f} at every step, so each layer meets numbers of the same size however the layers before it change.""")
+
+# %% [markdown]
+# ### The whole run
+#
+# The log has one row per epoch: loss and accuracy on the training images (augmented, averaged over the epoch while the weights move) and on the test images (after the epoch), and the seconds the epoch's training took. Running the cell again continues training the same model; to train afresh, run the cells again from section 2.
+
+# %%
 history = utils.fit(model, data, cfg, device, precision)
 
 # %% [markdown]

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Layer Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same small network with a different normalization layer: LayerNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write LayerNorm yourself and check it against PyTorch's, train the network with PyTorch's layer, see what sets it apart from BatchNorm, and try three changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
+# One of three lessons that train the same small network with a different normalization layer: LayerNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write LayerNorm yourself and check it against PyTorch's, watch what it does to each block's output over the first training steps, train the network with PyTorch's layer, see what sets it apart from BatchNorm, and try four changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
 # **LayerNorm** normalizes each image on its own, with one mean and variance over all its
 # channels and positions. For image $n$ with $C$ channels of size $H \times W$:
@@ -33,10 +33,11 @@ def my_layer_norm(x, weight, bias, eps=1e-5):
 
 
 # %% [markdown]
-# The check feeds it a real activation, what enters the norm of C5 for 64 test images, and compares it with the model's own layer, `nn.GroupNorm(1, C)`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass). A difference below 1e-4 passes.
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, scaled to unit size (its variance, printed first, is so small that most mistakes would hide under the tolerance), with channel 0 and image 0 shrunk to a variance under eps, where adding eps inside or outside the square root differs. It compares your function with the model's own layer, `nn.GroupNorm(1, C)`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass), on that activation and on 2 images of 2x2 positions, where the unbiased variance differs visibly from the biased one. A difference below 1e-4 passes. On a FAIL it names the likely cause where it can tell: the mistakes it knows are `from_scratch.MISTAKES`.
 
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
+print(f"variance of the activation: {activation.var():.1e}")
 layer = model.C5[2]  # C5 is conv, ReLU, norm
 build_difference, yours = from_scratch.check_norm(my_layer_norm, from_scratch.layer_norm, layer, activation)
 
@@ -144,6 +145,21 @@ experiments.show("placement")
 batch_sizes = exercises.short_runs(data, {"batch 128": dict(norm="ln", batch_size=128),
                                       "batch 16": dict(norm="ln", batch_size=16)}, SHORT_IMAGES, SHORT_EPOCHS, device,
                                seed=SEED)
+
+# %% [markdown]
+# **Exercise 4: the norm on the other side of the ReLU, watched.** Section 4 watched this model's blocks hold still. Predict: with the norm before the ReLU instead of after it (`order="norm-relu"`), do the mean and standard deviation of what leaves each block still hold still over the first steps, and near which values? Then run it: `WATCH_STEPS` steps from the same seed, beside section 4's.
+
+# %%
+VARIANT = dict(order="norm-relu")
+torch.manual_seed(SEED)
+variant = probes.watch_training(S8_model(NORM, skips=SKIPS, **VARIANT), data, cfg, WATCH_STEPS, device)
+display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "variant": f"{LABELS[NORM]}, norm-relu"}))
+
+# %% [markdown]
+# <details><summary>After you have run it: what the order does to the statistics</summary>
+#
+# Conv, norm, ReLU (your variant): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with your figure. Conv, ReLU, norm (this lesson's): the norm comes last, so what leaves the block has mean $\beta$ and standard deviation $\gamma$ exactly, 0 and 1 until they learn otherwise. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: Exercise 2 of the LayerNorm lesson answers it.
+# </details>
 
 # %% [markdown]
 # ## 8. Summary

@@ -19,7 +19,7 @@ from data import CIFAR10
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ["--plan", "seeds=0", "multipliers=1,4", "validation=20", "screen_images=40", "screen_epochs=1", "full_images=60",
-        "full_epochs=1", "sweep_images=40", "sweep_test=20", "sweep_epochs=1", "batch_sizes=2,8", "--amp", "off"]
+        "full_epochs=1", "sweep_images=40", "sweep_test=20", "sweep_epochs=1", "ghost_batches=2,32", "--amp", "off"]
 SECTIONS = [experiments.section_name(name) for name in experiments.EXPERIMENTS]
 
 
@@ -113,35 +113,35 @@ def test_the_groups_and_layernorm_lessons_train_their_variants(lab_out):
     assert sizes["gn-cpg2"]["channels_per_group"] == 2 and sizes["gn-g1"]["groups"] == 1
     assert sizes["in"]["order"] == "norm-relu" and sizes["gn-cpg1"]["order"] == "relu-norm"
     kept = {p.stem for p in (out / "results").rglob("*.pt")}  # the batch-of-one lesson's and the gap's models
-    assert kept == {f"{norm}-x1-seed0" for norm in experiments.LESSON_NORMS} | {"bn-bs2-seed0"}
+    assert kept == {f"{norm}-x1-seed0" for norm in experiments.LESSON_NORMS} | {"bn-ghost2-seed0"}
     assert record(out, "screening", "lnc-x1-seed0")["norm"] == "lnc"
 
 
-def test_the_batch_size_experiment_scales_sgds_rate_with_the_batch_and_measures_the_gap(lab_out):
+def test_the_batch_size_experiment_changes_batchnorms_statistics_alone_and_measures_the_gap(lab_out):
     out, _ = lab_out
-    for norm in results.NORMS:
-        for b in (2, 8):
-            r = record(out, "sweep", f"{norm}-bs{b}-seed0")
-            assert r["config"]["batch_size"] == b and r["config"]["lr"] == pytest.approx(0.05 * b / 128)
-            assert (r["train_images"], r["test_images"]) == (40, 20)
+    runs = {g: record(out, "sweep", f"bn-ghost{g}-seed0") for g in (2, 32)}
+    assert [runs[g]["model_config"]["ghost_batch"] for g in (2, 32)] == [2, 32]
+    assert runs[2]["config"] == runs[32]["config"]  # the same steps, images and rates
+    for norm in ("ln", "gn"):
+        r = record(out, "sweep", f"{norm}-seed0")
+        assert r["model_config"]["ghost_batch"] is None and (r["train_images"], r["test_images"]) == (40, 20)
     gap = record(out, "sweep", "batchnorm_gap")
-    assert list(gap) == ["the committed full run's (batch 128, all data, 20 epochs)", "the sweep's, trained with batches of 2"]
-    assert set(gap["the sweep's, trained with batches of 2"]) == {"eval", "train_bs2", "train_bs8", "train_bs32", "train_bs128"}
+    assert list(gap) == ["the committed full run's (batch 128, all data, 20 epochs)",
+                         "the sweep's, its statistics over 2 images"]
+    assert set(gap["the sweep's, its statistics over 2 images"]) == {"eval", "train_bs2", "train_bs8", "train_bs32",
+                                                                      "train_bs128"}
+    _, section, headline = experiments.rendered("batch-size", out)
+    assert "| BatchNorm | 2 images |" in section and "| LayerNorm | each image alone |" in section
+    assert headline.startswith("At the same steps, BatchNorm with its statistics over 2 images scores")
 
 
-def test_the_data_provenance_is_for_the_record_and_muon_named_only_where_it_trained(lab_out, tmp_path):
+def test_the_data_provenance_is_for_the_record(lab_out):
     out, _ = lab_out
-    source = record(out, "sweep", "bn-bs2-seed0")["data"].split(",")[0]  # 'tree/ (image folder)', before the split
+    source = record(out, "sweep", "bn-ghost2-seed0")["data"].split(",")[0]  # 'tree/ (image folder)', before the split
     for name in ("batch-size", "lr"):
         _, docs, _ = experiments.rendered(name, out)
         _, students, _ = experiments.rendered(name, out, students=True)
         assert source in docs and source not in students and "[[" not in docs + students
-    assert "(Muon's unscaled)" in experiments.rendered("batch-size", out)[1]
-    sgd_only = shutil.copytree(out, tmp_path / "sgd")  # records of the SGD recipe name no Muon parameters
-    for path in (sgd_only / "results" / "sweep").glob("*-bs*-seed*.json"):
-        r = json.loads(path.read_text())
-        path.write_text(json.dumps({k: v for k, v in r.items() if k != "optimizer_groups"}))
-    assert "(Muon's unscaled)" not in experiments.rendered("batch-size", sgd_only)[1]
 
 
 def test_the_per_norm_measurements(lab_out):
@@ -169,13 +169,13 @@ def test_a_recipe_change_retrains_only_the_runs_it_changes(lab_out, tmp_path, mo
     common = [*common[:-1], str(out)]
     monkeypatch.setitem(recipes.RECIPES, "gn", {**recipes.RECIPES["gn"], "muon_lr": 0.05})
     assert lessons.main(["batch-size", "--check", *common, *PLAN]) == 0
-    assert capsys.readouterr().out.split() == ["sweep/gn-bs2-seed0", "sweep/gn-bs8-seed0"]
+    assert capsys.readouterr().out.split() == ["sweep/gn-seed0"]
     trained = []
     fit = utils.fit
     monkeypatch.setattr(utils, "fit", lambda model, data, cfg, *a, **k: trained.append(cfg) or fit(model, data, cfg, *a, **k))
     assert lessons.main(["batch-size", *common, *PLAN]) == 0
-    assert [(c.batch_size, c.muon_lr) for c in trained] == [(2, 0.05), (8, 0.05)]
-    assert "sweep/gn-bs2-seed0.json was made with other settings" in capsys.readouterr().out
+    assert [c.muon_lr for c in trained] == [0.05]
+    assert "sweep/gn-seed0.json was made with other settings" in capsys.readouterr().out
 
 
 def test_a_record_from_another_machine_or_precision_still_answers(lab_out):
@@ -241,8 +241,7 @@ def test_the_notebooks_show_only_what_is_recorded(tmp_path, monkeypatch):
 
 
 def test_every_committed_record_with_its_configs_answers_todays_plan(monkeypatch):
-    """The committed records were made with today's settings: `python -m lab all` on the offline copy
-    would train only the batch-size runs, which record no configs (an earlier recipe)."""
+    """The committed records were made with today's settings: `python -m lab all` on the offline copy trains nothing."""
     def offline_copy(*args, **kwargs):  # its sizes and description, without decoding it
         one = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
         return CIFAR10(one.expand(50_000, -1, -1, -1), torch.zeros(50_000, dtype=torch.long),
@@ -253,7 +252,7 @@ def test_every_committed_record_with_its_configs_answers_todays_plan(monkeypatch
     lab = experiments.Lab(ROOT, "offline copy", log=lambda line: None)
     stale = {(request.folder, request.name) for e in experiments.EXPERIMENTS.values() for request in e.runs(lab.plan)
              if lab.answered(request, say=False, copy=False) is None}
-    assert stale == {("sweep", f"{n}-bs{b}-seed{s}") for n in results.NORMS for b in lab.plan.batch_sizes for s in (0, 1)}
+    assert stale == set()
     full = lab.data("full")
     for request in experiments.skips_runs(lab.plan):  # the gradients' records too
         path = results.record_path(ROOT, "skips", f"gradients-{request.name}")

@@ -46,15 +46,17 @@ def test_sample_and_augmentation_figures():
     assert all(s.shape == shown[0].shape and not torch.equal(s, shown[0]) for s in shown[1:])
 
 
-def test_batch_size_figure_draws_each_norms_mean_and_seed_range():
-    table = {"bn": {2: [40.0, 42.0], 128: [50.0, 51.0]}, "gn": {2: [54.0, 54.0], 128: [49.0, 50.0]}}
-    ax = figures.plot_batch_size(table, {"bn": "BatchNorm", "gn": "GroupNorm"}, "caption").axes[0]
+def test_batch_size_figure_draws_batchnorms_mean_and_seed_range_and_the_others_as_bands():
+    bn = {2: [40.0, 42.0], 128: [50.0, 51.0]}
+    ax = figures.plot_batch_size(bn, {"gn": [54.0, 55.0]}, {"bn": "BatchNorm", "gn": "GroupNorm"}, 128, "c").axes[0]
+    assert [c.get_label() for c in ax.containers] == ["BatchNorm"]
+    assert ax.containers[0].lines[0].get_color() == NORM_TYPES["bn"].color
     lines = ax.get_lines()
-    assert [c.get_label() for c in ax.containers] == ["BatchNorm", "GroupNorm"]
-    assert [c.lines[0].get_color() for c in ax.containers] == [NORM_TYPES["bn"].color, NORM_TYPES["gn"].color]
     assert list(lines[0].get_ydata()) == [41.0, 50.5] and list(lines[0].get_xdata()) == [2, 128]
-    low, high = ax.containers[0].lines[2][0].get_segments()[0][:, 1]  # the bar at batch 2
+    low, high = ax.containers[0].lines[2][0].get_segments()[0][:, 1]  # the bar at 2 images
     assert (low, high) == (40.0, 42.0)
+    band = next(line for line in lines if line.get_label() == "GroupNorm (each image alone)")
+    assert list(band.get_ydata()) == [54.5, 54.5] and band.get_color() == NORM_TYPES["gn"].color
 
 
 def test_a_long_caption_is_wrapped_to_the_figures_width():

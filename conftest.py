@@ -18,5 +18,6 @@ os.environ.setdefault("S8_SUBSET", "500")
 os.environ.setdefault("S8_SHORT_IMAGES", "100")  # the lessons' exercises
 os.environ.setdefault("S8_SHORT_EPOCHS", "1")
 os.environ.setdefault("S8_WATCH_STEPS", "3")
+os.environ.setdefault("S8_NETWORK_EPOCHS", "1")
 if OFFLINE_COPY.is_file():
     os.environ.setdefault("S8_DATA", str(OFFLINE_COPY))

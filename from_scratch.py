@@ -3,9 +3,15 @@
 of a student's version on a real activation of the model, against trained_looking copies of the model's own layer."""
 
 import copy
+import inspect
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+import utils
+from hardware import choose_precision
+from models import NORM_TYPES, S8_model
 
 TOLERANCE = 1e-4  # the largest difference from PyTorch's layer that passes (float32 rounding is ~1e-6)
 
@@ -86,10 +92,12 @@ MISTAKES = {
                             "variance is near eps (the check shrinks one channel and one image to that)",
     "batch axis": "the statistics were taken over the batch too: each image's own mean and variance need the axes "
                   "after the first (N)",
+    "each channel alone": "the statistics were taken over each channel alone (H and W), which is InstanceNorm; "
+                          "a group's take its channels together, (C / groups, H, W)",
 }
 BATCH_NORM_MISTAKES = ("no reshape", "not in place", "momentum reversed", "biased running variance",
                        "unbiased variance", "eps outside the root")
-GROUP_NORM_MISTAKES = ("no reshape", "unbiased variance", "eps outside the root", "batch axis")
+GROUP_NORM_MISTAKES = ("no reshape", "unbiased variance", "eps outside the root", "batch axis", "each channel alone")
 
 
 def _denominator(var, eps, mistake):
@@ -122,6 +130,7 @@ def mistaken_group_norm(mistake, groups=None):
     def wrong(x, *arguments):
         g, weight, bias, *eps = (groups, *arguments) if groups else arguments
         n, c, h, w = x.shape
+        g = c if mistake == "each channel alone" else g
         grouped = x.reshape(n, g, c // g, h, w)
         dims = (0, 2, 3, 4) if mistake == "batch axis" else (2, 3, 4)
         keep = mistake != "no reshape"
@@ -131,7 +140,8 @@ def mistaken_group_norm(mistake, groups=None):
             return weight * (grouped - mean) / _denominator(var, eps[0] if eps else 1e-5, mistake) + bias
         normalized = ((grouped - mean) / _denominator(var, eps[0] if eps else 1e-5, mistake)).reshape(n, c, h, w)
         return per_channel(weight) * normalized + per_channel(bias)
-    wrong.__name__ = f"group_norm with {mistake!r}"
+    wrong.__name__ = f"{'layer' if groups else 'group'}_norm with {mistake!r}"
+    wrong.__signature__ = inspect.signature(layer_norm if groups else group_norm)  # the exercise's arguments
     return wrong
 
 
@@ -301,3 +311,121 @@ def check_batch_norm_backward(my_batch_norm_backward, layer, x):
             mine = (None, None, None)
         return max(check(f"gradient of the {name}", m, t.grad) for name, m, t in
                    zip(("input", "scale", "shift"), mine, (x, ours.weight, ours.bias)))
+
+
+# Your norm in the network: swap_in makes each norm layer of a model call a function written in a lesson, and
+# train_side_by_side trains a model with PyTorch's layers and with that function from the same seed.
+
+EXERCISES = {  # the model's norm: (its layers' class, the lesson's function, that function's parameters)
+    "bn": (nn.BatchNorm2d, "my_batch_norm", ("x", "weight", "bias", "running_mean", "running_var", "training",
+                                             "momentum", "eps")),
+    "ln": (nn.GroupNorm, "my_layer_norm", ("x", "weight", "bias", "eps")),
+    "gn": (nn.GroupNorm, "my_group_norm", ("x", "groups", "weight", "bias", "eps")),
+}
+
+
+class YourBatchNorm(nn.BatchNorm2d):
+    """A BatchNorm2d whose forward calls `self.your_norm` with its own parameters and running averages."""
+
+    def normalize(self, x):
+        if self.training:
+            self.num_batches_tracked.add_(1)  # as PyTorch's layer counts its training batches
+        return self.your_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.training,
+                              self.momentum, self.eps)
+
+    def forward(self, x):
+        return in_fp32_nchw(self.normalize, x)
+
+
+class YourLayerNorm(nn.GroupNorm):
+    """The suite's LayerNorm, GroupNorm(1, C), whose forward calls `self.your_norm(x, weight, bias, eps)`."""
+
+    def forward(self, x):
+        return in_fp32_nchw(lambda x: self.your_norm(x, self.weight, self.bias, self.eps), x)
+
+
+class YourGroupNorm(nn.GroupNorm):
+    """A GroupNorm whose forward calls `self.your_norm(x, groups, weight, bias, eps)` with its own groups."""
+
+    def forward(self, x):
+        return in_fp32_nchw(lambda x: self.your_norm(x, self.num_groups, self.weight, self.bias, self.eps), x)
+
+
+SWAPPED = {"bn": YourBatchNorm, "ln": YourLayerNorm, "gn": YourGroupNorm}
+
+
+def in_fp32_nchw(norm, x):
+    """norm(x) on x as float32 in NCHW with autocast off, returned in x's dtype and memory layout: a function written
+    for the check's NCHW float32 tensor then runs as written under bf16 or fp16 training and channels-last."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    with torch.autocast(x.device.type, enabled=False):
+        y = norm(x.float().contiguous())
+    return y.to(x.dtype).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def swap_in(model, fn):
+    """Make every norm layer of `model` call `fn`, the lesson's exercise for the model's norm (EXERCISES), with the
+    layer's own parameters, running averages and groups; in place, and returns the model. The state_dict, the
+    parameter count and a checkpoint stay as they were. `fn` is checked first, on a tiny tensor."""
+    norm = model.config.norm
+    if norm not in EXERCISES:
+        raise ValueError(f"the {model.config.norm!r} model has no norm exercise to swap in (InstanceNorm, no norm and "
+                         f"LayerNorm over the channels have none); use a BatchNorm, LayerNorm or GroupNorm model")
+    layer_class, exercise, parameters = EXERCISES[norm]
+    layers = [m for m in model.modules() if type(m) in (layer_class, SWAPPED[norm])]
+    if not layers:
+        raise ValueError(f"the model has no plain {layer_class.__name__} layer to swap (a ghost batch has no exercise)")
+    given = tuple(inspect.signature(fn).parameters)
+    if given != parameters:
+        raise ValueError(f"{fn.__name__} takes ({', '.join(given)}), not {exercise}'s ({', '.join(parameters)}): "
+                         f"swap in the function written for the {NORM_TYPES[norm].label} lesson's exercise, with its "
+                         f"arguments in order")
+    try_once(fn, norm, layers[0])
+    for layer in layers:
+        layer.__class__, layer.your_norm = SWAPPED[norm], fn
+    return model
+
+
+@torch.no_grad()
+def try_once(fn, norm, layer):
+    """Call `fn` once as `layer` would on a tiny seeded tensor; one clear line for what would fail in training."""
+    channels = layer.num_features if norm == "bn" else layer.num_channels
+    x = torch.randn(2, channels, 4, 4, generator=torch.Generator().manual_seed(0)).to(layer.weight.device)
+    before = x.clone()
+    arguments = {"bn": lambda: (x, layer.weight, layer.bias, layer.running_mean.clone(), layer.running_var.clone(),
+                                True, 0.1, layer.eps),
+                 "ln": lambda: (x, layer.weight, layer.bias, layer.eps),
+                 "gn": lambda: (x, layer.num_groups, layer.weight, layer.bias, layer.eps)}[norm]()
+    try:
+        y = fn(*arguments)
+    except RuntimeError as err:
+        if "must match the size" in str(err):
+            raise ValueError(f"{fn.__name__} fails on a (2, {channels}, 4, 4) tensor: {MISTAKES['no reshape']}") from None
+        raise
+    if y is None:
+        raise ValueError(f"{fn.__name__} returns None: write it first (section 3), or swap in the reference")
+    if not torch.equal(x, before):
+        raise ValueError(f"{fn.__name__} edits x in place: in the network x is a tensor autograd still needs (in "
+                         f"LayerNorm's and GroupNorm's blocks the ReLU's output), so the backward pass would fail; "
+                         f"compute new tensors (x - mean), not x -= mean")
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+        raise ValueError(f"{fn.__name__} returns {tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__} "
+                         f"for a {tuple(x.shape)} tensor; a norm returns a tensor of its input's shape")
+
+
+def train_side_by_side(model, fn, data, cfg, device):
+    """Two fresh models built from `model`'s config and cfg.seed, one with PyTorch's norm layers and one with `fn`
+    swapped in, each trained with utils.fit on `data` in fp32 (so that the norm is the only difference) on the same
+    batches: {name: {"losses": every step's training loss, "history": fit's, "seconds": its training time}}."""
+    runs = {}
+    for name, swap in (("PyTorch's layer", None), (fn.__name__, fn)):
+        torch.manual_seed(cfg.seed)
+        fresh = S8_model(**model.config.to_dict())
+        if swap is not None:
+            swap_in(fresh, swap)
+        losses = []
+        history = utils.fit(fresh, data, cfg, device, choose_precision(device, fresh.norm, "off"), progress=False,
+                            log=lambda line: None, on_step=losses.append)
+        runs[name] = {"losses": torch.stack(losses).tolist(), "history": history,
+                      "seconds": sum(row["seconds"] for row in history)}
+    return runs

@@ -181,3 +181,15 @@ def plot_watch(watched, labels):
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, ncol=2)
     return fig
+
+
+def plot_side_by_side(runs, norm, title=None):
+    """Test accuracy per epoch of from_scratch.train_side_by_side's two runs, in the norm's colour: PyTorch's layer
+    solid, the swapped-in function dashed."""
+    fig, ax = figure((6, 4))
+    for (name, run), style in zip(runs.items(), ("-", "--")):
+        history = run["history"]
+        ax.plot([r["epoch"] for r in history], [r["test_acc"] for r in history], style, marker="o",
+                color=NORM_TYPES[norm].color, label=name)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
+    return finish(fig, ax, epochs=True)

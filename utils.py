@@ -20,8 +20,10 @@ from recipes import make_optimizer
 FP32 = Precision("off", False, "evaluation default")
 
 
-def train(model, data, optimizer, scheduler, cfg, generator, precision, epoch=1, progress=True, scaler=None):
-    """One epoch over data.train_* (on the model's device): (loss, accuracy %, the learning rate of its last step)."""
+def train(model, data, optimizer, scheduler, cfg, generator, precision, epoch=1, progress=True, scaler=None,
+          on_step=None):
+    """One epoch over data.train_* (on the model's device): (loss, accuracy %, the learning rate of its last step).
+    `on_step`, if given, receives each step's loss (a tensor on the device: nothing is read back)."""
     model.train()
     n = len(data.train_labels)
     steps = math.ceil(n / cfg.batch_size)
@@ -33,6 +35,8 @@ def train(model, data, optimizer, scheduler, cfg, generator, precision, epoch=1,
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         sums.add(loss, logits, y, step)
+        if on_step is not None:
+            on_step(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:  # fp16: the loss scaled up so that small gradients do not round to zero
             scaler.scale(loss).backward()
@@ -143,10 +147,10 @@ class History(list):
     scores = None
 
 
-def fit(model, data, cfg, device, precision, progress=True, log=print, stop_after=None, history=None):
+def fit(model, data, cfg, device, precision, progress=True, log=print, stop_after=None, history=None, on_step=None):
     """Train `model` for cfg.epochs on `data` in `precision`, testing after every epoch; return the History.
     `stop_after` trains only the first that many epochs of cfg.epochs' schedule; with `history` (a History), the rows
-    go there as they come, so a caller keeps the epochs before a divergence."""
+    go there as they come, so a caller keeps the epochs before a divergence. `on_step`: as train's."""
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -164,7 +168,7 @@ def fit(model, data, cfg, device, precision, progress=True, log=print, stop_afte
     for epoch in range(1, min(cfg.epochs, stop_after or cfg.epochs) + 1):
         start = time.perf_counter()
         train_loss, train_acc, lr = train(model, data, optimizer, scheduler, cfg, generator, precision, epoch,
-                                          progress, scaler)
+                                          progress, scaler, on_step)
         seconds = time.perf_counter() - start  # training only; evaluation is not counted
         history.scores = scores(model, data, precision, flip=epoch == cfg.epochs)
         row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=history.scores.loss,

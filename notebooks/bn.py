@@ -39,10 +39,10 @@ def my_batch_norm(x, weight, bias, running_mean, running_var, training, momentum
 activation = probes.norm_input(model, "C5", x[:64])
 print(f"variance of the activation: {activation.var():.1e}")
 layer = model.C5[1]  # C5 is conv, norm, ReLU
-batch_norm, yours = from_scratch.yours_or_reference(my_batch_norm, from_scratch.batch_norm, activation, layer.weight,
-                                                    layer.bias, layer.running_mean.clone(), layer.running_var.clone(),
-                                                    True)
-build_difference = from_scratch.check_batch_norm(batch_norm, layer, activation)
+checked_norm, yours = from_scratch.yours_or_reference(my_batch_norm, from_scratch.batch_norm, activation, layer.weight,
+                                                      layer.bias, layer.running_mean.clone(),
+                                                      layer.running_var.clone(), True)
+build_difference = from_scratch.check_batch_norm(checked_norm, layer, activation)
 
 # %%
 REVEAL = False  # True prints the reference solution
@@ -55,7 +55,11 @@ if REVEAL:
 # <details><summary>An answer</summary>
 # The running variance estimates the variance of the whole data set from samples, and dividing by n − 1 makes that estimate unbiased; the normalization describes this batch exactly, and its own mean square deviation is what makes the batch's variance 1. PyTorch does both; with 64 images of 16x16 positions the two differ by a factor of 16,384 / 16,383.
 # </details>
-#
+
+# %%
+# include: lesson_yours.py
+
+# %% [markdown]
 # ### The backward pass (optional)
 #
 # Autograd differentiates BatchNorm for you; writing the gradients yourself shows how it ties the images of a batch together. Write `my_batch_norm_backward` for training mode: from `grad_out`, the loss's gradient for the output, return the gradients for `x`, the scale and the shift. With $\hat x = (x - \mu_c)/\sqrt{\sigma_c^2+\epsilon}$ over the $n = NHW$ values of channel $c$, the shift's gradient is $\sum$ `grad_out` and the scale's $\sum$ `grad_out` $\cdot \hat x$, both over (N, H, W); the input's you derive, remembering that $\mu_c$ and $\sigma_c^2$ depend on every value of the channel. The check compares your three gradients with autograd's through PyTorch's layer, on the same activation and a seeded random `grad_out`. Until you write it, it runs `from_scratch.batch_norm_backward`.

@@ -43,6 +43,7 @@ layer = model.C5[2]  # C5 is conv, ReLU, norm
 print(f"C5's norm: {layer}")
 build_difference, yours = from_scratch.check_norm(my_group_norm, from_scratch.group_norm, layer, activation,
                                                  layer.num_groups)
+checked_norm = my_group_norm if yours else from_scratch.group_norm
 
 # %%
 REVEAL = False  # True prints the reference solution
@@ -55,6 +56,9 @@ if REVEAL:
 # <details><summary>An answer</summary>
 # One group is LayerNorm over (C, H, W); C groups of one channel are InstanceNorm, a mean and variance per channel of each image. Section 6 checks both with PyTorch's functions.
 # </details>
+
+# %%
+# include: lesson_yours.py
 
 # %%
 # include: lesson_train.py

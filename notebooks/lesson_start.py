@@ -12,6 +12,7 @@ BATCH_SIZE = 128  # images per training step
 SKIPS = True  # the two skip connections, C3's output added to C5's and C7's to C9's
 SEED = 0  # the random seed of the weights, the order of the images and their augmentation
 DATA = "data"  # where CIFAR-10 is, or an empty folder to download it into
+NETWORK_IMAGES, NETWORK_EPOCHS = 5000, 3  # section 3's two runs, PyTorch's norm and yours
 WATCH_STEPS = 100  # the training steps section 4 watches, with the norm and without
 SHORT_IMAGES, SHORT_EPOCHS = 5000, 2  # the exercises' short runs: training images (a fifth as many test) and epochs
 

@@ -40,6 +40,7 @@ activation = probes.norm_input(model, "C5", x[:64])
 print(f"variance of the activation: {activation.var():.1e}")
 layer = model.C5[2]  # C5 is conv, ReLU, norm
 build_difference, yours = from_scratch.check_norm(my_layer_norm, from_scratch.layer_norm, layer, activation)
+checked_norm = my_layer_norm if yours else from_scratch.layer_norm
 
 # %%
 REVEAL = False  # True prints the reference solution
@@ -52,6 +53,9 @@ if REVEAL:
 # <details><summary>An answer</summary>
 # No: the mean and variance are shared by all the image's channels, so a channel that was brighter than the others stays brighter. Section 6 prints it.
 # </details>
+
+# %%
+# include: lesson_yours.py
 
 # %%
 # include: lesson_train.py

@@ -194,14 +194,11 @@ def batch_norm_outcome(norm, layer, x):
     outcome = {}
     for case, inputs in (("", x), (", 2 images of 2x2 positions", small(x))):
         ours = trained_looking(layer).to(x.device)
-
-        def call(training):
-            return norm(inputs, ours.weight, ours.bias, ours.running_mean, ours.running_var, training, ours.momentum,
-                        ours.eps)
-        outcome["train mode, output" + case] = call(True)
+        state = (ours.weight, ours.bias, ours.running_mean, ours.running_var)
+        outcome["train mode, output" + case] = norm(inputs, *state, True, ours.momentum, ours.eps)
         outcome["running mean and variance" + case] = (ours.running_mean.clone(), ours.running_var.clone())
         if not case:
-            outcome["eval mode, output"] = call(False)
+            outcome["eval mode, output"] = norm(inputs, *state, False, ours.momentum, ours.eps)
     return outcome
 
 
@@ -416,7 +413,7 @@ def try_once(fn, norm, layer):
 def train_side_by_side(model, fn, data, cfg, device):
     """Two fresh models built from `model`'s config and cfg.seed, one with PyTorch's norm layers and one with `fn`
     swapped in, each trained with utils.fit on `data` in fp32 (so that the norm is the only difference) on the same
-    batches: {name: {"losses": every step's training loss, "history": fit's, "seconds": its training time}}."""
+    batches: {name: {"model", "losses": every step's training loss, "history": fit's, "seconds": its training time}}."""
     runs = {}
     for name, swap in (("PyTorch's layer", None), (fn.__name__, fn)):
         torch.manual_seed(cfg.seed)
@@ -426,6 +423,6 @@ def train_side_by_side(model, fn, data, cfg, device):
         losses = []
         history = utils.fit(fresh, data, cfg, device, choose_precision(device, fresh.norm, "off"), progress=False,
                             log=lambda line: None, on_step=losses.append)
-        runs[name] = {"losses": torch.stack(losses).tolist(), "history": history,
+        runs[name] = {"model": fresh, "losses": torch.stack(losses).tolist(), "history": history,
                       "seconds": sum(row["seconds"] for row in history)}
     return runs

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Batch Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same small network with a different normalization layer: BatchNorm here, LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write BatchNorm yourself (its backward pass too, if you like) and check it against PyTorch's, watch what it does to each block's output over the first training steps, train the network with PyTorch's layer, see what only BatchNorm does, and try four changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
+# One of three lessons that train the same small network with a different normalization layer: BatchNorm here, LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write BatchNorm yourself (its backward pass too, if you like), check it against PyTorch's and train the network with it beside PyTorch's layer; then you watch what the norm does to each block's output over the first training steps, train the network in full with PyTorch's layer, see what only BatchNorm does, and try five changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
 # **BatchNorm** normalizes each channel with statistics taken over the whole batch and every
 # spatial position. For channel $c$ of a batch of $N$ feature maps of size $H \times W$:
@@ -191,6 +191,22 @@ display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "
 # </details>
 
 # %% [markdown]
+# **Exercise 5: a mistake to predict.** `from_scratch.mistaken_batch_norm("not in place")` is the reference with one change: it writes `running_mean = (1 - momentum) * running_mean + momentum * mean` (and the same for the variance), which makes new tensors and leaves the layer's running averages where they started, at 0 and 1. In training mode its output is right. Predict its training accuracy and its test accuracy after the same run as "Your norm in the network", against PyTorch's layer; then run it.
+
+# %%
+mistake = from_scratch.mistaken_batch_norm("not in place")
+mistaken = from_scratch.train_side_by_side(model, mistake, network_data, network_cfg, device)
+for name, run in mistaken.items():
+    print(f"{name}: train accuracy {run['history'][-1]['train_acc']:.2f}%, test accuracy "
+          f"{run['history'][-1]['test_acc']:.2f}%")
+
+# %% [markdown]
+# <details><summary>After you have run it: running averages that never move</summary>
+#
+# It trains as PyTorch's layer does: in training mode each batch is normalized with its own statistics, which it computes right, so the training accuracy is close to PyTorch's. The test accuracy is evaluation mode's, which normalizes with the running averages, and those are still 0 and 1, the statistics of no activation the network ever produced: every layer's output is off in level and scale, and the accuracy falls far below the training accuracy. The check in section 3 names this mistake ("the running averages did not move").
+# </details>
+
+# %% [markdown]
 # ## 8. Summary
 
 # %%
@@ -200,6 +216,8 @@ Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} BatchNorm {from_scratch.verdict(build_difference)}.
 - {'Your' if yours_backward else 'The reference'} backward pass {from_scratch.verdict(backward_difference, "autograd's")}.
+- Trained with {'your' if yours else 'the reference'} {checked_norm.__name__} beside PyTorch's layer ({NETWORK_EPOCHS} epochs, {len(network_data.train_labels):,} images): the first ten losses differed by at most {first:.1e}; test accuracy {' against '.join(f"{run['history'][-1]['test_acc']:.2f}%" for run in side.values())}.
+- Over the first {WATCH_STEPS} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's grew from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Evaluation mode, with the running averages: {eval_accuracy:.2f}%. """ + (f"""With the statistics of each batch of {smallest} test images instead: {small_batches[smallest]:.2f}%. """ if smallest else "(Exercise 1 not run.) ") + (f"""With one batch of {RECALIBRATION} training images as its running averages: {recalibrated_accuracy:.2f}%.""" if ran["recalibrated_accuracy"] else "(Exercise 2 not run.)") + f"""
 - Folded into the convs it needs {count_parameters(folded):,} parameters instead of {count_parameters(model):,}, and its logits move by at most {fold_difference:.1e}.

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # BatchNorm, LayerNorm, GroupNorm, and what a norm and the skips do
 #
-# The three lessons, [`S8_BN.ipynb`](S8_BN.ipynb), [`S8_LN.ipynb`](S8_LN.ipynb), [`S8_GN.ipynb`](S8_GN.ipynb), each train one norm. This notebook puts their results side by side, with the experiments that need many training runs: they were trained once and are read here from `results/`, so this notebook trains nothing (on a fresh Colab it first downloads CIFAR-10, for the sample images). `docs/lessons.md` holds the same numbers and says how each was made.
+# The three lessons, [`S8_BN.ipynb`](S8_BN.ipynb), [`S8_LN.ipynb`](S8_LN.ipynb), [`S8_GN.ipynb`](S8_GN.ipynb), each train one norm. This notebook puts their results side by side, with the experiments that need many training runs: they were trained once and are read here from `results/`, so this notebook trains nothing (on a fresh Colab it first downloads CIFAR-10, for the sample images). Its last section asks why a norm helps at all. `docs/lessons.md` holds the same numbers and says how each was made.
 
 # %% [markdown]
 # ## 1. Set-up and the data

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Group Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same small network with a different normalization layer: GroupNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write GroupNorm yourself and check it against PyTorch's, watch what it does to each block's output over the first training steps, train the network with PyTorch's layer, look inside its groups, and try four changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
+# One of three lessons that train the same small network with a different normalization layer: GroupNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write GroupNorm yourself, check it against PyTorch's and train the network with it beside PyTorch's layer; then you watch what the norm does to each block's output over the first training steps, train the network in full with PyTorch's layer, look inside its groups, and try five changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
 # **GroupNorm** splits the $C$ channels into $G$ groups and normalizes each group of each image on
 # its own. For image $n$ and group $g$ holding the channel set $S_g$:
@@ -110,7 +110,7 @@ print(f"each of 128 images alone against in one batch: largest logit difference 
 # %% [markdown]
 # ## 7. Try it
 #
-# Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`. Each runs short trainings on the same `SHORT_IMAGES` training images for `SHORT_EPOCHS` epochs, each with its own norm's recipe, scored on a fifth as many test images.
+# Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`. Exercises 1 to 3 run short trainings on the same `SHORT_IMAGES` training images for `SHORT_EPOCHS` epochs, each with its own norm's recipe, scored on a fifth as many test images.
 #
 # **Exercise 1: the number of groups.** The widths are 16, 28 and 32 channels, so 1, 2 and 4 groups divide every layer, and so do 1, 2 or 4 `channels_per_group`. One channel per group is InstanceNorm: it runs here after the ReLU, where this suite puts GroupNorm, and before it. Predict where the accuracy drops, and why.
 
@@ -175,6 +175,24 @@ display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "
 # </details>
 
 # %% [markdown]
+# **Exercise 5: a mistake to predict.** `from_scratch.mistaken_group_norm("batch axis")` is the reference with one change: it takes each group's mean and variance over the whole batch, (N, C / groups, H, W), instead of over each image. It has no running averages, so evaluation normalizes each test batch with its own statistics, as training did. Predict its training accuracy, and its test accuracy scored in batches of 1,000 images and of 2, against PyTorch's layer; then run it.
+
+# %%
+mistake = from_scratch.mistaken_group_norm("batch axis")
+mistaken = from_scratch.train_side_by_side(model, mistake, network_data, network_cfg, device)
+for name, run in mistaken.items():
+    scored = {size: (utils.predict(run["model"], network_data.test_images.to(device), network_data, batch_size=size)
+                     .argmax(1).cpu() == network_data.test_labels).float().mean().item() * 100 for size in (1000, 2)}
+    print(f"{name}: train accuracy {run['history'][-1]['train_acc']:.2f}%, test accuracy in batches of 1,000 "
+          f"{scored[1000]:.2f}%, in batches of 2 {scored[2]:.2f}%")
+
+# %% [markdown]
+# <details><summary>After you have run it: statistics over the batch</summary>
+#
+# Over the batch, a group's statistics are BatchNorm's, pooled over a few channels: in training it behaves like a BatchNorm without running averages, and with large test batches, whose statistics are close to the training batches', it scores close to PyTorch's GroupNorm. But each image's prediction now depends on the images that share its batch: with two images per batch the statistics come from two images and the test accuracy drops, while PyTorch's GroupNorm scores the same in any batch. That independence is what GroupNorm was made for.
+# </details>
+
+# %% [markdown]
 # ## 8. Summary
 
 # %%
@@ -182,6 +200,8 @@ ran = {name: globals().get(name, "(not run)") for name in ("group_counts", "conv
 Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} GroupNorm {from_scratch.verdict(build_difference, f"PyTorch's `{layer}`")}.
+- Trained with {'your' if yours else 'the reference'} {checked_norm.__name__} beside PyTorch's layer ({NETWORK_EPOCHS} epochs, {len(network_data.train_labels):,} images): the first ten losses differed by at most {first:.1e}; test accuracy {' against '.join(f"{run['history'][-1]['test_acc']:.2f}%" for run in side.values())}.
+- Over the first {WATCH_STEPS} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's grew from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {changed} predictions changed.
 - Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {ran['group_counts']}; {ran['convs']}. At a batch of 4: {ran['small']}.""")

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Layer Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same small network with a different normalization layer: LayerNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write LayerNorm yourself and check it against PyTorch's, watch what it does to each block's output over the first training steps, train the network with PyTorch's layer, see what sets it apart from BatchNorm, and try four changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
+# One of three lessons that train the same small network with a different normalization layer: LayerNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write LayerNorm yourself, check it against PyTorch's and train the network with it beside PyTorch's layer; then you watch what the norm does to each block's output over the first training steps, train the network in full with PyTorch's layer, see what sets it apart from BatchNorm, and try five changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
 # **LayerNorm** normalizes each image on its own, with one mean and variance over all its
 # channels and positions. For image $n$ with $C$ channels of size $H \times W$:
@@ -113,7 +113,7 @@ for name, y in (("GroupNorm(1, C)", over_image), ("per-pixel LayerNorm", over_ch
 # %% [markdown]
 # ## 7. Try it
 #
-# Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`. Each runs short trainings on the same `SHORT_IMAGES` training images for `SHORT_EPOCHS` epochs with LayerNorm's recipe, scored on a fifth as many test images.
+# Each exercise asks for a prediction first: write it down, change the setting, run the cell, and compare. A short run is one seed: two of them a few points apart may differ by chance alone, so before you trust a gap, run both again with another `SEED`. Exercises 1 to 3 run short trainings on the same `SHORT_IMAGES` training images for `SHORT_EPOCHS` epochs with LayerNorm's recipe, scored on a fifth as many test images.
 #
 # **Exercise 1: the per-pixel LayerNorm.** Predict which trains better here, this suite's LayerNorm (per image) or the per-pixel one (`norm="lnc"`).
 
@@ -166,6 +166,22 @@ display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "
 # </details>
 
 # %% [markdown]
+# **Exercise 5: a mistake to predict.** `from_scratch.mistaken_group_norm("each channel alone", 1)` is the reference LayerNorm with one change: it takes each channel's mean and variance over H and W alone instead of over C, H and W together, which is InstanceNorm. Predict its training accuracy and its test accuracy after the same run as "Your norm in the network", against PyTorch's layer; then run it.
+
+# %%
+mistake = from_scratch.mistaken_group_norm("each channel alone", 1)
+mistaken = from_scratch.train_side_by_side(model, mistake, network_data, network_cfg, device)
+for name, run in mistaken.items():
+    print(f"{name}: train accuracy {run['history'][-1]['train_acc']:.2f}%, test accuracy "
+          f"{run['history'][-1]['test_acc']:.2f}%")
+
+# %% [markdown]
+# <details><summary>After you have run it: each channel alone, after the ReLU</summary>
+#
+# Each channel of each image gets mean 0 over its positions, then the channel's shift $\beta_c$. In C9's block nothing follows the norm, and the skip adds C7's output, normalized the same way, so the global average pool receives the same numbers for every image: the network cannot tell images apart, and both accuracies stay at chance, one in ten. The GroupNorm lesson's Exercise 1 meets the same collapse with one channel per group, and its folded answer says why the norm before the ReLU escapes it.
+# </details>
+
+# %% [markdown]
 # ## 8. Summary
 
 # %%
@@ -173,6 +189,8 @@ ran = {name: globals().get(name, "(not run)") for name in ("layernorms", "placem
 Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} LayerNorm {from_scratch.verdict(build_difference, "PyTorch's `GroupNorm(1, C)`")}.
+- Trained with {'your' if yours else 'the reference'} {checked_norm.__name__} beside PyTorch's layer ({NETWORK_EPOCHS} epochs, {len(network_data.train_labels):,} images): the first ten losses differed by at most {first:.1e}; test accuracy {' against '.join(f"{run['history'][-1]['test_acc']:.2f}%" for run in side.values())}.
+- Over the first {WATCH_STEPS} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's grew from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {alone['train'][1]} predictions changed in train mode.
 - Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {ran['layernorms']}; {ran['placements']}; {ran['batch_sizes']}.""")

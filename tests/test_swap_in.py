@@ -92,7 +92,7 @@ def test_mixed_precision_and_channels_last_training_with_the_function(norm, dtyp
         model.to(memory_format=torch.channels_last)
         captured = []
         norm_layer = model.C5[1 if norm == "bn" else 2]
-        handle = norm_layer.register_forward_hook(lambda m, i, out: captured.append(out))
+        handle = norm_layer.register_forward_hook(lambda m, i, out, seen=captured: seen.append(out))
         with torch.autocast("cpu", dtype=dtype):
             loss = F.cross_entropy(model(x).float(), y)
         loss.backward()

@@ -36,7 +36,8 @@ class ChannelLayerNorm(nn.Module):
 class GhostBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm whose training statistics come from splits of `ghost_batch` images of each batch (a ghost batch,
     Hoffer et al., 2017), so that the noise of its statistics changes while the optimizer's steps stay the same.
-    The running averages move once a batch, towards the splits' mean statistics; evaluation is plain BatchNorm."""
+    The running averages move once a batch, towards the splits' mean statistics (a last, smaller split of a batch
+    counts as much as the others); evaluation is plain BatchNorm."""
 
     def __init__(self, channels, ghost_batch):
         super().__init__(channels)

@@ -305,6 +305,12 @@ def render_skips(out):
     return lambda: plots.plot_skips({k: [r["history"] for r in v] for k, v in runs.items()}, grads, LABELS), lines, headline
 
 
+def lr_accuracies(norm, multipliers, out=ROOT):
+    """{multiplier: [final accuracy of each seed]} of the learning-rate lesson's runs of `norm` (None: diverged)."""
+    return {m: [r["final_test_accuracy"] for r in results.read_records(out, "screening", f"{norm}-x{m:g}-seed*")]
+            for m in multipliers}
+
+
 def render_lr(out):
     runs = needed(out, "screening", "bn-x*-seed*", "screening runs", "lr")
     multipliers = sorted({round(r["config"]["lr"] / recipes.recipe("bn").lr, 6) for r in runs})

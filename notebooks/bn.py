@@ -33,7 +33,7 @@ def my_batch_norm(x, weight, bias, running_mean, running_var, training, momentum
 
 
 # %% [markdown]
-# The check feeds it a real activation, what enters the norm of C5 for 64 test images, scaled to unit size (its variance, printed first, is so small that most mistakes would hide under the tolerance), with channel 0 and image 0 shrunk to a variance under eps, where adding eps inside or outside the square root differs. It compares your function with the model's own `nn.BatchNorm2d` on copies of it given random scales, shifts and running averages (an untrained layer's 1, 0, 0 and 1 would let a forgotten term pass): the output in training mode, the running averages it leaves, the output in evaluation mode, and a training step on 2 images of 2x2 positions, where the unbiased variance is 8/7 of the biased one. A difference below 1e-4 passes (float32 rounding is about 1e-6). On a FAIL it names the likely cause where it can tell: the mistakes it knows are `from_scratch.MISTAKES`.
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, scaled to unit size, so that a mistake shows above the tolerance whatever the activation's own scale (its variance is printed first), with channel 0 and image 0 shrunk to a variance under eps, where adding eps inside or outside the square root differs. It compares your function with the model's own `nn.BatchNorm2d` on copies of it given random scales, shifts and running averages (an untrained layer's 1, 0, 0 and 1 would let a forgotten term pass): the output in training mode, the running averages it leaves, the output in evaluation mode, and a training step on 2 images of 2x2 positions, where the unbiased variance is 8/7 of the biased one. A difference below 1e-4 (relative to a value's size where that is above 1) passes (float32 rounding is about 1e-6). On a FAIL it names the likely cause where it can tell: the mistakes it knows are `from_scratch.MISTAKES`.
 
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
@@ -74,9 +74,10 @@ def my_batch_norm_backward(grad_out, x, weight, eps=1e-5):
 backward, yours_backward = from_scratch.yours_or_reference(my_batch_norm_backward, from_scratch.batch_norm_backward,
                                                            activation, activation, layer.weight)
 backward_difference = from_scratch.check_batch_norm_backward(backward, layer, activation)
-grad_x, _, _ = backward(torch.ones_like(activation).normal_(generator=torch.Generator().manual_seed(0)), activation,
+unit = activation / activation.std()  # at unit scale eps is negligible beside each channel's variance
+grad_x, _, _ = backward(torch.randn(unit.shape, generator=torch.Generator().manual_seed(0)).to(unit.device), unit,
                         layer.weight)
-x_hat = torch.nn.functional.batch_norm(activation, None, None, training=True)
+x_hat = torch.nn.functional.batch_norm(unit, None, None, training=True)
 print(f"largest sum over a channel of the input's gradient: {grad_x.sum((0, 2, 3)).abs().max():.1e}; "
       f"of the gradient times x_hat: {(grad_x * x_hat).sum((0, 2, 3)).abs().max():.1e} "
       f"(the gradient's own size: {grad_x.abs().max():.1e})")
@@ -85,7 +86,7 @@ print(f"largest sum over a channel of the input's gradient: {grad_x.sum((0, 2, 3
 # **Question.** Why does the input's gradient have three terms, and why do the two sums printed above vanish?
 #
 # <details><summary>An answer</summary>
-# With $g = \gamma_c \cdot$ grad_out, $\partial L/\partial x_i = \frac{1}{\sqrt{\sigma_c^2+\epsilon}}\big(g_i - \frac{1}{n}\sum_j g_j - \hat x_i\,\frac{1}{n}\sum_j g_j \hat x_j\big)$. The first term is $x_i$'s own path to its output; the second is its path through the mean, which every value of the channel subtracts; the third its path through the variance, which every value is divided by. So an image's gradient depends on the other images of its batch. Subtracting the two averages removes every part of the gradient that would shift the channel's mean or stretch its scale: the normalized output cannot change in those directions, so the gradient has no component along them, which is what the two near-zero sums show (compare them with the gradient's own size).
+# With $g = \gamma_c \cdot$ grad_out, $\partial L/\partial x_i = \frac{1}{\sqrt{\sigma_c^2+\epsilon}}\big(g_i - \frac{1}{n}\sum_j g_j - \hat x_i\,\frac{1}{n}\sum_j g_j \hat x_j\big)$. The first term is $x_i$'s own path to its output; the second is its path through the mean, which every value of the channel subtracts; the third its path through the variance, which every value is divided by. So an image's gradient depends on the other images of its batch. Subtracting the two averages removes every part of the gradient that would shift the channel's mean or stretch its scale: the normalized output cannot change in those directions, so the gradient has no component along them, which is what the two near-zero sums show (compare them with the gradient's own size; with eps the second vanishes only up to a factor of $\\epsilon/(\\sigma_c^2+\\epsilon)$, which is why the cell scales the activation to unit size first).
 # </details>
 
 # %%
@@ -194,9 +195,9 @@ display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "
 # **Exercise 5: a mistake to predict.** `from_scratch.mistaken_batch_norm("not in place")` is the reference with one change: it writes `running_mean = (1 - momentum) * running_mean + momentum * mean` (and the same for the variance), which makes new tensors and leaves the layer's running averages where they started, at 0 and 1. In training mode its output is right. Predict its training accuracy and its test accuracy after the same run as "Your norm in the network", against PyTorch's layer; then run it.
 
 # %%
-mistake = from_scratch.mistaken_batch_norm("not in place")
-mistaken = from_scratch.train_side_by_side(model, mistake, network_data, network_cfg, device)
-for name, run in mistaken.items():
+mistaken_norm = from_scratch.mistaken_batch_norm("not in place")
+mistaken_runs = from_scratch.train_side_by_side(model, mistaken_norm, network_data, network_cfg, device)
+for name, run in mistaken_runs.items():
     print(f"{name}: train accuracy {run['history'][-1]['train_acc']:.2f}%, test accuracy "
           f"{run['history'][-1]['test_acc']:.2f}%")
 
@@ -217,7 +218,7 @@ Markdown(f"""What this notebook measured, in this run:
 - {'Your' if yours else 'The reference'} BatchNorm {from_scratch.verdict(build_difference)}.
 - {'Your' if yours_backward else 'The reference'} backward pass {from_scratch.verdict(backward_difference, "autograd's")}.
 - Trained with {'your' if yours else 'the reference'} {checked_norm.__name__} beside PyTorch's layer ({NETWORK_EPOCHS} epochs, {len(network_data.train_labels):,} images): the first ten losses differed by at most {first:.1e}; test accuracy {' against '.join(f"{run['history'][-1]['test_acc']:.2f}%" for run in side.values())}.
-- Over the first {WATCH_STEPS} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's grew from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
+- Over the first {WATCH_STEPS} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's went from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Evaluation mode, with the running averages: {eval_accuracy:.2f}%. """ + (f"""With the statistics of each batch of {smallest} test images instead: {small_batches[smallest]:.2f}%. """ if smallest else "(Exercise 1 not run.) ") + (f"""With one batch of {RECALIBRATION} training images as its running averages: {recalibrated_accuracy:.2f}%.""" if ran["recalibrated_accuracy"] else "(Exercise 2 not run.)") + f"""
 - Folded into the convs it needs {count_parameters(folded):,} parameters instead of {count_parameters(model):,}, and its logits move by at most {fold_difference:.1e}.

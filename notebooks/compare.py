@@ -134,10 +134,9 @@ changed[:, 0] = 2 * changed[:, 0] + 1
 for name, normalized in (("InstanceNorm", torch.nn.functional.instance_norm),
                          ("LayerNorm", lambda t: torch.nn.functional.group_norm(t, 1))):
     print(f"{name:12s}: output moves by {(normalized(changed) - normalized(image)).abs().max():.1e}")
-print("validation accuracy, mean of 2 seeds (section 3's runs), at the recipe's rates times:")
+print("validation accuracy, mean of the seeds (section 3's runs), at the recipe's rates times:")
 for norm in experiments.LESSON_NORMS:
-    accuracies = {m: [results.read(results.record_path(results.ROOT, "screening", f"{norm}-x{m:g}-seed{seed}"))
-                      ["final_test_accuracy"] for seed in (0, 1)] for m in (1, 16)}
+    accuracies = experiments.lr_accuracies(norm, (1, 16))
     print(f"  {results.LABELS[norm]:12s} " + ", ".join(
         f"x{m:g}: " + (f"{sum(a) / len(a):.1f}%" if None not in a else "a seed diverged") for m, a in accuracies.items()))
 

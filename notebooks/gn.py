@@ -34,7 +34,7 @@ def my_group_norm(x, groups, weight, bias, eps=1e-5):
 
 
 # %% [markdown]
-# The check feeds it a real activation, what enters the norm of C5 for 64 test images, scaled to unit size (its variance, printed first, is so small that most mistakes would hide under the tolerance), with channel 0 and image 0 shrunk to a variance under eps, where adding eps inside or outside the square root differs. It compares your function with the model's own `nn.GroupNorm`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass), on that activation and on 2 images of 2x2 positions, where the unbiased variance differs visibly from the biased one. A difference below 1e-4 passes. On a FAIL it names the likely cause where it can tell: the mistakes it knows are `from_scratch.MISTAKES`. Use `reshape` rather than `view`: on a CPU the training may store the activations channels-last, where a `view` that merges a group's channels with H and W fails.
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, scaled to unit size, so that a mistake shows above the tolerance whatever the activation's own scale (its variance is printed first), with channel 0 and image 0 shrunk to a variance under eps, where adding eps inside or outside the square root differs. It compares your function with the model's own `nn.GroupNorm`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass), on that activation and on 2 images of 2x2 positions, where the unbiased variance differs visibly from the biased one. A difference below 1e-4 (relative to a value's size where that is above 1) passes. On a FAIL it names the likely cause where it can tell: the mistakes it knows are `from_scratch.MISTAKES`. Use `reshape` rather than `view`: on a CPU the training may store the activations channels-last, where a `view` that merges a group's channels with H and W fails.
 
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
@@ -171,16 +171,16 @@ display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "
 # %% [markdown]
 # <details><summary>After you have run it: what the order does to the statistics</summary>
 #
-# Conv, norm, ReLU (your variant): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with your figure. Conv, ReLU, norm (this lesson's): the norm comes last, so what leaves the block has mean $\beta$ and standard deviation $\gamma$ exactly, 0 and 1 until they learn otherwise. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: Exercise 2 of the LayerNorm lesson answers it.
+# Conv, norm, ReLU (your variant): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with your figure. Conv, ReLU, norm (this lesson's): the norm comes last, so what leaves the block has mean $\beta$ and standard deviation $\gamma$ exactly, 0 and 1 until they learn otherwise. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: the LayerNorm lesson's Exercise 2 and its placement records ask it.
 # </details>
 
 # %% [markdown]
 # **Exercise 5: a mistake to predict.** `from_scratch.mistaken_group_norm("batch axis")` is the reference with one change: it takes each group's mean and variance over the whole batch, (N, C / groups, H, W), instead of over each image. It has no running averages, so evaluation normalizes each test batch with its own statistics, as training did. Predict its training accuracy, and its test accuracy scored in batches of 1,000 images and of 2, against PyTorch's layer; then run it.
 
 # %%
-mistake = from_scratch.mistaken_group_norm("batch axis")
-mistaken = from_scratch.train_side_by_side(model, mistake, network_data, network_cfg, device)
-for name, run in mistaken.items():
+mistaken_norm = from_scratch.mistaken_group_norm("batch axis")
+mistaken_runs = from_scratch.train_side_by_side(model, mistaken_norm, network_data, network_cfg, device)
+for name, run in mistaken_runs.items():
     scored = {size: (utils.predict(run["model"], network_data.test_images.to(device), network_data, batch_size=size)
                      .argmax(1).cpu() == network_data.test_labels).float().mean().item() * 100 for size in (1000, 2)}
     print(f"{name}: train accuracy {run['history'][-1]['train_acc']:.2f}%, test accuracy in batches of 1,000 "
@@ -201,7 +201,7 @@ Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} GroupNorm {from_scratch.verdict(build_difference, f"PyTorch's `{layer}`")}.
 - Trained with {'your' if yours else 'the reference'} {checked_norm.__name__} beside PyTorch's layer ({NETWORK_EPOCHS} epochs, {len(network_data.train_labels):,} images): the first ten losses differed by at most {first:.1e}; test accuracy {' against '.join(f"{run['history'][-1]['test_acc']:.2f}%" for run in side.values())}.
-- Over the first {WATCH_STEPS} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's grew from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
+- Over the first {WATCH_STEPS} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's went from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {changed} predictions changed.
 - Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {ran['group_counts']}; {ran['convs']}. At a batch of 4: {ran['small']}.""")

@@ -27,7 +27,8 @@ for arm in LABELS:
 display(plots.plot_watch(watched, LABELS))
 std = {arm: {block: values["std"] for block, values in stats.items()} for arm, stats in watched.items()}
 held = [s for values in std[NORM].values() for s in values]
-Markdown(f"""Without a norm, the standard deviation of what leaves the blocks falls from {std['none']['C1'][0]:.2f} at C1 to {std['none']['C9'][0]:.3f} at C9 at the first step; by step {WATCH_STEPS} C9's is {std['none']['C9'][-1]:.2f}, {std['none']['C9'][-1] / std['none']['C9'][0]:.0f} times its first. With {LABELS[NORM]} every block's stays between {min(held):.2f} and {max(held):.2f} at every step, so each layer meets numbers of the same size however the layers before it change.""")
+none = std["none"]
+Markdown(f"""Without a norm, the standard deviation of what leaves the blocks is {none['C1'][0]:.2f} at C1 and {none['C9'][0]:.3f} at C9 at the first step; by step {WATCH_STEPS} C9's has {'grown' if none['C9'][-1] > none['C9'][0] else 'fallen'} to {none['C9'][-1]:.2f}, {none['C9'][-1] / none['C9'][0]:.1f} times its first. With {LABELS[NORM]} every block's stays between {min(held):.2f} and {max(held):.2f} at every step, so each layer meets numbers of the same size however the layers before it change.""")
 
 # %% [markdown]
 # ### The whole run

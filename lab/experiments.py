@@ -552,7 +552,7 @@ def render_batch_size(out):
     headline = (f"At the same steps, BatchNorm with its statistics over {low} images scores "
                 f"{mean_and_range(test[low])[0]:.1f}% against {mean_and_range(test[max(sizes)])[0]:.1f}% over "
                 f"{max(sizes)}; " + ", ".join(f"{LABELS[n]} {mean_and_range(r['final_test_accuracy'] for r in rs)[0]:.1f}%"
-                                              for n, rs in reference.items())
+                                              for n, rs in sorted(reference.items(), key=lambda i: results.NORMS.index(i[0])))
                 + f" ({first['train_images']:,} training images, {first['epochs']} epochs, the lessons' recipes)")
     if FULL_RUN in gap:
         row = gap[FULL_RUN]
@@ -560,6 +560,7 @@ def render_batch_size(out):
                      f"{row[f'train_bs{GAP_BATCHES[0]}']:.2f}% with those of {GAP_BATCHES[0]} test images")
     setting = (f"{first['train_images']:,} training images, {first['epochs']} epochs, batches of {batch}; "
                f"{results.trained_on(runs)}")
+    reference = {n: reference[n] for n in results.NORMS if n in reference}  # the suite's order
     return (lambda: plots.plot_batch_size(test, {n: [r["final_test_accuracy"] for r in rs] for n, rs in reference.items()},
                                           LABELS, batch, setting), lines, headline)
 

@@ -578,6 +578,21 @@ def test_each_lesson_has_the_student_build_check_try_and_sum_up(notebook):
     assert "Markdown(f" in summary and "history[-1]" in summary and "globals().get(" in summary  # skipped exercises
 
 
+@pytest.mark.parametrize("notebook", LESSONS)
+def test_each_lesson_trains_the_students_norm_watches_the_first_steps_and_has_a_mistake_to_predict(notebook):
+    """The student's function swapped into the network beside PyTorch's layer after the check, the first steps
+    watched with and without the norm before the full run, and a wrong version from from_scratch in "Try it"."""
+    cells = built(notebook).cells
+    text = [c.source for c in cells]
+    order = [next(k for k, t in enumerate(text) if needle in t) for needle in (
+        "from_scratch.check", "from_scratch.train_side_by_side(model, checked_norm", "probes.watch_training(",
+        "history = utils.fit(", "from_scratch.mistaken_")]
+    assert order == sorted(order)
+    start = next(k for k, t in enumerate(text) if build_notebooks.TRY_IT.match(t))
+    assert order[-1] > start and "<details>" in text[order[-1] + 1]  # the folded answer follows the run
+    assert "train_side_by_side(model, mistaken_norm" in text[order[-1]]
+
+
 def test_set_up_cell_shows_as_one_titled_line():
     for notebook in NOTEBOOKS:
         cell = next(c for c in build_notebooks.build(notebook).cells if "google.colab" in c.source)

@@ -586,7 +586,7 @@ def test_each_lesson_trains_the_students_norm_watches_the_first_steps_and_has_a_
     text = [c.source for c in cells]
     order = [next(k for k, t in enumerate(text) if needle in t) for needle in (
         "from_scratch.check", "from_scratch.train_side_by_side(model, checked_norm", "probes.watch_training(",
-        "history = utils.fit(", "from_scratch.mistaken_")]
+        "history = utils.fit(", "mistaken_norm = from_scratch.mistaken_")]
     assert order == sorted(order)
     start = next(k for k, t in enumerate(text) if build_notebooks.TRY_IT.match(t))
     assert order[-1] > start and "<details>" in text[order[-1] + 1]  # the folded answer follows the run

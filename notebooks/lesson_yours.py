@@ -14,14 +14,16 @@ except ValueError as refusal:  # swap_in's one line, before any training
     print(f"refused: {refusal}\ntraining the reference, from_scratch.{from_scratch.REFERENCES[NORM].__name__}, instead")
     side = from_scratch.train_side_by_side(model, from_scratch.REFERENCES[NORM], network_data, network_cfg, device)
 names = list(side)
-print("step " + "".join(f"{name:>30s}" for name in names))
-for step in range(min(10, len(side[names[0]]["losses"]))):
-    print(f"{step + 1:4d} " + "".join(f"{side[name]['losses'][step]:30.7f}" for name in names))
+losses = [side[name]["losses"] for name in names]
+print("step " + "".join(f"{name:>30s}" for name in names) + "    difference")
+for step in range(min(10, len(losses[0]))):
+    print(f"{step + 1:4d} " + "".join(f"{run[step]:30.7f}" for run in losses) + f"{abs(losses[0][step] - losses[1][step]):14.1e}")
 for name, run in side.items():
     print(f"{name}: train accuracy {run['history'][-1]['train_acc']:.2f}%, test accuracy "
           f"{run['history'][-1]['test_acc']:.2f}%, training {run['seconds']:.0f} s")
 display(plots.plot_side_by_side(side, NORM, title=f"{NETWORK_EPOCHS} epochs on {len(network_data.train_labels):,} images"))
-first = max(abs(a - b) for a, b in zip(*(side[name]["losses"][:10] for name in names)))
-Markdown(f"""The first ten losses differ by at most {first:.1e}: """ + (
-    "the same up to float32's rounding, as both runs start from the same weights and see the same batches. After them training amplifies the rounding differences, so the runs drift apart, and a small gap in the final accuracies is no evidence against your norm." if first < 1e-4 else
-    "more than rounding: the two norms compute different things. Look first at the running averages' momentum, biased against unbiased variance, the axes of the mean and variance, and eps: the check in section 3 names the mistakes it knows."))
+first = abs(losses[0][0] - losses[1][0])
+Markdown(f"""At the first step both models have the same weights and see the same batch, so their losses differ by the norms' arithmetic alone: here by {first:.1e}, """ + (
+    "the same up to float32's rounding." if first < 1e-5 else
+    "more than rounding: in training mode the two compute different things. Look first at the axes of the mean and variance, biased against unbiased variance, and eps; the check in section 3 names the mistakes it knows.")
+    + f""" From the second step on, each step starts from weights that differ by the last one's rounding, and training amplifies it: by step {min(10, len(losses[0]))} the losses differ by {abs(losses[0][min(10, len(losses[0])) - 1] - losses[1][min(10, len(losses[0])) - 1]):.1e}, so a small gap in the final accuracies is no evidence against your norm. A mistake in what only evaluation uses, BatchNorm's running averages, leaves the training losses alone: it shows as a test accuracy far under the training accuracy.""")

@@ -189,7 +189,7 @@ ran = {name: globals().get(name, "(not run)") for name in ("layernorms", "placem
 Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} LayerNorm {from_scratch.verdict(build_difference, "PyTorch's `GroupNorm(1, C)`")}.
-- Trained with {'your' if yours else 'the reference'} {checked_norm.__name__} beside PyTorch's layer ({NETWORK_EPOCHS} epochs, {len(network_data.train_labels):,} images): the first ten losses differed by at most {first:.1e}; test accuracy {' against '.join(f"{run['history'][-1]['test_acc']:.2f}%" for run in side.values())}.
+- Trained with {'your' if yours else 'the reference'} {checked_norm.__name__} beside PyTorch's layer ({NETWORK_EPOCHS} epochs, {len(network_data.train_labels):,} images): the first step's losses differed by {first:.1e}; test accuracy {' against '.join(f"{run['history'][-1]['test_acc']:.2f}%" for run in side.values())}.
 - Over the first {WATCH_STEPS} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's went from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {alone['train'][1]} predictions changed in train mode.

@@ -63,13 +63,15 @@ class ActivationRecorder:
 
 
 def watch_training(model, data, cfg, steps, device):
-    """Train `model` for the first `steps` steps of cfg's schedule, in fp32, and record the mean and standard
+    """Train `model` for the first `steps` steps of cfg's schedule (all of it if shorter), in fp32, and record the mean and standard
     deviation of what leaves each C block (after its norm and ReLU, in either order) at every step:
     {block: {"mean": [...], "std": [...]}}. The batches depend on cfg.seed alone, so two models see the same ones."""
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     data, model = data.to(device), model.to(device).float().train()
-    optimizer, scheduler = make_optimizer(model, cfg, math.ceil(len(data.train_labels) / cfg.batch_size))
+    steps_per_epoch = math.ceil(len(data.train_labels) / cfg.batch_size)
+    steps = min(steps, cfg.epochs * steps_per_epoch)  # a short schedule ends sooner
+    optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch)
     stats = {label: {"mean": [], "std": []} for label, _ in c_blocks(model)}
 
     def record(label):

@@ -75,7 +75,7 @@ experiments.show("activations")
 # %% [markdown]
 # ## 6. The batch size
 #
-# A batch size changes two things at once: the images BatchNorm's statistics come from, and the number and size of the optimizer's steps. To measure the first alone, BatchNorm here takes its statistics over splits of a few images inside every batch of 128 (a ghost batch, Hoffer et al., 2017, close to the per-GPU statistics of Wu and He, 2018), so every run takes the same steps on the same images with the same rates. LayerNorm and GroupNorm normalize each image alone, so no split changes them: their runs are the reference lines. Wu and He found on ImageNet that BatchNorm's error rises as each GPU's batch falls below 16 images while GroupNorm's stays flat. (The BatchNorm lesson's Exercise 1 asks about the last table below: do it first.)
+# A batch size changes two things at once: the images BatchNorm's statistics come from, and the number and size of the optimizer's steps. To measure the first alone, BatchNorm here takes its statistics over splits of a few images inside every batch of 128 (a ghost batch, Hoffer et al., 2017, close to the per-GPU statistics of Wu and He, 2018, where each GPU normalizes its share of the batch alone), so every run takes the same steps on the same images with the same rates. LayerNorm and GroupNorm normalize each image alone, so no split changes them: their runs are the reference lines. Wu and He found on ImageNet that BatchNorm's error rises as each GPU's batch falls below 16 images while GroupNorm's stays flat. (The BatchNorm lesson's Exercise 1 asks about the last table below: do it first.)
 
 # %%
 experiments.show("batch-size")
@@ -83,14 +83,15 @@ experiments.show("batch-size")
 # %% [markdown]
 # ## 7. Why a norm helps
 #
-# The lessons show what each norm does; why that helps training is less settled. Ioffe and Szegedy (2015) introduced BatchNorm to reduce *internal covariate shift*: as the earlier layers train, the distribution of each layer's input moves, and fixing its mean and variance was to spare each layer from chasing it (the lessons' section 4 watches those statistics hold). Santurkar et al. (2018) questioned that story: they added random noise after every BatchNorm layer, a shift and a scale drawn anew at every step, so that each layer's input moved more than without BatchNorm, and those networks trained about as well as with plain BatchNorm. What they measured instead is that BatchNorm makes the loss and its gradient change more smoothly along the training path. Three things behind that which this suite can show for itself:
+# The lessons show what each norm does; why that helps training is less settled. Ioffe and Szegedy (2015) introduced BatchNorm to reduce *internal covariate shift*: as the earlier layers train, the distribution of each layer's input moves, and fixing its mean and variance was to spare each layer from chasing it (the lessons' section 4 watches those statistics hold). Santurkar et al. (2018) questioned that story: they added random noise after every BatchNorm layer, a shift and a scale drawn anew at every step, so that each layer's input moved more than without BatchNorm, and those networks trained about as well as with plain BatchNorm. What they measured instead is that BatchNorm makes the loss and its gradient change more smoothly along the training path. They do not say what makes the loss smoother. Three things a norm does that this suite can show for itself follow; they show what a norm changes, not that it is why training is easier.
 #
 # ### A norm makes a kernel's scale irrelevant
 #
 # After a norm, a conv's output does not depend on the scale of its kernel. Below, C4 of an untrained model of each kind has its conv's weights multiplied by 10 (the kernel, and the bias where the conv has one), and the block's output on 64 test images is compared with before:
 
 # %%
-x = normalize(data.test_images[:64].float(), data.mean, data.std)
+picked = torch.randperm(len(data.test_labels), generator=torch.Generator().manual_seed(0))[:64]  # not one class
+x = normalize(data.test_images[picked].float(), data.mean, data.std)
 cases = {"BatchNorm, train mode (batch statistics)": ("bn", True, True),
          "BatchNorm, eval mode (running averages)": ("bn", False, True),
          "LayerNorm (conv, ReLU, norm)": ("ln", True, True),
@@ -121,7 +122,7 @@ for images, rs in sorted(ghosts.items()):
           f"{sum(r['final_test_accuracy'] for r in rs) / len(rs):.2f}% (section 6's runs, mean of the seeds)")
 
 # %% [markdown]
-# Read the training accuracy against the test accuracy: noise in training lowers what the model scores on the training images it sees, noisy, and can act like other regularization by doing so. The fewer images the statistics come from, the larger the noise: section 6's rows show how far that goes before it costs test accuracy too.
+# Read the training accuracy beside the test accuracy: the fewer images BatchNorm's statistics come from, the noisier they are, and the lower the accuracy the model reaches on its own training images. Section 6's rows show where that costs test accuracy too.
 #
 # ### What InstanceNorm throws away
 #
@@ -141,4 +142,4 @@ for norm in experiments.LESSON_NORMS:
         f"x{m:g}: " + (f"{sum(a) / len(a):.1f}%" if None not in a else "a seed diverged") for m, a in accuracies.items()))
 
 # %% [markdown]
-# InstanceNorm left its output unchanged: the change in the first channel's level and contrast is invisible after it. It is the lowest of the five variants in section 3 at the recipe's rate, and it climbs with the rate, so it was not tuned: its low accuracy here is partly the recipe's, not only what it throws away.
+# InstanceNorm left its output unchanged: the change in the first channel's level and contrast is invisible after it. It is the lowest of the five variants at the recipe's rate, and it climbs with the rate: the recipe's rates were chosen for BatchNorm, LayerNorm and GroupNorm, not for it, so its low accuracy here is partly the recipe's, not only what it throws away.

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Group Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same small network with a different normalization layer: GroupNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write GroupNorm yourself, check it against PyTorch's and train the network with it beside PyTorch's layer; then you watch what the norm does to each block's output over the first training steps, train the network in full with PyTorch's layer, look inside its groups, and try five changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
+# One of three lessons that train the same small network with a different normalization layer: GroupNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), LayerNorm in [`S8_LN.ipynb`](S8_LN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write GroupNorm yourself, check it against PyTorch's and train the network with it beside PyTorch's layer; then you watch what the norm does to each block's output over the first training steps, train the network in full with PyTorch's layer, look inside its groups, and do five exercises. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
 # **GroupNorm** splits the $C$ channels into $G$ groups and normalizes each group of each image on
 # its own. For image $n$ and group $g$ holding the channel set $S_g$:
@@ -34,7 +34,7 @@ def my_group_norm(x, groups, weight, bias, eps=1e-5):
 
 
 # %% [markdown]
-# The check feeds it a real activation, what enters the norm of C5 for 64 test images, scaled to unit size, so that a mistake shows above the tolerance whatever the activation's own scale (its variance is printed first), with channel 0 and image 0 shrunk to a variance under eps, where adding eps inside or outside the square root differs. It compares your function with the model's own `nn.GroupNorm`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass), on that activation and on 2 images of 2x2 positions, where the unbiased variance differs visibly from the biased one. A difference below 1e-4 (relative to a value's size where that is above 1) passes. On a FAIL it names the likely cause where it can tell: the mistakes it knows are `from_scratch.MISTAKES`. Use `reshape` rather than `view`: on a CPU the training may store the activations channels-last, where a `view` that merges a group's channels with H and W fails.
+# The check feeds it a real activation, what enters the norm of C5 for 64 test images, scaled to unit size, so that a mistake shows above the tolerance whatever the activation's own scale (its variance is printed first), with channel 0 and image 0 shrunk to a variance under eps, where adding eps inside or outside the square root differs. It compares your function with the model's own `nn.GroupNorm`, on a copy of it given random scales and shifts (an untrained layer's 1 and 0 would let a forgotten term pass), on that activation and on 2 images of 2x2 positions, where the unbiased variance differs visibly from the biased one. A difference below 1e-4 (relative to a value's size where that is above 1) passes. On a FAIL it names the likely cause where it can tell: the mistakes it knows are `from_scratch.MISTAKES`.
 
 # %%
 activation = probes.norm_input(model, "C5", x[:64])
@@ -51,7 +51,7 @@ if REVEAL:
     print(inspect.getsource(from_scratch.group_norm))
 
 # %% [markdown]
-# **Question.** With C = `activation.shape[1]`, what is `my_group_norm(activation, 1, layer.weight, layer.bias)` (the layer's own, untrained scale 1 and shift 0), and what is it with `C` groups? Check both in a new cell against `torch.nn.functional.layer_norm(activation, activation.shape[1:])` and `torch.nn.functional.instance_norm(activation)`.
+# **Question.** With C = `activation.shape[1]`, what is `my_group_norm(activation, 1, layer.weight, layer.bias)` (the layer's own, untrained scale 1 and shift 0), and what is it with `activation.shape[1]` groups? Check both in a new cell against `torch.nn.functional.layer_norm(activation, activation.shape[1:])` and `torch.nn.functional.instance_norm(activation)`.
 #
 # <details><summary>An answer</summary>
 # One group is LayerNorm over (C, H, W); C groups of one channel are InstanceNorm, a mean and variance per channel of each image. Section 6 checks both with PyTorch's functions.
@@ -171,7 +171,7 @@ display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "
 # %% [markdown]
 # <details><summary>After you have run it: what the order does to the statistics</summary>
 #
-# Conv, norm, ReLU (your variant): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with your figure. Conv, ReLU, norm (this lesson's): the norm comes last, so what leaves the block has mean $\beta$ and standard deviation $\gamma$ exactly, 0 and 1 until they learn otherwise. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: the LayerNorm lesson's Exercise 2 and its placement records ask it.
+# Conv, norm, ReLU (your variant): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with your figure. Conv, ReLU, norm (this lesson's): the norm comes last, so at the start ($\gamma = 1$, $\beta = 0$) what leaves the block has mean 0 and standard deviation 1, per channel over the batch for BatchNorm, per image for LayerNorm, per group for GroupNorm, and so over the whole output too; later the learned $\gamma_c$ and $\beta_c$ set each channel's level and scale. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: the LayerNorm lesson's Exercise 2 and its placement records ask it.
 # </details>
 
 # %% [markdown]
@@ -201,7 +201,7 @@ Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} GroupNorm {from_scratch.verdict(build_difference, f"PyTorch's `{layer}`")}.
 - Trained with {'your' if yours else 'the reference'} {checked_norm.__name__} beside PyTorch's layer ({NETWORK_EPOCHS} epochs, {len(network_data.train_labels):,} images): the first step's losses differed by {first:.1e}; test accuracy {' against '.join(f"{run['history'][-1]['test_acc']:.2f}%" for run in side.values())}.
-- Over the first {WATCH_STEPS} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's went from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
+- Over the first {watched_steps} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's went from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {changed} predictions changed.
 - Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {ran['group_counts']}; {ran['convs']}. At a batch of 4: {ran['small']}.""")

@@ -17,7 +17,7 @@ LABELS = {NORM: NORM_TYPES[NORM].label, "none": "no norm"}
 # %% [markdown]
 # ### The first steps, watched
 #
-# Before the whole run, a fresh copy of this model and one without a norm (`norm="none"`) train for the first `WATCH_STEPS` steps of this recipe, in fp32, from the same seed and so on the same batches. A forward hook on each C block records the mean and standard deviation of what leaves it, after its norm and ReLU in whichever order they sit, at every step (after fast.ai's course, lesson 7). One line per block below, shallow to deep; the standard deviation is on a log scale. Why a norm that holds these still helps, and why the first explanation of it was questioned: [`S8_compare.ipynb`](S8_compare.ipynb), section 7.
+# Before the whole run, a fresh copy of this model and one without a norm (`norm="none"`) train for the first `WATCH_STEPS` steps of this recipe, in fp32, from the same seed and so on the same batches. A forward hook on each C block (a function PyTorch calls with the block's output every time the block runs) records the mean and standard deviation of what leaves it, after its norm and ReLU in whichever order they sit and before a skip adds to it, at every step (after fast.ai's course-v3 notebook `07_batchnorm`). One line per block below, shallow to deep; the standard deviation is on a log scale. Why a norm that holds these still helps, and why the first explanation of it was questioned: [`S8_compare.ipynb`](S8_compare.ipynb), section 7.
 
 # %%
 watched = {}
@@ -27,8 +27,9 @@ for arm in LABELS:
 display(plots.plot_watch(watched, LABELS))
 std = {arm: {block: values["std"] for block, values in stats.items()} for arm, stats in watched.items()}
 held = [s for values in std[NORM].values() for s in values]
-none = std["none"]
-Markdown(f"""Without a norm, the standard deviation of what leaves the blocks is {none['C1'][0]:.2f} at C1 and {none['C9'][0]:.3f} at C9 at the first step; by step {WATCH_STEPS} C9's has {'grown' if none['C9'][-1] > none['C9'][0] else 'fallen'} to {none['C9'][-1]:.2f}, {none['C9'][-1] / none['C9'][0]:.1f} times its first. With {LABELS[NORM]} every block's stays between {min(held):.2f} and {max(held):.2f} at every step, so each layer meets numbers of the same size however the layers before it change.""")
+none, watched_steps = std["none"], len(std["none"]["C9"])
+Markdown(f"""Without a norm, the standard deviation of what leaves the blocks is {none['C1'][0]:.2f} at C1 and {none['C9'][0]:.3f} at C9 at the first step; by step {watched_steps} C9's has {'grown' if none['C9'][-1] > none['C9'][0] else 'fallen'} to {none['C9'][-1]:.2f}, {none['C9'][-1] / none['C9'][0]:.1f} times its first. With {LABELS[NORM]} every block's stays between {min(held):.2f} and {max(held):.2f} at every step""" + (
+    ", so each layer's input keeps its size while the layers before it change." if max(held) < 1.5 * min(held) else "."))
 
 # %% [markdown]
 # ### The whole run

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Layer Normalization in a 48k-parameter CNN on CIFAR-10
 #
-# One of three lessons that train the same small network with a different normalization layer: LayerNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write LayerNorm yourself, check it against PyTorch's and train the network with it beside PyTorch's layer; then you watch what the norm does to each block's output over the first training steps, train the network in full with PyTorch's layer, see what sets it apart from BatchNorm, and try five changes. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
+# One of three lessons that train the same small network with a different normalization layer: LayerNorm here, BatchNorm in [`S8_BN.ipynb`](S8_BN.ipynb), GroupNorm in [`S8_GN.ipynb`](S8_GN.ipynb); [`S8_compare.ipynb`](S8_compare.ipynb) puts them side by side. In this one you write LayerNorm yourself, check it against PyTorch's and train the network with it beside PyTorch's layer; then you watch what the norm does to each block's output over the first training steps, train the network in full with PyTorch's layer, see what sets it apart from BatchNorm, and do five exercises. Run the cells in order; on Colab, choose a GPU runtime first (Runtime > Change runtime type).
 #
 # **LayerNorm** normalizes each image on its own, with one mean and variance over all its
 # channels and positions. For image $n$ with $C$ channels of size $H \times W$:
@@ -162,7 +162,7 @@ display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "
 # %% [markdown]
 # <details><summary>After you have run it: what the order does to the statistics</summary>
 #
-# Conv, norm, ReLU (your variant): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with your figure. Conv, ReLU, norm (this lesson's): the norm comes last, so what leaves the block has mean $\beta$ and standard deviation $\gamma$ exactly, 0 and 1 until they learn otherwise. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: Exercise 2 above and its placement records ask it.
+# Conv, norm, ReLU (your variant): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with your figure. Conv, ReLU, norm (this lesson's): the norm comes last, so at the start ($\gamma = 1$, $\beta = 0$) what leaves the block has mean 0 and standard deviation 1, per channel over the batch for BatchNorm, per image for LayerNorm, per group for GroupNorm, and so over the whole output too; later the learned $\gamma_c$ and $\beta_c$ set each channel's level and scale. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: Exercise 2 above and its placement records ask it.
 # </details>
 
 # %% [markdown]
@@ -190,7 +190,7 @@ Markdown(f"""What this notebook measured, in this run:
 
 - {'Your' if yours else 'The reference'} LayerNorm {from_scratch.verdict(build_difference, "PyTorch's `GroupNorm(1, C)`")}.
 - Trained with {'your' if yours else 'the reference'} {checked_norm.__name__} beside PyTorch's layer ({NETWORK_EPOCHS} epochs, {len(network_data.train_labels):,} images): the first step's losses differed by {first:.1e}; test accuracy {' against '.join(f"{run['history'][-1]['test_acc']:.2f}%" for run in side.values())}.
-- Over the first {WATCH_STEPS} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's went from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
+- Over the first {watched_steps} steps, the standard deviation of what leaves each block stayed between {min(held):.2f} and {max(held):.2f} with {LABELS[NORM]}; without a norm C9's went from {std['none']['C9'][0]:.3f} to {std['none']['C9'][-1]:.2f}.
 - {EPOCHS} epochs on {len(data.train_labels):,} training images: test accuracy {history[-1]['test_acc']:.2f}%, training accuracy {history[-1]['train_acc']:.2f}% on augmented images.
 - Train and eval mode's logits differed by at most {modes_difference:.1e}; passed alone instead of in a batch of 128, {alone['train'][1]} predictions changed in train mode.
 - Short runs ({SHORT_EPOCHS} epochs, {SHORT_IMAGES:,} images): {ran['layernorms']}; {ran['placements']}; {ran['batch_sizes']}.""")

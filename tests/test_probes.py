@@ -117,3 +117,16 @@ def test_norm_input_is_what_the_norm_of_a_block_normalizes():
         h = model.C3(model.P1(model.c3(model.C2(model.C1(x)))))
         expected = model.C5[1](model.C5[0](model.C4(h)))
     assert torch.allclose(captured, expected, atol=1e-6) and not model.training
+
+
+def test_watching_records_every_block_at_every_step_and_stops_where_a_short_schedule_ends():
+    """The same seed gives both models the same batches; a schedule shorter than the steps asked for ends the watch."""
+    data = toy_data(64, 10)
+    cfg = recipes.recipe("bn", epochs=1, seed=0, batch_size=32, amp="off")
+    watched = {}
+    for norm in ("bn", "none"):
+        torch.manual_seed(0)
+        watched[norm] = probes.watch_training(S8_model(norm), data, cfg, steps=5, device="cpu")
+    assert list(watched["bn"]) == ["C1", "C2", "C3", "C4", "C5", "C7", "C8", "C9"]
+    assert all(len(v["mean"]) == len(v["std"]) == 2 for stats in watched.values() for v in stats.values())
+    assert abs(watched["bn"]["C1"]["std"][0] - watched["none"]["C1"]["std"][0]) > 0.1  # the norm is what differs

@@ -305,8 +305,7 @@ def render_skips(out):
     return lambda: plots.plot_skips({k: [r["history"] for r in v] for k, v in runs.items()}, grads, LABELS), lines, headline
 
 
-def lr_accuracies(norm, multipliers, out=ROOT):
-    """{multiplier: [final accuracy of each seed]} of the learning-rate lesson's runs of `norm` (None: diverged)."""
+def lr_accuracies(norm, multipliers, out=ROOT):  # {multiplier: [each seed's accuracy (None: diverged)]}
     return {m: [r["final_test_accuracy"] for r in results.read_records(out, "screening", f"{norm}-x{m:g}-seed*")]
             for m in multipliers}
 
@@ -490,8 +489,7 @@ def render_placement(out):
 
 
 def batch_size_runs(plan):
-    """BatchNorm with its statistics over splits of each ghost batch size inside the recipe's batches (same steps,
-    images and rates), and LayerNorm and GroupNorm, which normalize each image alone, as they are."""
+    """BatchNorm over each ghost batch inside the recipe's batches (same steps); LayerNorm and GroupNorm as they are."""
     bn = [Run("sweep", f"bn-ghost{g}-seed{seed}", ModelConfig(norm="bn", ghost_batch=g),
               recipes.recipe("bn", epochs=plan.sweep_epochs, seed=seed), "sweep",
               keep_checkpoint=g == min(plan.ghost_batches) and seed == plan.seeds[0])
@@ -509,8 +507,7 @@ def measure_batch_size(lab):
     for name, path in models.items():
         if path.is_file():
             trained, _ = load_checkpoint(path, norm="bn")
-            # plain BatchNorm layers, so that train mode takes the statistics of the whole test batch
-            model = S8_model(**{**trained.config.to_dict(), "ghost_batch": None})
+            model = S8_model(**{**trained.config.to_dict(), "ghost_batch": None})  # train mode: a whole test batch's
             model.load_state_dict(trained.state_dict())
             gap[name] = {"eval": round(utils.scores(model, data).accuracy, 2), **{
                 f"train_bs{b}": round(probes.accuracy_with_batch_statistics(model, data, b), 2) for b in GAP_BATCHES}}
@@ -523,8 +520,8 @@ def render_batch_size(out):
     for r in runs:
         g = r["model_config"].get("ghost_batch")
         (ghost.setdefault(g, []) if g else reference.setdefault(r["norm"], [])).append(r)
-    first, sizes = runs[0], sorted(ghost)
-    batch = first["config"]["batch_size"]
+    reference = {n: reference[n] for n in results.NORMS if n in reference}  # the suite's order
+    first, sizes, batch = runs[0], sorted(ghost), runs[0]["config"]["batch_size"]
     lines = [f"BatchNorm takes its statistics over splits of a few images of each batch of {batch} (a ghost batch, "
              f"Hoffer et al., 2017): every run takes the same steps, of the same size, on the same images, so only the "
              f"images BatchNorm's statistics come from change. LayerNorm and GroupNorm normalize each image alone: no "
@@ -534,7 +531,7 @@ def render_batch_size(out):
              f"[[{first['data']}; ]]{results.trained_on(runs)}. Mean of the seeds (lowest-highest):", "",
              "| norm | statistics over | test accuracy | train accuracy |", "|---|---|---:|---:|"]
     rows = [(LABELS["bn"], f"{g} images" + (" (the whole batch)" if g >= batch else ""), ghost[g]) for g in sizes]
-    rows += [(LABELS[n], "each image alone", reference[n]) for n in results.NORMS if n in reference]
+    rows += [(LABELS[n], "each image alone", rs) for n, rs in reference.items()]
     for label, over, rs in rows:
         lines.append(f"| {label} | {over} | {spread([r['final_test_accuracy'] for r in rs])} | "
                      f"{spread([r['final_train_accuracy'] for r in rs])} |")
@@ -552,7 +549,7 @@ def render_batch_size(out):
     headline = (f"At the same steps, BatchNorm with its statistics over {low} images scores "
                 f"{mean_and_range(test[low])[0]:.1f}% against {mean_and_range(test[max(sizes)])[0]:.1f}% over "
                 f"{max(sizes)}; " + ", ".join(f"{LABELS[n]} {mean_and_range(r['final_test_accuracy'] for r in rs)[0]:.1f}%"
-                                              for n, rs in sorted(reference.items(), key=lambda i: results.NORMS.index(i[0])))
+                                              for n, rs in reference.items())
                 + f" ({first['train_images']:,} training images, {first['epochs']} epochs, the lessons' recipes)")
     if FULL_RUN in gap:
         row = gap[FULL_RUN]
@@ -560,7 +557,6 @@ def render_batch_size(out):
                      f"{row[f'train_bs{GAP_BATCHES[0]}']:.2f}% with those of {GAP_BATCHES[0]} test images")
     setting = (f"{first['train_images']:,} training images, {first['epochs']} epochs, batches of {batch}; "
                f"{results.trained_on(runs)}")
-    reference = {n: reference[n] for n in results.NORMS if n in reference}  # the suite's order
     return (lambda: plots.plot_batch_size(test, {n: [r["final_test_accuracy"] for r in rs] for n, rs in reference.items()},
                                           LABELS, batch, setting), lines, headline)
 

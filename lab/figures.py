@@ -22,8 +22,7 @@ def errorbar(ax, xs, spreads, **style):
 
 
 def plot_batch_size(bn, references, labels, batch, caption):
-    """BatchNorm's test accuracy against the images its statistics are taken over ({images: [accuracy per seed]}),
-    bars: lowest-highest; the norms without batch statistics ({norm: [accuracy per seed]}) as their mean and range."""
+    """BatchNorm's accuracy per ghost batch ({images: [per seed]}, bars: range); the others' ({norm: [...]}) as bands."""
     fig, ax = figure((7.5, 5))
     sizes = sorted(bn)
     errorbar(ax, sizes, [mean_and_range(bn[g]) for g in sizes], label=labels["bn"], color=color("bn"))

@@ -176,20 +176,8 @@ TRIALS = {"BatchNorm": dict(norm="bn"), "BatchNorm without the skips": dict(norm
           "no norm": dict(norm="none")}
 short = exercises.short_runs(data, TRIALS, SHORT_IMAGES, SHORT_EPOCHS, device, seed=SEED)
 
-# %% [markdown]
-# **Exercise 4: the norm on the other side of the ReLU, watched.** Section 4 watched this model's blocks hold still. Predict: with the norm after the ReLU instead of before it (`order="relu-norm"`), do the mean and standard deviation of what leaves each block still hold still over the first steps, and near which values? Then run it: `WATCH_STEPS` steps from the same seed, beside section 4's.
-
 # %%
-VARIANT = dict(order="relu-norm")
-torch.manual_seed(SEED)
-variant = probes.watch_training(S8_model(NORM, skips=SKIPS, **VARIANT), data, cfg, WATCH_STEPS, device)
-display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "variant": f"{LABELS[NORM]}, relu-norm"}))
-
-# %% [markdown]
-# <details><summary>After you have run it: what the order does to the statistics</summary>
-#
-# Conv, norm, ReLU (this lesson's): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with section 4's figure. Conv, ReLU, norm (your variant): the norm comes last, so at the start ($\gamma = 1$, $\beta = 0$) what leaves the block has mean 0 and standard deviation 1, per channel over the batch for BatchNorm, per image for LayerNorm, per group for GroupNorm, and so over the whole output too; later the learned $\gamma_c$ and $\beta_c$ set each channel's level and scale. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: the LayerNorm lesson's Exercise 2 and its placement records ask it for each norm.
-# </details>
+# include: lesson_watch_variant.py
 
 # %% [markdown]
 # **Exercise 5: a mistake to predict.** `from_scratch.mistaken_batch_norm("not in place")` is the reference with one change: it writes `running_mean = (1 - momentum) * running_mean + momentum * mean` (and the same for the variance) where the reference updates the running averages in place. Predict its training accuracy and its test accuracy after the same run as "Your norm in the network", against PyTorch's layer; then run it.

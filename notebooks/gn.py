@@ -159,20 +159,8 @@ small = exercises.short_runs(data, {"GroupNorm, batch 4": dict(norm="gn", batch_
                                 "BatchNorm, batch 4": dict(norm="bn", batch_size=4)}, SHORT_IMAGES, SHORT_EPOCHS, device,
                          seed=SEED)
 
-# %% [markdown]
-# **Exercise 4: the norm on the other side of the ReLU, watched.** Section 4 watched this model's blocks hold still. Predict: with the norm before the ReLU instead of after it (`order="norm-relu"`), do the mean and standard deviation of what leaves each block still hold still over the first steps, and near which values? Then run it: `WATCH_STEPS` steps from the same seed, beside section 4's.
-
 # %%
-VARIANT = dict(order="norm-relu")
-torch.manual_seed(SEED)
-variant = probes.watch_training(S8_model(NORM, skips=SKIPS, **VARIANT), data, cfg, WATCH_STEPS, device)
-display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "variant": f"{LABELS[NORM]}, norm-relu"}))
-
-# %% [markdown]
-# <details><summary>After you have run it: what the order does to the statistics</summary>
-#
-# Conv, norm, ReLU (your variant): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with your figure. Conv, ReLU, norm (this lesson's): the norm comes last, so at the start ($\gamma = 1$, $\beta = 0$) what leaves the block has mean 0 and standard deviation 1, per channel over the batch for BatchNorm, per image for LayerNorm, per group for GroupNorm, and so over the whole output too; later the learned $\gamma_c$ and $\beta_c$ set each channel's level and scale. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: the LayerNorm lesson's Exercise 2 and its placement records ask it.
-# </details>
+# include: lesson_watch_variant.py
 
 # %% [markdown]
 # **Exercise 5: a mistake to predict.** `from_scratch.mistaken_group_norm("batch axis")` is the reference with one change: it takes each group's mean and variance over the whole batch, (N, C / groups, H, W), instead of over each image. It has no running averages, so evaluation normalizes each test batch with its own statistics, as training did. Predict its training accuracy, and its test accuracy scored in batches of 1,000 images and of 2, against PyTorch's layer; then run it.

@@ -150,20 +150,8 @@ batch_sizes = exercises.short_runs(data, {"batch 128": dict(norm="ln", batch_siz
                                       "batch 16": dict(norm="ln", batch_size=16)}, SHORT_IMAGES, SHORT_EPOCHS, device,
                                seed=SEED)
 
-# %% [markdown]
-# **Exercise 4: the norm on the other side of the ReLU, watched.** Section 4 watched this model's blocks hold still. Predict: with the norm before the ReLU instead of after it (`order="norm-relu"`), do the mean and standard deviation of what leaves each block still hold still over the first steps, and near which values? Then run it: `WATCH_STEPS` steps from the same seed, beside section 4's.
-
 # %%
-VARIANT = dict(order="norm-relu")
-torch.manual_seed(SEED)
-variant = probes.watch_training(S8_model(NORM, skips=SKIPS, **VARIANT), data, cfg, WATCH_STEPS, device)
-display(plots.plot_watch({NORM: watched[NORM], "variant": variant}, {**LABELS, "variant": f"{LABELS[NORM]}, norm-relu"}))
-
-# %% [markdown]
-# <details><summary>After you have run it: what the order does to the statistics</summary>
-#
-# Conv, norm, ReLU (your variant): what leaves the block is the ReLU of values the norm set to mean $\beta$ and standard deviation $\gamma$ (0 and 1 at the start). For values like a standard normal's, the ReLU's output has mean $1/\sqrt{2\pi} \approx 0.40$ and standard deviation $\sqrt{1/2 - 1/(2\pi)} \approx 0.58$: compare with your figure. Conv, ReLU, norm (this lesson's): the norm comes last, so at the start ($\gamma = 1$, $\beta = 0$) what leaves the block has mean 0 and standard deviation 1, per channel over the batch for BatchNorm, per image for LayerNorm, per group for GroupNorm, and so over the whole output too; later the learned $\gamma_c$ and $\beta_c$ set each channel's level and scale. Either way the norm holds the statistics still; only their level differs. Which order trains better is another question: Exercise 2 above and its placement records ask it.
-# </details>
+# include: lesson_watch_variant.py
 
 # %% [markdown]
 # **Exercise 5: a mistake to predict.** `from_scratch.mistaken_group_norm("each channel alone", 1)` is the reference LayerNorm with one change: it takes each channel's mean and variance over H and W alone instead of over C, H and W together, which is InstanceNorm. Predict its training accuracy and its test accuracy after the same run as "Your norm in the network", against PyTorch's layer; then run it.
